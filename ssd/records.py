@@ -1,0 +1,49 @@
+"""The small record types a dataset source returns; the only thing `datasets/` imports from `ssd`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One annotated image.
+
+    Attributes:
+        image_id: unique within the dataset (VOC: the file stem, e.g. "000005").
+        image_path: path of the JPEG.
+        width, height: image size in pixels, as the annotation declares it.
+        boxes: float32 [N, 4], "xyxy" pixels, 0-based continuous (VOC's 1-based inclusive
+            (xmin, ymin, xmax, ymax) becomes (xmin - 1, ymin - 1, xmax, ymax)).
+        labels: int32 [N], class ids 1..C (0 is background and never appears here).
+        difficult: bool [N], VOC's `difficult` flag.
+    """
+
+    image_id: str
+    image_path: str
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+
+    def __post_init__(self) -> None:
+        n = len(self.boxes)
+        if np.shape(self.boxes) != (n, 4) or len(self.labels) != n or len(self.difficult) != n:
+            raise ValueError(
+                f"Sample {self.image_id}: boxes must be [N, 4] with N labels and N difficult "
+                f"flags, got {np.shape(self.boxes)}, {np.shape(self.labels)}, {np.shape(self.difficult)}"
+            )
+
+
+@dataclass(frozen=True)
+class DetectionDataset:
+    """A dataset split: class names (ids 1..C in this order) and its samples."""
+
+    class_names: tuple[str, ...]
+    samples: tuple[Sample, ...]
+
+    def __len__(self) -> int:
+        return len(self.samples)
