@@ -52,7 +52,7 @@ class DefaultBoxConfig:
         for k, (lo, hi) in enumerate(zip(self.min_sizes, self.max_sizes)):
             if not 0 < lo <= hi:
                 raise ValueError(
-                    f"DefaultBoxConfig map {k}: need 0 < min_size <= max_size, got {lo}, {hi}"
+                    f"DefaultBoxConfig.min_sizes/max_sizes[{k}]: need 0 < min <= max, got {lo}, {hi}"
                 )
         for k, ratios in enumerate(self.aspect_ratios):
             if any(r <= 0 or r == 1 for r in ratios):
