@@ -1,0 +1,105 @@
+"""One loop that drives a `VOCEvaluator`: from a model (any detector callable) or from results files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ssd.evaluation import VOCEvaluator, detections_to_pixels
+from ssd.image_io import read_rgb
+from ssd.records import DetectionDataset, Sample
+from ssd.results_files import COMP4_PREFIX, read_results_files
+
+# A detector takes uint8 RGB images [B, H, W, 3] at the model's input size and returns the
+# post-processing dict (detection_boxes "rel_yxyx", detection_scores, detection_classes 1..C,
+# num_detections), as TensorFlow tensors or NumPy arrays.
+Detector = Callable[[np.ndarray], dict[str, Any]]
+
+
+def add_ground_truth(evaluator: VOCEvaluator, dataset: DetectionDataset) -> None:
+    """Register every sample's ground truth ("xyxy" pixels) with the evaluator, in dataset order."""
+    for sample in dataset.samples:
+        evaluator.add_ground_truth(sample.image_id, sample.boxes, sample.labels, sample.difficult)
+
+
+def evaluate_results_files(
+    results_dir: str | Path, dataset: DetectionDataset, evaluator: VOCEvaluator, prefix: str = COMP4_PREFIX
+) -> dict[str, Any]:
+    """Evaluate comp4 results files (one per class of the dataset) against the dataset's ground truth."""
+    _check_classes(evaluator, dataset)
+    evaluator.reset()
+    add_ground_truth(evaluator, dataset)
+    evaluator.add_devkit_detections(*read_results_files(results_dir, dataset.class_names, prefix))
+    return evaluator.evaluate()
+
+
+def evaluate_detector(
+    detector: Detector,
+    dataset: DetectionDataset,
+    image_size: int | tuple[int, int],
+    batch_size: int,
+    evaluator: VOCEvaluator,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run `detector` over the dataset and evaluate its detections.
+
+    Each image is read as RGB and warped to `image_size` (height, width; an int means square), as
+    training resizes; the detector's normalised boxes are scaled back to the decoded image's size.
+    The last batch may be smaller than `batch_size`. The next batch is read on a thread while
+    the detector runs.
+    """
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"evaluate_detector: batch_size must be >= 1, got {batch_size}")
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    _check_classes(evaluator, dataset)
+    evaluator.reset()
+    bar = tqdm(total=len(dataset), unit="img", disable=not progress, desc="evaluate")
+    for samples, images, sizes in _prefetched_batches(dataset, batch_size, (height, width)):
+        outputs = {k: np.asarray(v) for k, v in detector(images).items()}
+        boxes = detections_to_pixels(outputs["detection_boxes"], sizes[:, 1], sizes[:, 0])
+        for b, sample in enumerate(samples):
+            n = int(outputs["num_detections"][b])
+            evaluator.process(
+                sample.image_id, sample.boxes, sample.labels, sample.difficult,
+                boxes[b, :n], outputs["detection_scores"][b, :n], outputs["detection_classes"][b, :n],
+            )
+        bar.update(len(samples))
+    bar.close()
+    return evaluator.evaluate()
+
+
+def _load_batch(samples: list[Sample], size: tuple[int, int]) -> tuple[list[Sample], np.ndarray, np.ndarray]:
+    """uint8 [B, H, W, 3] warped images and each original (height, width) [B, 2]."""
+    images, sizes = [], []
+    for sample in samples:
+        image = read_rgb(sample.image_path)
+        sizes.append(image.shape[:2])
+        images.append(cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
+    return samples, np.stack(images), np.asarray(sizes, np.float64)
+
+
+def _prefetched_batches(
+    dataset: DetectionDataset, batch_size: int, size: tuple[int, int]
+) -> Iterator[tuple[list[Sample], np.ndarray, np.ndarray]]:
+    """Batches in dataset order, the next one decoded on a worker thread (OpenCV releases the GIL)."""
+    batches = [list(dataset.samples[i:i + batch_size]) for i in range(0, len(dataset), batch_size)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_load_batch, batches[0], size) if batches else None
+        for k in range(len(batches)):
+            current = pending.result()
+            pending = pool.submit(_load_batch, batches[k + 1], size) if k + 1 < len(batches) else None
+            yield current
+
+
+def _check_classes(evaluator: VOCEvaluator, dataset: DetectionDataset) -> None:
+    if tuple(evaluator.class_names) != tuple(dataset.class_names):
+        raise ValueError(
+            f"evaluator classes {evaluator.class_names} differ from the dataset's {dataset.class_names}"
+        )

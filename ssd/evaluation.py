@@ -1,0 +1,403 @@
+"""Pascal VOC detection AP, exactly as the devkit's VOCevaldet.m / VOCap.m compute it.
+
+Boxes enter in the library's "xyxy" pixels (0-based, continuous) and are stored in the
+devkit's 1-based inclusive form (xmin + 1, ymin + 1, xmax, ymax), where the devkit's overlap
+formula is applied literally (`iw = min(xmax) - max(xmin) + 1`, ...). For integer boxes that is
+the same number as the continuous IoU; working in the devkit's form makes evaluating a
+results file bit-identical to the devkit.
+
+Per class, as the devkit:
+- detections are sorted by score, descending, with a *stable* sort (MATLAB's sort): equal
+  scores keep their input order, i.e. the order of `add_detections` calls (images in
+  processing order), then the order within a call; for results files, the file's line order;
+- each detection takes the ground truth of its class in its image with the highest overlap
+  (difficult ones included; on equal overlap the first in annotation order); overlap >=
+  `iou_threshold` and not difficult and not yet taken -> true positive; taken -> false
+  positive; difficult -> ignored; otherwise false positive;
+- recall is over the non-difficult ground truth; VOC2007 AP is the mean over t = 0, 0.1, ..., 1
+  of the best precision at recall >= t; VOC2010+ AP is the area under the monotone envelope.
+
+Beyond the devkit: several confidence levels from one pass (a level keeps detections with
+score >= level; with scores sorted that is a prefix of the full ranking, and the greedy
+assignment of a prefix is the prefix of the assignment, so one assignment serves all levels);
+results are always defined: a class without non-difficult ground truth gets AP None and is
+left out of the mAP (the devkit divides by zero), and a class whose detections all hit
+difficult objects gets AP 0 (the devkit's max over NaN precisions gives NaN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Recall thresholds of the VOC2007 11-point AP: the devkit's `for t=0:0.1:1`, as MATLAB's colon
+# operator builds it (first half 0 + k*0.1, second half 1 - k*0.1, midpoint 0.5). That makes the
+# fourth threshold 3*0.1 = 0.30000000000000004, so a recall of exactly 0.3 (3/10, 6/20, ...)
+# does NOT reach it in the devkit, and does not here; the other ten equal their decimal literals
+# (np.arange(0, 1.1, 0.1), used by some Python ports, also misses 0.6 and 0.7).
+_ELEVEN_POINTS = np.array([k * 0.1 for k in range(5)] + [0.5] + [1.0 - k * 0.1 for k in range(4, -1, -1)])
+
+
+class VOCEvaluator:
+    """Accumulates ground truth and detections image by image; `evaluate()` gives AP per class.
+
+    The detectron2 shape: `reset()`, `process(...)` per image, `evaluate() -> dict`.
+    """
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        confidence_levels: Sequence[float] = (0.01, 0.1, 0.3, 0.5),
+        iou_threshold: float = 0.5,
+    ) -> None:
+        if not class_names:
+            raise ValueError("VOCEvaluator: class_names must name at least one class")
+        if not 0.0 < iou_threshold <= 1.0:
+            raise ValueError(f"VOCEvaluator: iou_threshold must be in (0, 1], got {iou_threshold}")
+        if not confidence_levels:
+            raise ValueError("VOCEvaluator: confidence_levels must list at least one score level")
+        self.class_names = tuple(class_names)
+        self.confidence_levels = tuple(float(c) for c in confidence_levels)
+        self.iou_threshold = float(iou_threshold)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every image and detection."""
+        self._image_index: dict[str, int] = {}
+        self._gt: list[tuple[np.ndarray, ...]] = []  # (image, boxes devkit, labels, difficult)
+        self._det: list[tuple[np.ndarray, ...]] = []  # (image, boxes devkit, scores, labels)
+
+    @property
+    def image_ids(self) -> tuple[str, ...]:
+        """Registered images in processing order."""
+        return tuple(self._image_index)
+
+    def process(
+        self,
+        image_id: str,
+        gt_boxes: np.ndarray,
+        gt_labels: np.ndarray,
+        gt_difficult: np.ndarray,
+        det_boxes: np.ndarray,
+        det_scores: np.ndarray,
+        det_labels: np.ndarray,
+    ) -> None:
+        """One image: ground truth and detections, boxes float [N, 4] "xyxy" pixels, labels 1..C."""
+        self.add_ground_truth(image_id, gt_boxes, gt_labels, gt_difficult)
+        self.add_detections(image_id, det_boxes, det_scores, det_labels)
+
+    def add_ground_truth(
+        self, image_id: str, gt_boxes: np.ndarray, gt_labels: np.ndarray, gt_difficult: np.ndarray
+    ) -> None:
+        """Register an image (possibly with no objects): boxes float [N, 4] "xyxy" pixels."""
+        if image_id in self._image_index:
+            raise ValueError(f"VOCEvaluator: image {image_id!r} was already added")
+        boxes = _as_boxes(gt_boxes, "gt_boxes", image_id)
+        labels = self._as_labels(gt_labels, len(boxes), "gt_labels", image_id)
+        difficult = np.asarray(gt_difficult, bool).reshape(-1)
+        if len(difficult) != len(boxes):
+            raise ValueError(
+                f"VOCEvaluator: image {image_id!r}: gt_difficult needs {len(boxes)} flags, got {len(difficult)}"
+            )
+        index = len(self._image_index)
+        self._image_index[image_id] = index
+        self._gt.append((np.full(len(boxes), index, np.int64), _to_devkit(boxes), labels, difficult))
+
+    def add_detections(
+        self, image_id: str, det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray
+    ) -> None:
+        """Detections of a registered image: boxes float [N, 4] "xyxy" pixels, scores [N], labels 1..C."""
+        boxes = _as_boxes(det_boxes, "det_boxes", image_id)
+        self._add_devkit(np.full(len(boxes), self._lookup(image_id), np.int64), _to_devkit(boxes),
+                         det_scores, det_labels, image_id)
+
+    def add_devkit_detections(
+        self, image_ids: Sequence[str], boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray
+    ) -> None:
+        """Detections of many registered images at once, boxes float [N, 4] in the devkit's
+        1-based inclusive (xmin, ymin, xmax, ymax), as a results file holds them."""
+        boxes = _as_boxes(boxes, "boxes", "(devkit detections)")
+        if len(image_ids) != len(boxes):
+            raise ValueError(f"VOCEvaluator: {len(image_ids)} image ids for {len(boxes)} boxes")
+        images = np.fromiter((self._lookup(i) for i in image_ids), np.int64, len(image_ids))
+        self._add_devkit(images, boxes, scores, labels, "(devkit detections)")
+
+    def devkit_detections(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """All detections in input order: image ids, boxes float64 [N, 4] devkit 1-based, scores, labels."""
+        images, boxes, scores, labels = _concat(self._det, (np.int64, np.float64, np.float64, np.int64), 4)
+        names = list(self._image_index)
+        return [names[i] for i in images], boxes.reshape(-1, 4), scores, labels
+
+    def evaluate(self) -> dict[str, Any]:
+        """AP per class and confidence level, mAP per level; see `format_table` for a view.
+
+        Returns a JSON-ready dict, except "pr_curves" (NumPy arrays, see `json_ready`):
+            class_names, confidence_levels, iou_threshold, num_images,
+            classes: {name: {num_ground_truth (non-difficult), num_difficult, in_map,
+                             ap_voc07 [per level], ap_voc10 [per level] (None if not in_map),
+                             num_detections [per level], num_true_positives [per level]}},
+            map_voc07 / map_voc10: [per level] mean over classes in_map (None if there are none),
+            excluded_classes: names without non-difficult ground truth,
+            pr_curves: {name: {recall, precision, scores}} over all detections, score-descending
+                (a level's curve is the prefix with scores >= level).
+        """
+        gt = _concat(self._gt, (np.int64, np.float64, np.int64, bool), 4)
+        det = _concat(self._det, (np.int64, np.float64, np.float64, np.int64), 4)
+        num_images = len(self._image_index)
+        classes, curves = {}, {}
+        for label, name in enumerate(self.class_names, start=1):
+            classes[name], curves[name] = self._evaluate_class(label, gt, det, num_images)
+        in_map = [c for c in classes.values() if c["in_map"]]
+        levels = range(len(self.confidence_levels))
+        return {
+            "class_names": list(self.class_names),
+            "confidence_levels": list(self.confidence_levels),
+            "iou_threshold": self.iou_threshold,
+            "num_images": num_images,
+            "classes": classes,
+            "map_voc07": [_mean([c["ap_voc07"][k] for c in in_map]) for k in levels],
+            "map_voc10": [_mean([c["ap_voc10"][k] for c in in_map]) for k in levels],
+            "excluded_classes": [n for n, c in classes.items() if not c["in_map"]],
+            "pr_curves": curves,
+        }
+
+    def _evaluate_class(
+        self, label: int, gt: tuple[np.ndarray, ...], det: tuple[np.ndarray, ...], num_images: int
+    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Devkit assignment for one class, then AP for every confidence level."""
+        g_mask = gt[2] == label
+        g_image, g_boxes, g_difficult = gt[0][g_mask], gt[1].reshape(-1, 4)[g_mask], gt[3][g_mask]
+        # Group this class's ground truth by image, annotation order kept within an image.
+        order = np.argsort(g_image, kind="stable")
+        g_image, g_boxes, g_difficult = g_image[order], g_boxes[order], g_difficult[order]
+        counts = np.bincount(g_image, minlength=num_images)
+        starts = np.cumsum(counts) - counts
+        num_pos = int((~g_difficult).sum())
+
+        d_mask = det[3] == label
+        d_scores = det[2][d_mask]
+        order = np.argsort(-d_scores, kind="stable")  # MATLAB's sort(-confidence): stable
+        d_scores, d_image = d_scores[order], det[0][d_mask][order]
+        d_boxes = det[1].reshape(-1, 4)[d_mask][order]
+
+        best_iou, best_gt = _best_overlaps(d_boxes, starts[d_image], counts[d_image], g_boxes)
+        matched = best_iou >= self.iou_threshold
+        difficult_hit = matched & np.append(g_difficult, False)[best_gt]  # best_gt -1: no match
+        candidate = np.flatnonzero(matched & ~difficult_hit)
+        # A ground truth is taken by the first (highest-ranked) detection that reaches it; every
+        # later detection whose best match is the same object is a duplicate: false positive.
+        _, first = np.unique(best_gt[candidate], return_index=True)
+        tp = np.zeros(len(d_scores), bool)
+        tp[candidate[first]] = True
+        fp = ~tp & ~difficult_hit
+        tp_cum, fp_cum = np.cumsum(tp), np.cumsum(fp)
+
+        result = {
+            "num_ground_truth": num_pos,
+            "num_difficult": int(g_difficult.sum()),
+            "in_map": num_pos > 0,
+            "ap_voc07": [],
+            "ap_voc10": [],
+            "num_detections": [],
+            "num_true_positives": [],
+        }
+        for level in self.confidence_levels:
+            n = int(np.searchsorted(-d_scores, -level, side="right"))  # scores >= level
+            recall, precision = _pr(tp_cum[:n], fp_cum[:n], num_pos)
+            result["ap_voc07"].append(ap_voc07(recall, precision) if num_pos else None)
+            result["ap_voc10"].append(ap_voc10(recall, precision) if num_pos else None)
+            result["num_detections"].append(n)
+            result["num_true_positives"].append(int(tp_cum[n - 1]) if n else 0)
+        recall, precision = _pr(tp_cum, fp_cum, num_pos)
+        return result, {"recall": recall, "precision": precision, "scores": d_scores}
+
+    def _lookup(self, image_id: str) -> int:
+        try:
+            return self._image_index[image_id]
+        except KeyError:
+            raise ValueError(
+                f"VOCEvaluator: detections for image {image_id!r}, whose ground truth was never "
+                f"added (the devkit refuses unknown images too)"
+            ) from None
+
+    def _as_labels(self, labels: np.ndarray, n: int, name: str, image_id: str) -> np.ndarray:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != n:
+            raise ValueError(f"VOCEvaluator: image {image_id!r}: {name} needs {n} entries, got {len(labels)}")
+        as_int = labels.astype(np.int64)  # float class ids from the Object Detection API outputs
+        if np.any(as_int != labels) or np.any((as_int < 1) | (as_int > len(self.class_names))):
+            raise ValueError(
+                f"VOCEvaluator: image {image_id!r}: {name} must be class ids 1..{len(self.class_names)}, "
+                f"got {np.unique(labels).tolist()}"
+            )
+        return as_int
+
+    def _add_devkit(self, images, boxes, scores, labels, image_id) -> None:
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        if len(scores) != len(boxes):
+            raise ValueError(f"VOCEvaluator: image {image_id!r}: det_scores needs {len(boxes)} entries, got {len(scores)}")
+        if not np.all(np.isfinite(scores)):
+            raise ValueError(f"VOCEvaluator: image {image_id!r}: det_scores must be finite")
+        labels = self._as_labels(labels, len(boxes), "det_labels", image_id)
+        self._det.append((images, np.asarray(boxes, np.float64), scores, labels))
+
+
+def devkit_overlap(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
+    """The devkit's overlap of det_boxes [..., 4] with gt_boxes [..., 4] (broadcast), both 1-based
+    inclusive (xmin, ymin, xmax, ymax); -inf where the boxes do not intersect (`iw>0 & ih>0` fails)."""
+    iw = np.minimum(det_boxes[..., 2], gt_boxes[..., 2]) - np.maximum(det_boxes[..., 0], gt_boxes[..., 0]) + 1
+    ih = np.minimum(det_boxes[..., 3], gt_boxes[..., 3]) - np.maximum(det_boxes[..., 1], gt_boxes[..., 1]) + 1
+    ua = (
+        (det_boxes[..., 2] - det_boxes[..., 0] + 1) * (det_boxes[..., 3] - det_boxes[..., 1] + 1)
+        + (gt_boxes[..., 2] - gt_boxes[..., 0] + 1) * (gt_boxes[..., 3] - gt_boxes[..., 1] + 1)
+        - iw * ih
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((iw > 0) & (ih > 0), iw * ih / ua, -np.inf)
+
+
+def _best_overlaps(
+    d_boxes: np.ndarray, d_start: np.ndarray, d_count: np.ndarray, g_boxes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best devkit overlap of each detection with the ground truth of its image, and that
+    ground truth's row in g_boxes (-1 if none intersects); the first of equal overlaps wins."""
+    best_iou = np.full(len(d_boxes), -np.inf)
+    best_gt = np.full(len(d_boxes), -1, np.int64)
+    # Detections are bucketed by how many ground truths their image has, so each bucket is one
+    # dense [n, k] overlap computation and nothing is padded to the most crowded image.
+    for k in np.unique(d_count[d_count > 0]):
+        rows = np.flatnonzero(d_count == k)
+        cols = d_start[rows, None] + np.arange(k)  # [n, k] rows of g_boxes
+        overlap = devkit_overlap(d_boxes[rows, None, :], g_boxes[cols])
+        j = np.argmax(overlap, axis=1)  # first maximum, as the devkit's strict `ov > ovmax`
+        best_iou[rows] = overlap[np.arange(len(rows)), j]
+        best_gt[rows] = np.where(np.isfinite(best_iou[rows]), cols[np.arange(len(rows)), j], -1)
+    return best_iou, best_gt
+
+
+def _pr(tp_cum: np.ndarray, fp_cum: np.ndarray, num_pos: int) -> tuple[np.ndarray, np.ndarray]:
+    """Recall and precision after each ranked detection. Where nothing has counted yet (only
+    ignored difficult hits) the devkit's 0/0 is NaN; 0 gives the same AP and stays defined."""
+    recall = tp_cum / max(num_pos, 1)
+    precision = tp_cum / np.maximum(tp_cum + fp_cum, 1)
+    return recall.astype(np.float64), precision.astype(np.float64)
+
+
+def ap_voc07(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC2007 11-point AP: mean over t in 0, 0.1, ..., 1 of max precision at recall >= t (0 if none)."""
+    if len(recall) == 0:
+        return 0.0
+    # Best precision at or after each rank: a suffix maximum, then look up each threshold.
+    best_after = np.maximum.accumulate(precision[::-1])[::-1]
+    first = np.searchsorted(np.maximum.accumulate(recall), _ELEVEN_POINTS, side="left")
+    return float(np.sum(np.where(first < len(recall), best_after[np.minimum(first, len(recall) - 1)], 0.0)) / 11)
+
+
+def ap_voc10(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC2010+ AP (VOCap.m): area under the monotone precision envelope, recall from 0 to 1."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    changed = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
+    return float(np.sum((mrec[changed] - mrec[changed - 1]) * mpre[changed]))
+
+
+def detections_to_pixels(boxes_rel_yxyx: np.ndarray, width: Any, height: Any) -> np.ndarray:
+    """Post-processed boxes float [..., N, 4] "rel_yxyx" -> float64 [..., N, 4] "xyxy" pixels.
+
+    width, height: the original image size, scalars or one per image ([B] for boxes [B, N, 4]).
+    """
+    boxes = np.asarray(boxes_rel_yxyx, np.float64)
+    if boxes.ndim < 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"detections_to_pixels: boxes must be [..., N, 4] rel_yxyx, got {boxes.shape}")
+    w = np.asarray(width, np.float64)[..., None]
+    h = np.asarray(height, np.float64)[..., None]
+    return np.stack([boxes[..., 1] * w, boxes[..., 0] * h, boxes[..., 3] * w, boxes[..., 2] * h], axis=-1)
+
+
+def json_ready(results: dict[str, Any]) -> dict[str, Any]:
+    """`evaluate()`'s dict without the NumPy PR curves, for json.dump."""
+    return {k: v for k, v in results.items() if k != "pr_curves"}
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A per-class text table: ground truth count, then AP07 / AP10 (percent) per confidence level."""
+    levels = results["confidence_levels"]
+    head = f"{'class':<14}{'#gt':>6}" + "".join(f"  {'AP07@' + format(c, 'g'):>10}{'AP10@' + format(c, 'g'):>10}" for c in levels)
+    lines = [head, "-" * len(head)]
+
+    def cell(value: float | None) -> str:
+        return f"{'—' if value is None else format(100 * value, '.2f'):>10}"
+
+    for name, c in results["classes"].items():
+        lines.append(f"{name:<14}{c['num_ground_truth']:>6}"
+                     + "".join(f"  {cell(a)}{cell(b)}" for a, b in zip(c["ap_voc07"], c["ap_voc10"])))
+    lines.append("-" * len(head))
+    lines.append(f"{'mAP':<14}{'':>6}" + "".join(f"  {cell(a)}{cell(b)}" for a, b in zip(results["map_voc07"], results["map_voc10"])))
+    if results["excluded_classes"]:
+        lines.append(f"not in mAP (no non-difficult ground truth): {', '.join(results['excluded_classes'])}")
+    return "\n".join(lines)
+
+
+def save_pr_curves(results: dict[str, Any], path: str | Path) -> None:
+    """Precision/recall curve of every class, one panel each, to an image file (PNG by suffix).
+
+    Each curve runs over all detections; dots mark where each confidence level cuts it.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg only: no display needed
+    from matplotlib.figure import Figure
+
+    names = results["class_names"]
+    cols = min(5, len(names))
+    rows = -(-len(names) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.8 * rows))
+    FigureCanvasAgg(fig)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        curve, cls = results["pr_curves"][name], results["classes"][name]
+        ax.plot(curve["recall"], curve["precision"], lw=1.2)
+        for level in results["confidence_levels"]:
+            n = int(np.sum(curve["scores"] >= level))
+            if n:
+                ax.plot(curve["recall"][n - 1], curve["precision"][n - 1], "o", ms=3, label=f">={level:g}")
+        ap = cls["ap_voc10"][0]
+        ax.set_title(f"{name}  AP10 {'—' if ap is None else f'{100 * ap:.1f}'}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(labelsize=7)
+        if i == 0:
+            ax.legend(fontsize=6, loc="lower left")
+    fig.supxlabel("recall")
+    fig.supylabel("precision")
+    fig.tight_layout()
+    fig.savefig(str(path), dpi=80)
+
+
+def _to_devkit(boxes: np.ndarray) -> np.ndarray:
+    """"xyxy" 0-based continuous pixels -> the devkit's 1-based inclusive (xmin+1, ymin+1, xmax, ymax)."""
+    return boxes + np.array([1.0, 1.0, 0.0, 0.0])
+
+
+def _as_boxes(boxes: np.ndarray, name: str, image_id: str) -> np.ndarray:
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.size == 0:
+        return np.zeros((0, 4))
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"VOCEvaluator: image {image_id!r}: {name} must be [N, 4], got {boxes.shape}")
+    if not np.all(np.isfinite(boxes)):
+        raise ValueError(f"VOCEvaluator: image {image_id!r}: {name} must be finite")
+    return boxes
+
+
+def _concat(parts: list[tuple[np.ndarray, ...]], dtypes: tuple, width: int) -> tuple[np.ndarray, ...]:
+    """Column-wise concatenation of per-call tuples (empty arrays of the right dtype if none)."""
+    if not parts:
+        return tuple(np.zeros((0, 4) if i == 1 else (0,), d) for i, d in enumerate(dtypes))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(width))
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
