@@ -1,0 +1,20 @@
+"""Reading images: JPEG (or anything OpenCV decodes) -> uint8 RGB."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+# Decode straight to RGB, and ignore EXIF orientation: annotations refer to the stored pixel grid.
+_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """The image at `path` as uint8 [H, W, 3] RGB; ValueError naming the file if unreadable."""
+    image = cv2.imread(os.fspath(path), _FLAGS)
+    if image is None:
+        reason = "does not exist" if not os.path.exists(path) else "is not a readable image"
+        raise ValueError(f"image file {os.fspath(path)} {reason}")
+    return image

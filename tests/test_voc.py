@@ -1,0 +1,226 @@
+"""datasets/voc.py against hand-written VOC XML fixtures (tests/fixtures/VOCdevkit)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from datasets.voc import VOC_CLASSES, load_voc, load_voc_with_report, parse_split, write_voc_annotation
+
+FIXTURES = Path(__file__).parent / "fixtures" / "VOCdevkit"
+MISSING_JPEG = "000017"
+
+
+def cls(name: str) -> int:
+    return VOC_CLASSES.index(name) + 1
+
+
+@pytest.fixture
+def devkit(tmp_path: Path) -> Path:
+    """A copy of the fixture devkit with empty JPEG placeholders (all but 000017's)."""
+    root = tmp_path / "VOCdevkit"
+    shutil.copytree(FIXTURES, root)
+    for year in root.iterdir():
+        (year / "JPEGImages").mkdir()
+        for xml in (year / "Annotations").glob("*.xml"):
+            if xml.stem != MISSING_JPEG:
+                (year / "JPEGImages" / f"{xml.stem}.jpg").touch()
+    return root
+
+
+def write_set(folder: Path, name: str, ids: list[str]) -> None:
+    (folder / "ImageSets" / "Main" / f"{name}.txt").write_text("\n".join(ids) + "\n")
+
+
+def by_id(dataset):
+    return {s.image_id: s for s in dataset.samples}
+
+
+def test_voc_classes_in_design_order():
+    assert len(VOC_CLASSES) == 20
+    assert (VOC_CLASSES[0], VOC_CLASSES[8], VOC_CLASSES[14], VOC_CLASSES[19]) == (
+        "aeroplane", "chair", "person", "tvmonitor",
+    )  # fmt: skip
+
+
+def test_one_based_inclusive_pixels_become_zero_based_continuous(devkit):
+    # VOC (141, 50, 500, 330), 1-based inclusive, covers columns 141..500 = 360 pixels.
+    sample = by_id(load_voc(devkit, ["VOC2007:good"]))["000007"]
+    np.testing.assert_array_equal(sample.boxes, [[140, 49, 500, 330]])
+    assert sample.boxes[0, 2] - sample.boxes[0, 0] == 500 - 141 + 1
+    assert (sample.width, sample.height) == (500, 333)
+    assert sample.labels.tolist() == [cls("car")]  # " car " with spaces is still a car
+    assert sample.image_path.endswith("VOC2007/JPEGImages/000007.jpg")
+
+
+def test_multi_object_file_hand_worked(devkit):
+    sample = by_id(load_voc(devkit, ["VOC2007:good"]))["000005"]
+    assert sample.boxes.dtype == np.float32 and sample.labels.dtype == np.int32
+    np.testing.assert_array_equal(
+        sample.boxes,
+        [[262, 210, 324, 339], [4, 243, 67, 374], [0, 0, 500, 375], [276, 185, 277, 190]],
+    )
+    assert sample.labels.tolist() == [cls("chair"), cls("chair"), cls("person"), cls("pottedplant")]
+    assert sample.difficult.tolist() == [False, True, False, True]
+
+
+def test_full_image_and_one_pixel_boxes_are_not_reported(devkit):
+    # (1, 1, 500, 375) is exactly the 500x375 image, xmin == xmax is one pixel wide: both valid.
+    _, report = load_voc_with_report(devkit, ["VOC2007:good"])
+    assert report.issues == []
+    assert (report.files, report.objects) == (2, 5)
+
+
+def test_include_difficult_false_drops_difficult_objects(devkit):
+    dataset, report = load_voc_with_report(devkit, ["VOC2007:good"], include_difficult=False)
+    sample = by_id(dataset)["000005"]
+    assert sample.labels.tolist() == [cls("chair"), cls("person")]
+    assert not sample.difficult.any()
+    assert report.dropped_difficult == 2
+
+
+def test_bad_objects_skipped_or_clipped_and_reported(devkit):
+    dataset, report = load_voc_with_report(devkit, ["VOC2007:trainval"])
+    sample = by_id(dataset)["000012"]
+    # dog kept; bird (350, -10, 420, 40) clipped to the 400x300 image; unicorn, the inverted cat,
+    # the boat entirely right of the image and the cow with xmin "ten" skipped.
+    np.testing.assert_array_equal(sample.boxes, [[100, 50, 200, 150], [350, 0, 400, 40]])
+    assert sample.labels.tolist() == [cls("dog"), cls("bird")]
+    problems = [(Path(i.file).name, i.action) for i in report.issues]
+    assert problems.count(("000012.xml", "skipped object")) == 4
+    assert problems.count(("000012.xml", "clipped box")) == 1
+    text = " ".join(str(i) for i in report.issues)
+    for word in ("unicorn", "degenerate", "outside", "ten"):
+        assert word in text
+
+
+def test_bad_files_skipped_and_reported_by_name(devkit):
+    dataset, report = load_voc_with_report(devkit, ["VOC2007:bad"])
+    assert [s.image_id for s in dataset.samples] == ["000012"]
+    skipped = {Path(i.file).name: i.problem for i in report.issues if i.action == "skipped file"}
+    assert set(skipped) == {"000009.xml", "000016.xml", "000017.xml"}
+    assert "XML" in skipped["000009.xml"]
+    assert "size" in skipped["000016.xml"]
+    assert "000017.jpg" in skipped["000017.xml"]
+    summary = report.summary()
+    assert "3 files" in summary and "4 objects" in summary and "1 boxes" in summary
+
+
+def test_nothing_degenerate_reaches_a_sample(devkit):
+    dataset = load_voc(devkit, ["VOC2007:trainval", "VOC2007:bad", "VOC2012:trainval"])
+    for s in dataset.samples:
+        assert np.all(s.boxes[:, 2:] > s.boxes[:, :2])
+        assert np.all(s.boxes >= 0)
+        assert np.all(s.boxes[:, [0, 2]] <= s.width) and np.all(s.boxes[:, [1, 3]] <= s.height)
+        assert np.all((s.labels >= 1) & (s.labels <= 20))
+
+
+@pytest.mark.parametrize(
+    "image_id, message",
+    [("000009", "XML"), ("000012", "unicorn"), ("000016", "size"), ("000017", "missing")],
+)
+def test_strict_raises_naming_file_and_problem(devkit, image_id, message):
+    write_set(devkit / "VOC2007", "one", [image_id])
+    with pytest.raises(ValueError, match=message) as err:
+        load_voc(devkit, ["VOC2007:one"], strict=True)
+    assert f"{image_id}.xml" in str(err.value)
+
+
+def test_strict_accepts_clean_data(devkit):
+    assert len(load_voc(devkit, ["VOC2007:good"], strict=True)) == 2
+
+
+def test_empty_image_kept_and_counted(devkit):
+    dataset, report = load_voc_with_report(devkit, ["VOC2007:trainval"])
+    sample = by_id(dataset)["000019"]
+    assert sample.boxes.shape == (0, 4) and sample.labels.shape == (0,)
+    assert [Path(p).name for p in report.empty_images] == ["000019.xml"]
+
+
+def test_year_union_prefixes_ids_and_keeps_same_stems_apart(devkit):
+    dataset = load_voc(devkit, ["VOC2007:good", "VOC2012:trainval"])
+    samples = by_id(dataset)
+    assert sorted(samples) == ["VOC2007/000005", "VOC2007/000007", "VOC2012/000005", "VOC2012/2008_000008"]
+    assert samples["VOC2012/000005"].labels.tolist() == [cls("dog")]
+    assert samples["VOC2007/000005"].labels[0] == cls("chair")
+
+
+def test_single_folder_keeps_plain_ids(devkit):
+    assert [s.image_id for s in load_voc(devkit, ["VOC2012:trainval"]).samples] == ["000005", "2008_000008"]
+
+
+def test_plain_root_without_year_folders(devkit):
+    dataset = load_voc(devkit / "VOC2007", ["good"])
+    assert [s.image_id for s in dataset.samples] == ["000005", "000007"]
+
+
+def test_same_image_listed_twice_is_loaded_once(devkit):
+    assert len(load_voc(devkit, ["VOC2007:good", "VOC2007:trainval"])) == 4
+
+
+def test_voc2012_quirks_fractional_no_difficult_parts_and_tag_order(devkit):
+    samples = by_id(load_voc(devkit, ["VOC2012:trainval"]))
+    np.testing.assert_allclose(samples["000005"].boxes, [[44.5, 89, 300.25, 400]])
+    assert samples["000005"].difficult.tolist() == [False]
+    # the <part> (head) bndbox must not be read as an object box
+    np.testing.assert_array_equal(samples["2008_000008"].boxes, [[157, 42, 212, 256]])
+    assert (samples["2008_000008"].width, samples["2008_000008"].height) == (500, 442)
+
+
+def test_custom_class_list_skips_others(devkit):
+    dataset = load_voc(devkit, ["VOC2007:good"], class_names=("person", "car"))
+    assert dataset.class_names == ("person", "car")
+    assert {s.image_id: s.labels.tolist() for s in dataset.samples} == {"000005": [1], "000007": [2]}
+
+
+def test_missing_set_file_and_bad_split_names(devkit):
+    with pytest.raises(FileNotFoundError, match="nosuchset.txt"):
+        load_voc(devkit, ["VOC2007:nosuchset"])
+    with pytest.raises(ValueError, match="split"):
+        parse_split(":trainval")
+    with pytest.raises(TypeError, match="sequence"):
+        load_voc(devkit, "VOC2007:good")
+    assert parse_split("VOC2007:test") == ("VOC2007", "test") and parse_split("test") == ("", "test")
+
+
+def test_summary_logged_and_details_with_verbose(devkit, caplog):
+    with caplog.at_level(logging.INFO, logger="datasets.voc"):
+        load_voc(devkit, ["VOC2007:bad"])
+    assert len(caplog.records) == 1 and "use --verbose" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="datasets.voc"):
+        load_voc(devkit, ["VOC2007:bad"], verbose=True)
+    assert "unicorn" in caplog.text and "000016.xml" in caplog.text
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.data())
+def test_writer_round_trips_through_loader(tmp_path_factory, data):
+    root = tmp_path_factory.mktemp("voc")
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    width, height = data.draw(st.integers(2, 600)), data.draw(st.integers(2, 600))
+    n = data.draw(st.integers(0, 5))
+    boxes = []
+    for _ in range(n):
+        x0 = data.draw(st.integers(0, width - 1))
+        y0 = data.draw(st.integers(0, height - 1))
+        boxes.append((x0, y0, data.draw(st.integers(x0 + 1, width)), data.draw(st.integers(y0 + 1, height))))
+    names = [data.draw(st.sampled_from(VOC_CLASSES)) for _ in range(n)]
+    difficult = [data.draw(st.booleans()) for _ in range(n)]
+    write_voc_annotation(root / "Annotations" / "a.xml", "a.jpg", width, height, boxes, names, difficult, [False] * n)
+    (root / "JPEGImages" / "a.jpg").touch()
+    write_set(root, "all", ["a"])
+    dataset, report = load_voc_with_report(root, ["all"], strict=True)
+    sample = dataset.samples[0]
+    assert report.issues == []
+    np.testing.assert_array_equal(sample.boxes, np.array(boxes, np.float32).reshape(-1, 4))
+    assert sample.labels.tolist() == [VOC_CLASSES.index(c) + 1 for c in names]
+    assert sample.difficult.tolist() == difficult
+    assert (sample.width, sample.height) == (width, height)
