@@ -1,0 +1,230 @@
+"""The SSD network: VGG-16 base, conv4_3 L2 normalisation, extra layers and the two heads.
+
+`build_model` returns a Keras functional model. Its input is a batch of images, RGB, values in
+the uint8 range [0, 255], shape [B, S, S, 3] (uint8 or float); the Caffe preprocessing (RGB ->
+BGR, minus the ImageNet mean, no scaling) happens inside. Its output is a dict of raw head
+outputs, always float32 (also under a mixed-precision policy):
+
+    {"box_deltas": float32 [B, A, 4], "class_logits": float32 [B, A, num_classes]}
+
+with A default boxes in the order of `ssd.anchors.default_boxes` (location-major). Decoding,
+softmax and the loss live elsewhere; the outputs never depend on a mode.
+
+Layer names follow the paper and the Caffe release (conv1_1 ... conv5_3, conv6 = fc6,
+conv7 = fc7, conv8_1 ..., conv4_3_norm, `<source>_mbox_loc` / `<source>_mbox_conf`), so
+weights can be mapped by name.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from ssd.config import DEFAULT_BOXES, PRESETS, DefaultBoxConfig, ModelConfig
+
+# Caffe VGG-16 ImageNet mean, BGR order, in uint8 pixel units.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+# Feature maps the heads read, in default-box order, per preset.
+SOURCE_LAYERS: dict[str, tuple[str, ...]] = {
+    "vgg300": ("conv4_3_norm", "conv7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"),
+    "vgg512": ("conv4_3_norm", "conv7", "conv8_2", "conv9_2", "conv10_2", "conv11_2", "conv12_2"),
+}
+
+# VGG-16 blocks: (number of 3x3 convs, channels).
+_VGG_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+
+# Extra layers after conv7: (name, kernel, channels, stride, padding). A "pad" row pads the
+# bottom and right by one pixel (vgg512's conv12).
+_EXTRAS: dict[str, tuple[tuple, ...]] = {
+    "vgg300": (
+        ("conv8_1", 1, 256, 1, "same"), ("conv8_2", 3, 512, 2, "same"),
+        ("conv9_1", 1, 128, 1, "same"), ("conv9_2", 3, 256, 2, "same"),
+        ("conv10_1", 1, 128, 1, "same"), ("conv10_2", 3, 256, 1, "valid"),
+        ("conv11_1", 1, 128, 1, "same"), ("conv11_2", 3, 256, 1, "valid"),
+    ),
+    "vgg512": (
+        ("conv8_1", 1, 256, 1, "same"), ("conv8_2", 3, 512, 2, "same"),
+        ("conv9_1", 1, 128, 1, "same"), ("conv9_2", 3, 256, 2, "same"),
+        ("conv10_1", 1, 128, 1, "same"), ("conv10_2", 3, 256, 2, "same"),
+        ("conv11_1", 1, 128, 1, "same"), ("conv11_2", 3, 256, 2, "same"),
+        ("conv12_1", 1, 128, 1, "same"), ("conv12_pad", "pad"), ("conv12_2", 3, 256, 1, "valid"),
+    ),
+}
+
+
+@keras.saving.register_keras_serializable(package="ssd")
+class CaffePreprocess(layers.Layer):
+    """RGB images in [0, 255] [B, H, W, 3] -> float32 BGR minus the Caffe mean (no scaling)."""
+
+    def call(self, images):
+        x = ops.cast(images, "float32")
+        x = ops.flip(x, axis=-1)  # RGB -> BGR, the channel order the VGG weights were trained on
+        return x - ops.convert_to_tensor(CAFFE_BGR_MEAN, "float32")
+
+
+@keras.saving.register_keras_serializable(package="ssd")
+class L2Normalization(layers.Layer):
+    """x / ||x|| over channels, times a learnable per-channel scale (ParseNet; SSD's conv4_3_norm).
+
+    Args:
+        scale_init: initial value of every channel's scale (20 in SSD).
+        epsilon: added to the squared norm, as in Caffe's Normalize layer.
+    """
+
+    def __init__(self, scale_init: float = 20.0, epsilon: float = 1e-10, **kwargs):
+        super().__init__(**kwargs)
+        self.scale_init = float(scale_init)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(
+            name="scale",
+            shape=(input_shape[-1],),
+            initializer=keras.initializers.Constant(self.scale_init),
+        )
+
+    def call(self, x):
+        inverse_norm = ops.rsqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
+        return x * inverse_norm * self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "scale_init": self.scale_init, "epsilon": self.epsilon}
+
+
+def scaled_channels(channels: int, width: float) -> int:
+    """Channel count of a slim/wide model: round(channels * width), at least 1."""
+    return max(1, int(channels * width + 0.5))
+
+
+def _conv(x, name: str, channels: int, kernel: int, stride: int = 1, padding: str = "same",
+          dilation: int = 1, activation: str | None = "relu"):
+    """A Conv2D with Caffe SSD's initialisation: "xavier" (uniform, fan-in) kernels, zero biases."""
+    # Caffe's xavier filler with its default variance_norm (FAN_IN) is Keras' LeCun uniform.
+    return layers.Conv2D(
+        channels, kernel, strides=stride, padding=padding, dilation_rate=dilation,
+        activation=activation, kernel_initializer="lecun_uniform", bias_initializer="zeros",
+        name=name,
+    )(x)
+
+
+def _vgg16_base(x, width: float):
+    """VGG-16 conv1_1 ... conv7 with SSD's changes; returns (conv4_3, conv7) feature maps."""
+    conv4_3 = None
+    for block, (repeats, channels) in enumerate(_VGG_BLOCKS, start=1):
+        for i in range(1, repeats + 1):
+            x = _conv(x, f"conv{block}_{i}", scaled_channels(channels, width), 3)
+        if block == 4:
+            conv4_3 = x
+        if block < 5:
+            # 2x2/2 'same' pooling pads an odd input at the bottom/right only, which is Caffe's
+            # ceil mode: 75 -> 38 (not 37).
+            x = layers.MaxPooling2D(2, 2, padding="same", name=f"pool{block}")(x)
+    x = layers.MaxPooling2D(3, 1, padding="same", name="pool5")(x)
+    x = _conv(x, "conv6", scaled_channels(1024, width), 3, dilation=6)
+    x = _conv(x, "conv7", scaled_channels(1024, width), 1)
+    return conv4_3, x
+
+
+def _extras(x, preset: str, width: float) -> dict:
+    """The extra feature layers after conv7; returns every layer's output by name."""
+    outputs = {}
+    for spec in _EXTRAS[preset]:
+        if spec[1] == "pad":
+            x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=spec[0])(x)
+        else:
+            name, kernel, channels, stride, padding = spec
+            x = _conv(x, name, scaled_channels(channels, width), kernel, stride, padding)
+        outputs[spec[0]] = x
+    return outputs
+
+
+def _heads(sources: dict, boxes_per_location: tuple[int, ...], num_classes: int):
+    """3x3 location and class convs on every source map, flattened location-major, concatenated."""
+    deltas, logits = [], []
+    for (name, fmap), k in zip(sources.items(), boxes_per_location):
+        loc = _conv(fmap, f"{name}_mbox_loc", k * 4, 3, activation=None)
+        conf = _conv(fmap, f"{name}_mbox_conf", k * num_classes, 3, activation=None)
+        # (H, W, k * 4) -> (H * W * k, 4): row, column, box type, as ssd.anchors.default_boxes.
+        deltas.append(layers.Reshape((-1, 4), name=f"{name}_mbox_loc_flat")(loc))
+        logits.append(layers.Reshape((-1, num_classes), name=f"{name}_mbox_conf_flat")(conf))
+    deltas = layers.Concatenate(axis=1, name="mbox_loc")(deltas)
+    logits = layers.Concatenate(axis=1, name="mbox_conf")(logits)
+    # A float32 layer at the end: outputs stay float32 under mixed precision.
+    return (
+        layers.Activation("linear", dtype="float32", name="box_deltas")(deltas),
+        layers.Activation("linear", dtype="float32", name="class_logits")(logits),
+    )
+
+
+def _check_args(preset: str, num_classes: int, width: float, boxes: DefaultBoxConfig) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"build_model: preset must be one of {PRESETS}, got {preset!r}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"build_model: num_classes counts background plus at least one class (>= 2), "
+            f"got {num_classes!r}"
+        )
+    if not width > 0:
+        raise ValueError(f"build_model: width must be a positive number, got {width!r}")
+    expected = DEFAULT_BOXES[preset]
+    if (boxes.image_size, boxes.feature_map_sizes) != (expected.image_size, expected.feature_map_sizes):
+        raise ValueError(
+            f"build_model: preset {preset!r} takes {expected.image_size}x{expected.image_size} "
+            f"images and has source maps {expected.feature_map_sizes}; default_boxes are for "
+            f"{boxes.image_size} with maps {boxes.feature_map_sizes}"
+        )
+
+
+def build_model(
+    preset: str,
+    num_classes: int,
+    width: float = 1.0,
+    default_boxes: DefaultBoxConfig | None = None,
+    name: str | None = None,
+) -> keras.Model:
+    """The SSD network of `preset` ("vgg300" or "vgg512").
+
+    Args:
+        preset: "vgg300" or "vgg512".
+        num_classes: outputs per box, INCLUDING background (21 for VOC).
+        width: multiplies every base/extra channel count (`scaled_channels`); the topology and
+            the number of default boxes stay the same. 1.0 is the paper's network.
+        default_boxes: only its boxes per location are used; the preset's Caffe config if None.
+        name: model name; `ssd_<preset>` if None.
+    Returns:
+        A model mapping images [B, S, S, 3] (RGB, 0..255) to {"box_deltas": float32 [B, A, 4],
+        "class_logits": float32 [B, A, num_classes]}.
+    """
+    boxes = DEFAULT_BOXES.get(preset) if default_boxes is None else default_boxes
+    _check_args(preset, num_classes, width, boxes)
+    size = boxes.image_size
+    images = keras.Input((size, size, 3), name="images")
+    x = CaffePreprocess(name="preprocess", dtype="float32")(images)
+    conv4_3, conv7 = _vgg16_base(x, width)
+    # The norm is computed in float32: a sum of 512 squares is too coarse in bfloat16.
+    sources = {"conv4_3_norm": L2Normalization(20.0, name="conv4_3_norm", dtype="float32")(conv4_3),
+               "conv7": conv7}
+    extras = _extras(conv7, preset, width)
+    sources.update((n, extras[n]) for n in SOURCE_LAYERS[preset][2:])
+    box_deltas, class_logits = _heads(sources, boxes.boxes_per_location, num_classes)
+    return keras.Model(
+        images, {"box_deltas": box_deltas, "class_logits": class_logits}, name=name or f"ssd_{preset}"
+    )
+
+
+def build_model_from_config(config: ModelConfig) -> keras.Model:
+    """`build_model` from a `ModelConfig` (whose num_classes already includes background)."""
+    return build_model(config.preset, config.num_classes, config.width, config.default_boxes)
+
+
+def source_map_sizes(model: keras.Model) -> tuple[int, ...]:
+    """Side of every feature map the heads read, in default-box order (38, 19, ... for vgg300)."""
+    names = {layer.name for layer in model.layers}
+    preset = "vgg512" if "conv12_2" in names else "vgg300"
+    return tuple(int(model.get_layer(n).output.shape[1]) for n in SOURCE_LAYERS[preset])
+
+
+def kernel_weights(model: keras.Model) -> list:
+    """Every convolution kernel: the weights L2 weight decay applies to (no biases, no L2 scales)."""
+    return [layer.kernel for layer in model.layers if isinstance(layer, layers.Conv2D)]
