@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Run an exported frozen graph on images, directories, globs, video files or a webcam.
+
+Writes annotated images / videos (same size and frame rate, mp4) and JSON lines of detections
+(boxes in pixels "box_xyxy" and normalised "box_rel_xyxy", class id and name, score) into --out.
+
+Examples:
+  python detect.py --graph export/ photos/*.jpg --out detections/
+  python detect.py --graph export/frozen_inference_graph.pb clip.mp4 --out detections/ --batch-size 8
+  python detect.py --graph export/ --webcam 0 --out detections/ --max-frames 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ssd.cli import configure_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", help="image files, directories, globs (quoted) or video files")
+    p.add_argument("--graph", required=True, type=Path,
+                   help="frozen_inference_graph.pb, or the export directory holding it")
+    p.add_argument("--webcam", type=int, help="also read this webcam index (e.g. 0)")
+    p.add_argument("--out", type=Path, default=Path("detections"), help="output directory (default: detections)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="score threshold for drawing and JSON (default: 0.5); the graph's own export "
+                        "threshold still applies below it")
+    p.add_argument("--batch-size", type=int, default=8, help="frames or same-size images per graph call (default: 8)")
+    p.add_argument("--labels", type=Path, help="class names, one per line (default: labels.txt beside the graph)")
+    p.add_argument("--max-frames", type=int, help="stop each video after this many frames")
+    p.add_argument("--no-draw", action="store_true", help="write JSON lines only, no annotated images/videos")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    if not args.inputs and args.webcam is None:
+        print("error: give image/video inputs or --webcam INDEX", file=sys.stderr)
+        return 2
+    if args.batch_size < 1 or not 0.0 <= args.threshold <= 1.0:
+        print(f"error: --batch-size must be >= 1 and --threshold in [0, 1], got {args.batch_size}, "
+              f"{args.threshold}", file=sys.stderr)
+        return 2
+    # Imported late so that --help and argument errors answer without loading TensorFlow.
+    from ssd.detect_pipeline import detect_images, detect_video, expand_inputs
+    from ssd.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
+
+    graph_path = resolve_graph_path(args.graph)
+    try:
+        graph = FrozenGraph(graph_path)
+        class_names = labels_for(graph_path, args.labels)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    images, videos, errors = expand_inputs(args.inputs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    draw_dir = None if args.no_draw else args.out
+    progress = not args.quiet
+    if images:
+        with open(args.out / "detections.jsonl", "w") as jsonl:
+            report = detect_images(images, graph, draw_dir, jsonl, class_names, args.threshold,
+                                   args.batch_size, progress)
+        errors += report.errors
+        print(f"{report.done} of {len(images)} images: {report.detections} detections "
+              f"-> {args.out / 'detections.jsonl'}")
+    sources: list[str | int] = [str(v) for v in videos] + ([args.webcam] if args.webcam is not None else [])
+    for source in sources:
+        stem = f"webcam{source}" if isinstance(source, int) else Path(source).stem
+        out_video = None if args.no_draw else args.out / f"{stem}.mp4"
+        if out_video is not None and not isinstance(source, int) and out_video.resolve() == Path(source).resolve():
+            errors.append(f"not overwriting input video {source} with its annotated copy: choose another --out")
+            continue
+        with open(args.out / f"{stem}.jsonl", "w") as jsonl:
+            report = detect_video(source, graph, out_video, jsonl, class_names, args.threshold,
+                                  args.batch_size, args.max_frames, progress)
+        if report.frames:
+            print(report.summary())
+        if report.error:
+            errors.append(report.error)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""Detection over images and videos with any detection callable (usually `ssd.frozen_graph.FrozenGraph`).
+
+Video runs as three overlapping stages joined by bounded queues:
+
+    decode thread (OpenCV, BGR -> RGB)  ->  inference (batches of frames, caller's thread)
+        ->  draw + encode thread (boxes, labels, mp4 'mp4v', JSON lines)
+
+Each stage times its own work, so the report separates model time from I/O. A stage that fails
+stops the others (no stage ever blocks forever on a full or empty queue), and a video that ends
+before the frame count its container claims is reported as truncated or corrupt.
+
+Detections are written as JSON lines: for images {"image", "width", "height", "detections"},
+for videos {"video", "frame", "time_s", "width", "height", "detections"}, with the records of
+`ssd.frozen_graph.detection_records`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from ssd.frozen_graph import detection_records
+from ssd.image_io import read_rgb
+from ssd.visualize import draw_detections
+
+DetectFn = Callable[[np.ndarray], dict[str, np.ndarray]]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+DEFAULT_FPS = 30.0  # when a container (or a webcam) reports no frame rate
+_POLL_S = 0.1  # how often a blocked stage checks whether another stage has stopped
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[Path], list[str]]:
+    """Image files, directories (their images, sorted), globs and video files -> (images, videos, errors)."""
+    images: list[Path] = []
+    videos: list[Path] = []
+    errors: list[str] = []
+    for item in inputs:
+        if glob.has_magic(item):
+            paths = sorted(Path(p) for p in glob.glob(item))
+            if not paths:
+                errors.append(f"input {item}: the pattern matches no file")
+        elif Path(item).is_dir():
+            paths = sorted(p for p in Path(item).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            if not paths:
+                errors.append(f"input {item}: the directory holds no image or video file")
+        elif Path(item).exists():
+            paths = [Path(item)]
+        else:
+            errors.append(f"input {item} does not exist")
+            paths = []
+        for path in paths:
+            (videos if path.suffix.lower() in VIDEO_SUFFIXES else images).append(path)
+    return images, videos, errors
+
+
+# ---------------------------------------------------------------------------------------- images
+
+
+@dataclass
+class ImageReport:
+    """What `detect_images` did: images done, their detections, per-file errors."""
+
+    done: int = 0
+    detections: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def detect_images(
+    paths: Sequence[Path],
+    detect: DetectFn,
+    out_dir: Path | None,
+    jsonl: TextIO,
+    class_names: Sequence[str],
+    threshold: float,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> ImageReport:
+    """Detect on each image; write `out_dir/<name>` annotated (if out_dir) and a JSON line per image.
+
+    Consecutive images of the same size share a graph call (up to `batch_size`); an unreadable
+    image gets an error line (JSON {"image", "error"}) and the others go on.
+    """
+    report = ImageReport()
+    for batch in tqdm(list(_same_size_batches(paths, batch_size, report, jsonl)),
+                      desc="images", unit="batch", disable=not progress):
+        outputs = detect(np.stack([image for _, image in batch]))
+        for i, (path, image) in enumerate(batch):
+            height, width = image.shape[:2]
+            records = detection_records(outputs, i, width, height, class_names, threshold)
+            jsonl.write(json.dumps({"image": str(path), "width": width, "height": height,
+                                    "detections": records}) + "\n")
+            report.done += 1
+            report.detections += len(records)
+            if out_dir is not None:
+                _write_image(out_dir / path.name, draw_records(image, records, class_names), report, path)
+    return report
+
+
+def _same_size_batches(
+    paths: Sequence[Path], batch_size: int, report: ImageReport, jsonl: TextIO
+) -> Iterator[list[tuple[Path, np.ndarray]]]:
+    """Decoded images grouped into runs of equal shape, at most `batch_size` each."""
+    batch: list[tuple[Path, np.ndarray]] = []
+    for path in paths:
+        try:
+            image = read_rgb(path)
+        except ValueError as err:
+            report.errors.append(str(err))
+            jsonl.write(json.dumps({"image": str(path), "error": str(err)}) + "\n")
+            continue
+        if batch and (len(batch) == batch_size or batch[0][1].shape != image.shape):
+            yield batch
+            batch = []
+        batch.append((path, image))
+    if batch:
+        yield batch
+
+
+def _write_image(path: Path, image_rgb: np.ndarray, report: ImageReport, source: Path) -> None:
+    if path.resolve() == source.resolve():
+        report.errors.append(f"not overwriting input image {source} with its annotated copy: choose another --out")
+    elif not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        report.errors.append(f"could not write annotated image {path}")
+
+
+def draw_records(image: np.ndarray, records: list[dict[str, Any]], class_names: Sequence[str]) -> np.ndarray:
+    """`image` (uint8 RGB) with the records' boxes, class colours, labels and scores drawn."""
+    boxes = np.array([r["box_xyxy"] for r in records], np.float64).reshape(-1, 4)
+    classes = np.array([r["class_id"] for r in records], int)
+    scores = np.array([r["score"] for r in records], np.float64)
+    return draw_detections(image, boxes, classes, scores, class_names)
+
+
+# ---------------------------------------------------------------------------------------- videos
+
+
+@dataclass
+class VideoReport:
+    """Frames and seconds per stage of one video run; `error` is set when the run did not finish."""
+
+    source: str
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    expected_frames: int = 0  # from the container; 0 when unknown (webcam, some formats)
+    frames: int = 0  # decoded, detected, drawn and written
+    detections: int = 0
+    decode_s: float = 0.0
+    model_s: float = 0.0
+    draw_encode_s: float = 0.0
+    wall_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def wall_fps(self) -> float:
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line per number: wall FPS, then each stage's own rate (ms per frame)."""
+        def per_frame(seconds: float) -> str:
+            return f"{1000 * seconds / self.frames:7.2f} ms/frame" if self.frames else "    n/a"
+
+        model_fps = self.frames / self.model_s if self.model_s > 0 else 0.0
+        return "\n".join([
+            f"{self.source}: {self.frames} frames {self.width}x{self.height} @ {self.fps:g} fps",
+            f"  total wall   {self.wall_s:8.2f} s  {self.wall_fps:8.1f} FPS (decode, model, draw+encode overlap)",
+            f"  model        {self.model_s:8.2f} s  {model_fps:8.1f} FPS  {per_frame(self.model_s)}",
+            f"  decode       {self.decode_s:8.2f} s  {per_frame(self.decode_s)}",
+            f"  draw+encode  {self.draw_encode_s:8.2f} s  {per_frame(self.draw_encode_s)}",
+        ])  # fmt: skip
+
+
+class _Stop(Exception):
+    """Raised inside a stage when another stage has failed or the run was interrupted."""
+
+
+class _Stages:
+    """The queues and the shared stop flag of one video run."""
+
+    def __init__(self, depth: int):
+        self.frames: queue.Queue = queue.Queue(depth)
+        self.results: queue.Queue = queue.Queue(depth)
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+
+    def put(self, q: queue.Queue, item: Any) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, q: queue.Queue) -> Any:
+        while True:
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise _Stop from None
+
+    def fail(self, message: str) -> None:
+        self.errors.append(message)
+        self.stop.set()
+
+
+_END = object()  # end of stream marker passed down the queues
+
+
+def open_video(source: str | int) -> tuple[cv2.VideoCapture, VideoReport]:
+    """Open a video file or webcam index; ValueError naming it if OpenCV cannot read it."""
+    name = f"webcam {source}" if isinstance(source, int) else str(source)
+    if not isinstance(source, int) and not Path(source).is_file():
+        raise ValueError(f"video {name} does not exist")
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        capture.release()
+        raise ValueError(f"video {name} cannot be opened: not a video, or truncated/corrupt "
+                         "(e.g. an mp4 cut before its index)")
+    report = VideoReport(source=name)
+    report.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    report.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    report.fps = fps if np.isfinite(fps) and 0 < fps < 1000 else DEFAULT_FPS
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    report.expected_frames = int(count) if isinstance(source, str) and np.isfinite(count) and count > 0 else 0
+    return capture, report
+
+
+def detect_video(
+    source: str | int,
+    detect: DetectFn,
+    out_video: Path | None,
+    jsonl: TextIO | None,
+    class_names: Sequence[str],
+    threshold: float,
+    batch_size: int = 8,
+    max_frames: int | None = None,
+    progress: bool = True,
+    queue_depth: int = 4,
+) -> VideoReport:
+    """Run the three-stage pipeline on one video; never raises for a bad video, sets `report.error`.
+
+    Args:
+        source: a video file path or a webcam index.
+        out_video: annotated mp4 path (same size and frame rate as the input), or None.
+        jsonl: where to write one JSON line per frame, or None.
+        batch_size: frames per graph call.
+        max_frames: stop after this many frames (webcams run until interrupted otherwise).
+        queue_depth: batches buffered between stages.
+    """
+    try:
+        capture, report = open_video(source)
+    except ValueError as err:
+        return VideoReport(source=str(source), error=str(err))
+    start = time.perf_counter()
+    writer = None
+    try:
+        if out_video is not None:
+            writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"), report.fps,
+                                     (report.width, report.height))
+            if not writer.isOpened():
+                report.error = f"cannot write video {out_video} (mp4v, {report.width}x{report.height})"
+                return report
+        stages = _Stages(queue_depth)
+        total = report.expected_frames or None
+        if max_frames is not None and total is not None:
+            total = min(total, max_frames)
+        bar = tqdm(total=total, desc=Path(str(source)).name, unit="frame", disable=not progress)
+        decoded = [0]
+        threads = [
+            threading.Thread(target=_decode_stage, args=(capture, stages, batch_size, max_frames, report, decoded),
+                             name="decode", daemon=True),
+            threading.Thread(target=_write_stage, args=(stages, writer, jsonl, class_names, threshold, report, bar),
+                             name="draw+encode", daemon=True),
+        ]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        try:
+            _inference_stage(stages, detect, report)
+        except KeyboardInterrupt:
+            stages.fail("interrupted")
+        for thread in threads:
+            thread.join()
+        bar.close()
+        if stages.errors and stages.errors != ["interrupted"]:
+            report.error = "; ".join(stages.errors)
+        elif report.expected_frames and decoded[0] < min(report.expected_frames, max_frames or decoded[0] + 1):
+            report.error = (f"video {report.source} ended after {decoded[0]} of {report.expected_frames} "
+                            "frames (truncated or corrupt)")
+        elif decoded[0] == 0:
+            report.error = f"video {report.source} has no decodable frame"
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+        report.wall_s = time.perf_counter() - start
+    return report
+
+
+def _decode_stage(capture, stages: _Stages, batch_size: int, max_frames: int | None,
+                  report: VideoReport, decoded: list[int]) -> None:
+    """Read frames, convert to RGB, send them downstream in batches; then the end marker."""
+    try:
+        batch: list[np.ndarray] = []
+        while max_frames is None or decoded[0] < max_frames:
+            tic = time.perf_counter()
+            ok, frame = capture.read()
+            if ok:
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            report.decode_s += time.perf_counter() - tic
+            if not ok:
+                break
+            if frame.shape[:2] != (report.height, report.width):
+                raise ValueError(f"video {report.source}: frame {decoded[0]} is {frame.shape[1]}x{frame.shape[0]}, "
+                                 f"the stream said {report.width}x{report.height}")
+            decoded[0] += 1
+            batch.append(frame)
+            if len(batch) == batch_size:
+                stages.put(stages.frames, batch)
+                batch = []
+        if batch:
+            stages.put(stages.frames, batch)
+        stages.put(stages.frames, _END)
+    except _Stop:
+        pass
+    except Exception as err:  # a stage must report, never die silently
+        stages.fail(f"decoding failed: {type(err).__name__}: {err}")
+
+
+def _inference_stage(stages: _Stages, detect: DetectFn, report: VideoReport) -> None:
+    """Graph call per batch, in the caller's thread; passes frames and outputs downstream."""
+    try:
+        while True:
+            batch = stages.get(stages.frames)
+            if batch is _END:
+                stages.put(stages.results, _END)
+                return
+            tic = time.perf_counter()
+            outputs = detect(np.stack(batch))
+            report.model_s += time.perf_counter() - tic
+            stages.put(stages.results, (batch, outputs))
+    except _Stop:
+        pass
+    except Exception as err:
+        stages.fail(f"detection failed: {type(err).__name__}: {err}")
+
+
+def _write_stage(stages: _Stages, writer, jsonl: TextIO | None, class_names: Sequence[str],
+                 threshold: float, report: VideoReport, bar: tqdm) -> None:
+    """Draw and encode every frame, write its JSON line; stops at the end marker."""
+    try:
+        while True:
+            item = stages.get(stages.results)
+            if item is _END:
+                return
+            batch, outputs = item
+            tic = time.perf_counter()
+            for i, frame in enumerate(batch):
+                records = detection_records(outputs, i, report.width, report.height, class_names, threshold)
+                if writer is not None:
+                    writer.write(cv2.cvtColor(draw_records(frame, records, class_names), cv2.COLOR_RGB2BGR))
+                if jsonl is not None:
+                    jsonl.write(json.dumps({
+                        "video": report.source, "frame": report.frames,
+                        "time_s": round(report.frames / report.fps, 4),
+                        "width": report.width, "height": report.height, "detections": records,
+                    }) + "\n")  # fmt: skip
+                report.frames += 1
+                report.detections += len(records)
+            report.draw_encode_s += time.perf_counter() - tic
+            bar.update(len(batch))
+    except _Stop:
+        pass
+    except Exception as err:
+        stages.fail(f"drawing/encoding failed: {type(err).__name__}: {err}")

@@ -1,0 +1,214 @@
+"""Benchmark deployment: detect.py's video pipeline against model-only throughput, and the server
+against one detect.py process per image.
+
+Everything is made here, in a temporary directory: a run directory with an untrained slim model
+(--width), its export (frozen graph), and a synthetic video of moving shapes.
+
+(a) pipeline efficiency = video FPS of the real pipeline (decode -> inference -> draw + mp4
+    encode + JSON lines, overlapping threads) / model-only FPS (the same frames pre-decoded in
+    memory, graph calls only, same batch size). Target >= 0.9. Repeats are interleaved.
+(b) single-image requests/s: tools/serve.py in its own process on loopback, sequential and with
+    --clients concurrent clients, against `python detect.py IMAGE` started once per image (the
+    process start and graph load the server pays once).
+
+    python tools/benchmark_detect.py [--width 0.25] [--frames 120] [--batch-size 8] [--repeats 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from datasets.synthetic import SYNTHETIC_CLASSES  # noqa: E402
+from ssd.config import ModelConfig, TrainConfig  # noqa: E402
+from ssd.detect_pipeline import detect_video  # noqa: E402
+from ssd.export import export_run  # noqa: E402
+from ssd.frozen_graph import FrozenGraph  # noqa: E402
+from ssd.model import build_model_from_config  # noqa: E402
+from ssd.run_dir import save_run_config  # noqa: E402
+from ssd.server import post_image  # noqa: E402
+from tools.make_synthetic_video import write_synthetic_video  # noqa: E402
+
+
+def make_export(work: Path, width: float) -> Path:
+    """Throwaway run dir (untrained model, one checkpoint) -> export dir; returns the export dir."""
+    tf.keras.utils.set_random_seed(0)
+    config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=width)
+    model = build_model_from_config(config)
+    save_run_config(work / "run", config, TrainConfig())
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(work / "run" / "checkpoints"), 1).save()
+    export_run(work / "run", work / "export")
+    return work / "export"
+
+
+def decode_all(video: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames
+
+
+def model_only_fps(graph: FrozenGraph, frames: list[np.ndarray], batch_size: int) -> float:
+    batches = [np.stack(frames[i : i + batch_size]) for i in range(0, len(frames), batch_size)]
+    tic = time.perf_counter()
+    for batch in batches:
+        graph(batch)
+    return len(frames) / (time.perf_counter() - tic)
+
+
+def pipeline_run(graph: FrozenGraph, video: Path, out: Path, batch_size: int, threshold: float) -> dict:
+    with open(out / "bench.jsonl", "w") as jsonl:
+        report = detect_video(str(video), graph, out / "bench.mp4", jsonl, SYNTHETIC_CLASSES, threshold,
+                              batch_size, progress=False)
+    if report.error:
+        raise RuntimeError(report.error)
+    return {"fps": report.wall_fps, "model_s": report.model_s, "decode_s": report.decode_s,
+            "draw_encode_s": report.draw_encode_s, "wall_s": report.wall_s, "frames": report.frames}
+
+
+def bench_pipeline(graph: FrozenGraph, video: Path, out: Path, batch_size: int, repeats: int,
+                   threshold: float) -> dict:
+    frames = decode_all(video)
+    graph(np.stack(frames[:batch_size]))  # warm-up: first call builds kernels
+    runs, model = [], []
+    for _ in range(repeats):  # interleaved, so a busy neighbour slows both alike
+        runs.append(pipeline_run(graph, video, out, batch_size, threshold))
+        model.append(model_only_fps(graph, frames, batch_size))
+    ratios = [r["fps"] / m for r, m in zip(runs, model)]
+    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return {"frames": len(frames), "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}", "batch_size": batch_size,
+            "pipeline_fps": median["fps"], "model_only_fps": statistics.median(model),
+            "ratio": statistics.median(ratios), "ratios": ratios,
+            "per_frame_ms": {k: 1000 * median[k] / median["frames"] for k in ("model_s", "decode_s", "draw_encode_s")}}
+
+
+def start_server(export: Path) -> tuple[subprocess.Popen, str]:
+    """tools/serve.py on a free loopback port; returns the process and its URL."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "serve.py"), "--graph", str(export), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+    )  # fmt: skip
+    line = process.stdout.readline()  # "serving ... on http://127.0.0.1:PORT ..."
+    if " on http://" not in line:
+        process.kill()
+        raise RuntimeError(f"server did not start: {line!r}")
+    return process, line.split(" on ")[1].split()[0]
+
+
+def bench_server(export: Path, images: list[bytes], clients: int, repeats: int) -> dict:
+    process, url = start_server(export)
+    try:
+        post_image(url, images[0])  # warm-up
+        sequential, concurrent = [], []
+        for _ in range(repeats):
+            tic = time.perf_counter()
+            for body in images:
+                assert post_image(url, body)["status"] == 200
+            sequential.append(len(images) / (time.perf_counter() - tic))
+            tic = time.perf_counter()
+            with ThreadPoolExecutor(clients) as pool:
+                statuses = list(pool.map(lambda b: post_image(url, b)["status"], images))
+            assert statuses == [200] * len(images)
+            concurrent.append(len(images) / (time.perf_counter() - tic))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return {"sequential_rps": statistics.median(sequential), "concurrent_rps": statistics.median(concurrent)}
+
+
+def bench_process_per_image(export: Path, image_paths: list[Path], out: Path) -> float:
+    """Images per second when every image starts `python detect.py` (median seconds per image)."""
+    seconds = []
+    for path in image_paths:
+        tic = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "detect.py"), str(path), "--graph", str(export),
+                        "--out", str(out / "per_process"), "--quiet"],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds.append(time.perf_counter() - tic)
+    return 1.0 / statistics.median(seconds)
+
+
+def table(results: dict) -> str:
+    p, s, per_process = results["pipeline"], results["server"], results["process_per_image_rps"]
+    per = p["per_frame_ms"]
+    lines = [
+        f"detect.py video pipeline, {p['frames']} frames {p['size']}, batch {p['batch_size']}, "
+        f"width {results['width']} (medians of {results['repeats']})",
+        f"  {'pipeline (decode->model->draw+encode)':42s} {p['pipeline_fps']:8.1f} FPS",
+        f"  {'model only (frames in memory)':42s} {p['model_only_fps']:8.1f} FPS",
+        f"  {'ratio pipeline / model-only':42s} {p['ratio']:8.3f}   (target >= 0.9)",
+        f"  per frame: model {per['model_s']:.1f} ms, decode {per['decode_s']:.1f} ms, "
+        f"draw+encode {per['draw_encode_s']:.1f} ms (the last two overlap the model)",
+        f"single-image detection, {results['image_size']} JPEG, {results['images']} images",
+        f"  {'server, sequential':42s} {s['sequential_rps']:8.2f} req/s",
+        f"  {'server, ' + str(results['clients']) + ' concurrent clients':42s} {s['concurrent_rps']:8.2f} req/s",
+        f"  {'detect.py process per image':42s} {per_process:8.2f} img/s",
+        f"  {'server sequential / process per image':42s} {s['sequential_rps'] / per_process:8.1f}x",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--width", type=float, default=0.25, help="model channel multiplier (default: 0.25)")
+    p.add_argument("--frames", type=int, default=120, help="video frames (default: 120)")
+    p.add_argument("--video-size", default="480x360", help="video WxH (default: 480x360)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per graph call (default: 8)")
+    p.add_argument("--threshold", type=float, default=0.5, help="drawing threshold (default: 0.5)")
+    p.add_argument("--repeats", type=int, default=3, help="repeats per measurement; medians (default: 3)")
+    p.add_argument("--images", type=int, default=16, help="images per server measurement (default: 16)")
+    p.add_argument("--clients", type=int, default=4, help="concurrent server clients (default: 4)")
+    p.add_argument("--process-images", type=int, default=3, help="detect.py processes timed (default: 3)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    width, height = (int(v) for v in args.video_size.lower().split("x"))
+    with tempfile.TemporaryDirectory(prefix="bench_detect_") as tmp:
+        work = Path(tmp)
+        export = make_export(work, args.width)
+        video = write_synthetic_video(work / "shapes.mp4", args.frames, 25.0, width, height, seed=1)
+        graph = FrozenGraph(export / "frozen_inference_graph.pb")
+        pipeline = bench_pipeline(graph, video, work, args.batch_size, args.repeats, args.threshold)
+        frames = decode_all(video)[: args.images]
+        bodies = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes() for f in frames]
+        paths = []
+        for k, body in enumerate(bodies[: args.process_images]):
+            paths.append(work / f"image{k}.jpg")
+            paths[-1].write_bytes(body)
+        server = bench_server(export, bodies, args.clients, args.repeats)
+        per_process = bench_process_per_image(export, paths, work)
+    results = {
+        "width": args.width, "repeats": args.repeats, "pipeline": pipeline, "server": server,
+        "process_per_image_rps": per_process, "images": len(bodies), "clients": args.clients,
+        "image_size": f"{width}x{height}", "cpu_count": os.cpu_count(), "platform": platform.platform(),
+        "tensorflow": tf.__version__,
+    }  # fmt: skip
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

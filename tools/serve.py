@@ -1,0 +1,96 @@
+"""Serve an exported frozen graph over HTTP (POST /detect, GET /health), or post an image to one.
+
+    python tools/serve.py --graph export/frozen_inference_graph.pb [--port 8080] [--max-bytes 10MB]
+    curl --data-binary @img.jpg http://127.0.0.1:8080/detect
+    python tools/serve.py --post img.jpg [--url http://127.0.0.1:8080] [--threshold 0.3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
+
+from ssd.cli import configure_logging  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--graph", type=Path, help="frozen_inference_graph.pb or its export directory (to serve)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one (default: 8080)")
+    p.add_argument("--max-bytes", default="10MB", help="largest accepted body, e.g. 10MB, 512KiB (default: 10MB)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="TensorFlow threads per graph call; 0 lets TensorFlow choose (default: 0)")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="default score threshold of replies; ?threshold= overrides it per request (default: 0.5)")
+    p.add_argument("--labels", type=Path, help="class names, one per line (default: labels.txt beside the graph)")
+    p.add_argument("--post", type=Path, metavar="IMAGE", help="client mode: send IMAGE to --url and print the reply")
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="client mode: server URL (default: %(default)s)")
+    return p
+
+
+def post(args: argparse.Namespace) -> int:
+    from ssd.server import post_image
+
+    if not args.post.is_file():
+        print(f"error: image {args.post} does not exist", file=sys.stderr)
+        return 2
+    try:
+        reply = post_image(args.url, args.post.read_bytes(), args.threshold)
+    except OSError as err:
+        print(f"error: cannot reach {args.url}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("status") == 200 else 1
+
+
+def serve(args: argparse.Namespace) -> int:
+    from ssd.server import make_server, parse_size
+
+    try:
+        max_bytes = parse_size(args.max_bytes)
+    except ValueError as err:
+        print(f"error: --max-bytes: {err}", file=sys.stderr)
+        return 2
+    import tensorflow as tf
+
+    if args.threads > 0:  # must happen before TensorFlow starts its thread pools
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from ssd.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
+
+    graph_path = resolve_graph_path(args.graph)
+    try:
+        graph = FrozenGraph(graph_path)
+        class_names = labels_for(graph_path, args.labels)
+        server = make_server(graph, class_names, args.host, args.port, max_bytes, args.threshold, str(graph_path))
+    except (FileNotFoundError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"serving {graph_path} on {server.url}  (POST /detect, GET /health; Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    if args.post is not None:
+        return post(args)
+    if args.graph is None:
+        print("error: --graph is required to serve (or --post IMAGE to send one)", file=sys.stderr)
+        return 2
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
