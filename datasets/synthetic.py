@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets.voc import load_voc, write_voc_annotation
+from datasets.voc import CLASSES_FILE, load_voc, write_voc_annotation
 from ssd.records import DetectionDataset
 
 # Class -> hue in degrees; hues 60 degrees apart keep colour a reliable cue.
@@ -257,6 +257,7 @@ def generate_synthetic_voc(
     }
     for name, members in sets.items():
         (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(i + "\n" for i in members))
+    (root / CLASSES_FILE).write_text("".join(name + "\n" for name in SYNTHETIC_CLASSES))
 
 
 def load_synthetic(

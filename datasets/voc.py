@@ -41,6 +41,9 @@ VOC_CLASSES: tuple[str, ...] = (
     "train", "tvmonitor",
 )  # fmt: skip
 
+# A dataset folder may name its classes, one per line, in this file at its root.
+CLASSES_FILE = "classes.txt"
+
 
 @dataclass(frozen=True)
 class LoadIssue:
@@ -346,3 +349,18 @@ def write_voc_annotation(
         for tag, value in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1), ("ymax", y1)):
             etree.SubElement(bndbox, tag).text = str(value)
     etree.ElementTree(root).write(str(path), pretty_print=True, encoding="utf-8")
+
+
+def dataset_class_names(root: str | os.PathLike, splits: Sequence[str]) -> tuple[str, ...]:
+    """The classes a dataset folder declares in classes.txt, else VOC's 20 for devkit splits."""
+    path = Path(root) / CLASSES_FILE
+    if path.is_file():
+        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        if not names:
+            raise ValueError(f"{path} names no classes")
+        return names
+    if all(":" in split for split in splits):
+        return VOC_CLASSES
+    raise ValueError(
+        f"{root} has no {CLASSES_FILE}: name the classes with --classes (comma-separated or a file, "
+        f"one per line) or write them into {path}")

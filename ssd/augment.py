@@ -280,9 +280,14 @@ class TrainAugmentation:
         image_size: int,
         mean_rgb: tuple[float, float, float] = MEAN_RGB,
         clip_boxes: bool = True,
+        expand_probability: float = 0.5,
     ) -> None:
         if image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
+        if not 0.0 <= expand_probability <= 1.0:
+            raise ValueError(f"expand_probability must be in [0, 1], got {expand_probability}")
+        # The paper's 0.5 adds small-object practice for long runs; short runs converge faster without.
+        self.expand_probability = float(expand_probability)
         self.image_size = int(image_size)
         self.mean_rgb = tuple(float(m) for m in mean_rgb)
         self.clip_boxes = bool(clip_boxes)
@@ -301,7 +306,7 @@ class TrainAugmentation:
         height, width = image.shape[:2]
         params = draw_photometric(rng)
         left, top, canvas_w, canvas_h = 0, 0, width, height
-        if rng.random() < 0.5:
+        if rng.random() < self.expand_probability:
             left, top, canvas_w, canvas_h = draw_expand(rng, width, height)
         canvas_boxes = boxes + np.array([left, top, left, top], np.float32)
         patch = sample_patch(rng, canvas_w, canvas_h, canvas_boxes)

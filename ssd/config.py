@@ -195,3 +195,71 @@ class ModelConfig:
         if not path.is_file():
             raise FileNotFoundError(f"model config {path} does not exist")
         return cls.from_dict(json.loads(path.read_text()))
+
+
+OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training option; the defaults are the paper's recipe for SSD300 on VOC07+12."""
+
+    data_root: str = "VOCdevkit"
+    train_splits: tuple[str, ...] = ("VOC2007:trainval", "VOC2012:trainval")
+    val_splits: tuple[str, ...] = ("VOC2007:test",)
+    include_difficult: bool = True
+    expand_probability: float = 0.5
+    vgg16_weights: str | None = None
+    from_scratch: bool = False
+    batch_size: int = 32
+    iterations: int = 120_000
+    epochs: int | None = None
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    learning_rate: float = 1e-3
+    schedule: str = "step"
+    boundaries: tuple[int, ...] = (80_000, 100_000)
+    decay: float = 0.1
+    power: float = 0.9
+    min_learning_rate: float = 0.0
+    cycle_steps: int = 2000
+    warmup_steps: int = 0
+    weight_decay: float = 5e-4
+    workers: int = 2
+    seed: int = 0
+    mixed_precision: str = "float32"
+    xla: bool = False
+    eval_every: int = 1
+    eval_confidences: tuple[float, ...] = (0.01, 0.1, 0.3, 0.5)
+    checkpoint_every: int = 1000
+    max_boxes: int = 100
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
+        for name in ("batch_size", "iterations", "checkpoint_every", "max_boxes", "workers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"TrainConfig.epochs must be positive or None, got {self.epochs}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
+        if not self.train_splits:
+            raise ValueError("TrainConfig.train_splits must name at least one split")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.epochs * steps_per_epoch if self.epochs else self.iterations
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown options {sorted(unknown)}")
+        return cls(**{k: _tuple(v) for k, v in data.items()})

@@ -38,6 +38,7 @@ def multibox_loss(
     target_labels: tf.Tensor,
     neg_pos_ratio: float = 3.0,
     alpha: float = 1.0,
+    normalizer: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
     """The SSD objective, both parts divided by the batch's number of positives (at least 1).
 
@@ -46,6 +47,8 @@ def multibox_loss(
         class_logits: float [B, A, C + 1], class 0 is background.
         target_deltas: float [B, A, 4], encoded matched ground truth (used on positives only).
         target_labels: int32 [B, A], 0 for background.
+        normalizer: the positives to divide by, when the batch is split over replicas (the
+            global count); this batch's own count if None.
     Returns:
         {"loss", "confidence_loss", "localization_loss"}, float32 scalars; "loss" is
         confidence + alpha * localisation (weight decay is added by the caller).
@@ -59,7 +62,9 @@ def multibox_loss(
     cross_entropy = -tf.gather(log_probs, target_labels, batch_dims=2)
     negative = hard_negative_mask(-log_probs[..., 0], positive, neg_pos_ratio)
 
-    num_pos = tf.maximum(tf.reduce_sum(tf.cast(positive, tf.float32)), 1.0)
+    if normalizer is None:
+        normalizer = tf.reduce_sum(tf.cast(positive, tf.float32))
+    num_pos = tf.maximum(tf.cast(normalizer, tf.float32), 1.0)
     selected = tf.cast(positive | negative, tf.float32)
     confidence = tf.reduce_sum(cross_entropy * selected) / num_pos
 
