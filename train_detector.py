@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
 """Train SSD300 / SSD512 on Pascal VOC or any VOC-format dataset.
 
-Examples:
-  # the paper's recipe on VOC07+12 (one GPU, or several: all visible GPUs are used)
+The defaults are the paper's recipe (SGD 1e-3, momentum 0.9, batch 32, 120k steps, x0.1 at 80k
+and 100k, weight decay 5e-4) for VOC07+12 trainval, validated on VOC07 test. The run directory
+gets config.json, checkpoints/, best/ (best validation mAP), logs/ (TensorBoard) and train.log.
+Running the same command again resumes from the last checkpoint; Ctrl-C saves one and exits.
+
+examples:
+  # the paper's recipe on VOC07+12 (all visible GPUs are used)
   python train_detector.py --data-root ~/data/VOCdevkit --run-dir runs/ssd300 \\
       --vgg16-weights ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5
-  # resume: the same command again;  repeat a run elsewhere: --config runs/ssd300/config.json
-  # a slim model on the synthetic set, from scratch
-  python train_detector.py --data-root data/synthetic --train-split train --val-split test \\
-      --width 0.125 --from-scratch --optimizer adam --lr 1e-3 --epochs 20 --batch-size 16
+  # a slim model on the synthetic set, from scratch, on a CPU
+  python train_detector.py --data-root data/synthetic --train-split trainval --val-split test \\
+      --run-dir runs/synthetic --width 0.25 --from-scratch --optimizer adam --lr 1e-3 \\
+      --schedule cosine --warmup-steps 200 --epochs 20 --batch-size 16
+  # repeat a run elsewhere, changing one option
+  python train_detector.py --config runs/ssd300/config.json --run-dir runs/again --lr 2e-3
+  # find a learning rate first: writes lr_finder.csv and lr_finder.png
+  python train_detector.py ... --lr-finder
+  # several machines: the same command on each, with TF_CONFIG describing the cluster
 """
 
 from __future__ import annotations
@@ -17,76 +27,100 @@ import argparse
 import dataclasses
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 from datasets import load_dataset
 from ssd.cli import configure_logging
 from ssd.config import OPTIMIZERS, PRECISIONS, PRESETS, ModelConfig, TrainConfig
+from ssd.records import DetectionDataset
 
 DEFAULTS = TrainConfig()
+# Copies of ssd.training.STRATEGIES and ssd.schedules.SCHEDULES: importing those loads TensorFlow,
+# which would make --help take seconds (a test keeps them equal).
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+SCHEDULES = ("constant", "step", "exponential", "polynomial", "cosine", "cyclic")
+log = logging.getLogger("train_detector")
 
 
 def _default(name: str) -> str:
-    return f"(default: {getattr(DEFAULTS, name)})"
+    value = getattr(DEFAULTS, name)
+    if isinstance(value, tuple):
+        value = ",".join(str(v) for v in value) if all(isinstance(v, int) for v in value) else " ".join(value)
+    return f"(default: {value})"
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
     p.add_argument("--run-dir", required=True, type=Path,
-                   help="where config, checkpoints, logs go; an existing run resumes")
-    p.add_argument("--config", type=Path, help="a run's config.json to repeat; flags given here override it")
+                   help="where config.json, checkpoints and logs go; an existing run resumes")
+    p.add_argument("--config", type=Path, help="a run's config.json (or run directory) to repeat; the flags "
+                   "given here override it (a --run-dir that already has a config.json uses its own)")
     data = p.add_argument_group("data")
-    data.add_argument("--data-root", help="a VOCdevkit folder, or a VOC-format dataset folder")
+    data.add_argument("--data-root", help=f"a VOCdevkit folder, or a VOC-format dataset folder {_default('data_root')}")
     data.add_argument("--classes", help="class names, comma-separated or a file with one per line "
                       "(default: <data-root>/classes.txt if present, else the 20 VOC classes)")
-    data.add_argument("--train-split", dest="train_splits", action="append",
-                      help=f"a split to train on, repeatable, e.g. VOC2007:trainval {_default('train_splits')}")
-    data.add_argument("--val-split", dest="val_splits", action="append",
+    data.add_argument("--train-split", dest="train_splits", action="append", metavar="SPLIT",
+                      help=f"a split to train on, repeatable; VOC2007:trainval inside a VOCdevkit, "
+                           f"trainval in a single dataset folder {_default('train_splits')}")
+    data.add_argument("--val-split", dest="val_splits", action="append", metavar="SPLIT",
                       help=f"a split to evaluate on, repeatable {_default('val_splits')}")
     data.add_argument("--exclude-difficult", dest="include_difficult", action="store_false",
                       help="drop objects marked difficult from training (kept by default, as in Caffe)")
-    data.add_argument("--expand-probability", type=float,
+    data.add_argument("--expand-probability", type=float, metavar="P",
                       help=f"probability of the zoom-out augmentation {_default('expand_probability')}")
-    data.add_argument("--workers", type=int, help=f"data worker processes {_default('workers')}")
-    data.add_argument("--max-boxes", type=int, help=f"boxes kept per image {_default('max_boxes')}")
+    data.add_argument("--workers", type=int, metavar="N", help=f"data worker processes {_default('workers')}")
+    data.add_argument("--max-boxes", type=int, metavar="N", help=f"boxes kept per image {_default('max_boxes')}")
     model = p.add_argument_group("model")
     model.add_argument("--preset", choices=PRESETS, help="network and input size (default: vgg300)")
     model.add_argument("--width", type=float, help="channel multiplier; 1.0 is the paper's network (default: 1.0)")
-    model.add_argument("--vgg16-weights", help="Keras ImageNet VGG-16 file with top "
-                       "(vgg16_weights_tf_dim_ordering_tf_kernels.h5)")
+    model.add_argument("--vgg16-weights", metavar="PATH", help="Keras ImageNet VGG-16 file with top "
+                       "(vgg16_weights_tf_dim_ordering_tf_kernels.h5); required unless --from-scratch")
     model.add_argument("--from-scratch", action="store_true", help="train without ImageNet weights")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--batch-size", type=int, help=f"global batch {_default('batch_size')}")
-    opt.add_argument("--iterations", type=int, help=f"training steps {_default('iterations')}")
-    opt.add_argument("--epochs", type=int, help="train for this many epochs instead of --iterations")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, help=f"{_default('optimizer')}")
+    opt.add_argument("--batch-size", type=int, metavar="N", help=f"global batch {_default('batch_size')}")
+    opt.add_argument("--iterations", type=int, metavar="N", help=f"training steps {_default('iterations')}")
+    opt.add_argument("--epochs", type=int, metavar="N", help="train for this many epochs instead of --iterations")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, help=f"SGD with momentum, or Adam {_default('optimizer')}")
     opt.add_argument("--momentum", type=float, help=f"SGD momentum {_default('momentum')}")
-    opt.add_argument("--lr", dest="learning_rate", type=float, help=f"base learning rate {_default('learning_rate')}")
-    opt.add_argument("--schedule", choices=("constant", "step", "exponential", "polynomial", "cosine", "cyclic"),
-                     help=f"learning-rate schedule {_default('schedule')}")
-    opt.add_argument("--boundaries", type=lambda s: tuple(int(v) for v in s.split(",")),
-                     help="steps where the step schedule multiplies by --decay (default: 80000,100000)")
-    opt.add_argument("--decay", type=float, help="step factor, or per-epoch factor for exponential (default: 0.1)")
+    opt.add_argument("--lr", dest="learning_rate", type=float, metavar="RATE",
+                     help=f"base learning rate {_default('learning_rate')}")
+    opt.add_argument("--schedule", choices=SCHEDULES, help=f"learning-rate schedule {_default('schedule')}")
+    opt.add_argument("--boundaries", type=_int_list, metavar="STEPS",
+                     help=f"steps where the step schedule multiplies by --decay {_default('boundaries')}")
+    opt.add_argument("--decay", type=float, help=f"step factor, or per-epoch factor for exponential {_default('decay')}")
     opt.add_argument("--power", type=float, help=f"polynomial power {_default('power')}")
-    opt.add_argument("--min-lr", dest="min_learning_rate", type=float,
+    opt.add_argument("--min-lr", dest="min_learning_rate", type=float, metavar="RATE",
                      help=f"floor of polynomial/cosine/cyclic {_default('min_learning_rate')}")
-    opt.add_argument("--cycle-steps", type=int, help=f"period of the cyclic schedule {_default('cycle_steps')}")
-    opt.add_argument("--warmup-steps", type=int, help=f"linear warmup {_default('warmup_steps')}")
+    opt.add_argument("--cycle-steps", type=int, metavar="N", help=f"period of the cyclic schedule {_default('cycle_steps')}")
+    opt.add_argument("--warmup-steps", type=int, metavar="N", help=f"linear warmup {_default('warmup_steps')}")
     opt.add_argument("--weight-decay", type=float, help=f"L2 on kernels {_default('weight_decay')}")
     opt.add_argument("--mixed-precision", choices=PRECISIONS,
                      help="float16 on GPUs, bfloat16 on recent CPUs/TPUs (default: float32)")
     opt.add_argument("--xla", action="store_true", help="compile the train step with XLA (GPUs)")
     opt.add_argument("--seed", type=int, help=f"data order and augmentation seed {_default('seed')}")
     run = p.add_argument_group("run")
-    run.add_argument("--eval-every", type=int, help=f"evaluate every N epochs, 0 = never {_default('eval_every')}")
-    run.add_argument("--checkpoint-every", type=int, help=f"save every N steps {_default('checkpoint_every')}")
-    run.add_argument("--strategy", choices=("auto", "default", "mirrored", "multi_worker"), default="auto",
-                     help="tf.distribute strategy; auto = multi-worker with TF_CONFIG, mirrored over "
-                          "several GPUs, else one device")
+    run.add_argument("--eval-every", type=int, metavar="N",
+                     help=f"evaluate every N epochs and at the end, 0 = never {_default('eval_every')}")
+    run.add_argument("--checkpoint-every", type=int, metavar="N", help=f"save every N steps {_default('checkpoint_every')}")
+    run.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                     help="tf.distribute strategy; auto = multi_worker when TF_CONFIG is set, mirrored "
+                          "over several GPUs, else one device (default: auto)")
     run.add_argument("--lr-finder", action="store_true",
-                     help="run a learning-rate range test instead of training; writes lr_finder.csv/.png")
-    run.add_argument("--verbose", action="store_true", help="list every skipped annotation problem")
+                     help="run a learning-rate range test instead of training: writes lr_finder.csv and "
+                          "lr_finder.png into the run directory and prints a suggested rate")
+    run.add_argument("--lr-finder-steps", type=int, default=200, metavar="N", help="steps of the range test (default: 200)")
+    run.add_argument("--lr-finder-range", type=float, nargs=2, default=(1e-6, 1.0), metavar=("MIN", "MAX"),
+                     help="rates the range test sweeps (default: 1e-6 1.0)")
+    run.add_argument("--verbose", action="store_true", help="list every skipped annotation problem; full tracebacks")
     return p
 
 
@@ -94,41 +128,96 @@ def resolve_configs(args: argparse.Namespace) -> tuple[ModelConfig | None, Train
     """Run dir's config, else --config, else defaults; then the flags given on the command line."""
     from ssd.run_dir import load_run_config
 
-    source = args.run_dir / "config.json" if (args.run_dir / "config.json").is_file() else getattr(args, "config", None)
+    own = args.run_dir / "config.json"
+    source = own if own.is_file() else getattr(args, "config", None)
     model_config, train_config = load_run_config(source) if source else (None, DEFAULTS)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if k in fields}
     return model_config, dataclasses.replace(train_config, **overrides)
 
 
+def resolve_model_config(args: argparse.Namespace, model_config: ModelConfig | None,
+                         train_set: DetectionDataset) -> ModelConfig:
+    """A new run's model from the flags; a resumed run's own, refusing flags that would change it."""
+    given = {k: getattr(args, k) for k in ("preset", "width") if hasattr(args, k)}
+    if model_config is None:
+        return ModelConfig(given.get("preset", "vgg300"), train_set.class_names, width=given.get("width", 1.0))
+    if (args.run_dir / "config.json").is_file():
+        changed = {k: v for k, v in given.items() if getattr(model_config, k) != v}
+        if changed:
+            raise ValueError(f"--run-dir {args.run_dir} holds a {model_config.preset} run of width "
+                             f"{model_config.width}; {changed} would not fit its checkpoints: use a new --run-dir")
+    elif given:
+        model_config = ModelConfig(given.get("preset", model_config.preset), model_config.class_names,
+                                   width=given.get("width", model_config.width))
+    if tuple(model_config.class_names) != tuple(train_set.class_names):
+        raise ValueError(f"the run was made for classes {list(model_config.class_names)}, the data (--classes "
+                         f"or classes.txt) has {list(train_set.class_names)}")
+    return model_config
+
+
+def check_objects(train_set: DetectionDataset) -> None:
+    """Refuse a training set without objects of its classes; warn about classes never seen."""
+    counts = Counter(int(label) for s in train_set.samples for label in s.labels)
+    if not counts:
+        raise ValueError(f"the training split has no objects of the classes {list(train_set.class_names)}: "
+                         "do --classes (or classes.txt) match the annotations' <name> tags?")
+    unseen = [name for i, name in enumerate(train_set.class_names, 1) if counts[i] == 0]
+    if unseen:
+        log.warning("no training objects of classes %s: check --classes", unseen)
+
+
+def check_initialisation(config: TrainConfig) -> None:
+    """Before anything slow: VGG-16 weights that exist, or an explicit --from-scratch."""
+    if config.vgg16_weights and not Path(config.vgg16_weights).expanduser().is_file():
+        raise FileNotFoundError(f"--vgg16-weights {config.vgg16_weights}: no such file")
+    if not config.vgg16_weights and not config.from_scratch:
+        raise ValueError("no ImageNet weights: pass --vgg16-weights PATH (the Keras file "
+                         "vgg16_weights_tf_dim_ordering_tf_kernels.h5) or --from-scratch")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(getattr(args, "verbose", False))
-    model_config, config = resolve_configs(args)
     verbose = getattr(args, "verbose", False)
-    train_set = load_dataset(config.data_root, config.train_splits, getattr(args, "classes", None),
-                             include_difficult=config.include_difficult, verbose=verbose)
-    model_overrides = {k: getattr(args, k) for k in ("preset", "width") if hasattr(args, k)}
-    if model_config is None:
-        model_config = ModelConfig(model_overrides.get("preset", "vgg300"), train_set.class_names,
-                                   width=model_overrides.get("width", 1.0))
-    elif model_overrides:
-        model_config = dataclasses.replace(model_config, **model_overrides)
-    if tuple(model_config.class_names) != tuple(train_set.class_names):
-        raise SystemExit(f"error: the run was trained on classes {model_config.class_names}, "
-                         f"the data has {train_set.class_names}")
+    configure_logging(verbose)
+    try:
+        return _run(args, verbose)
+    except KeyboardInterrupt:
+        print("train_detector.py: interrupted before training started", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as error:
+        if verbose:
+            raise
+        print(f"train_detector.py: error: {error}", file=sys.stderr)
+        return 2
 
-    from ssd.training import Trainer, make_strategy
+
+def _run(args: argparse.Namespace, verbose: bool) -> int:
+    model_config, config = resolve_configs(args)
+    check_initialisation(config)
+    train_set = load_dataset(config.data_root, config.train_splits,
+                             getattr(args, "classes", None) or (model_config and model_config.class_names),
+                             include_difficult=config.include_difficult, verbose=verbose)
+    check_objects(train_set)
+    model_config = resolve_model_config(args, model_config, train_set)
+
+    from ssd.pipeline import PipelineError
+    from ssd.training import NonFiniteLossError, Trainer, make_strategy
 
     trainer = Trainer(model_config, config, args.run_dir, make_strategy(args.strategy))
     if getattr(args, "lr_finder", False):
         from ssd.lr_finder import lr_range_test
-        suggestion = lr_range_test(trainer, train_set, args.run_dir)
-        print(f"suggested learning rate: {suggestion:.2e} (curve in {args.run_dir}/lr_finder.png)")
+        low, high = args.lr_finder_range
+        suggestion = lr_range_test(trainer, train_set, args.run_dir, low, high, args.lr_finder_steps)
+        print(f"suggested learning rate: {suggestion:.2e} (curve in {args.run_dir / 'lr_finder.png'})")
         return 0
     val_set = load_dataset(config.data_root, config.val_splits, model_config.class_names,
                            verbose=verbose) if config.val_splits else None
-    result = trainer.fit(train_set, val_set)
+    try:
+        result = trainer.fit(train_set, val_set)
+    except (NonFiniteLossError, PipelineError) as error:
+        print(f"train_detector.py: error: {error}", file=sys.stderr)
+        return 1
     best = f"; best val mAP {result.best_map:.4f}" if result.best_map is not None else ""
     state = "interrupted" if result.interrupted else "finished"
     print(f"{state} at step {result.step} (epoch {result.epoch}){best}; run directory: {args.run_dir}")

@@ -23,51 +23,60 @@ def suggest_learning_rate(rates: np.ndarray, losses: np.ndarray) -> float:
 
 
 def lr_range_test(trainer, dataset: DetectionDataset, out_dir: str | Path, min_rate: float = 1e-6,
-                  max_rate: float = 1.0, steps: int = 200, smoothing: float = 0.9) -> float:
+                  max_rate: float = 1.0, steps: int = 200, smoothing: float = 0.9,
+                  progress: bool = True) -> float:
     """Train `steps` steps with the rate going from min_rate to max_rate; stop when the loss explodes.
 
-    Writes lr_finder.csv (step, rate, loss, smoothed) and lr_finder.png to out_dir; the weights
-    are not saved. Returns the suggested rate.
+    The trainer's model starts fresh (its run directory is not restored from or saved to).
+    Writes lr_finder.csv (step, learning_rate, loss, smoothed_loss) and lr_finder.png to
+    out_dir. Returns the suggested rate.
     """
+    if not 0 < min_rate < max_rate:
+        raise ValueError(f"lr range test needs 0 < min_rate < max_rate, got {min_rate}, {max_rate}")
+    if steps < 3:
+        raise ValueError(f"lr range test needs at least 3 steps, got {steps}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = trainer.config
-    batch = config.batch_size // trainer.num_workers
-    trainer.build(max(len(dataset.samples) // batch, 1), constant_rate=True)
-    rate_of = lambda i: min_rate * (max_rate / min_rate) ** (i / max(steps - 1, 1))
-    rows, best, avg = [], math.inf, 0.0
-    pipeline = BatchPipeline(dataset.samples, TrainAugmentation(trainer.model_config.image_size), batch,
-                             trainer.model_config.image_size, max_boxes=config.max_boxes,
-                             num_workers=config.workers, seed=config.seed, drop_remainder=True)
-    with pipeline, tqdm(total=steps, unit="step", desc="lr range test") as bar:
-        epoch = 0
-        while len(rows) < steps:
-            for batch_data in pipeline.epoch(epoch):
-                i = len(rows)
-                if i >= steps:
-                    break
-                trainer.set_learning_rate(rate_of(i))
-                loss = float(trainer.train_step(batch_data)["total_loss"])
-                avg = smoothing * avg + (1 - smoothing) * loss
-                smoothed = avg / (1 - smoothing ** (i + 1))
-                rows.append((i, rate_of(i), loss, smoothed))
-                bar.update(1)
-                if not math.isfinite(loss) or smoothed > 4 * best:
-                    break
-                best = min(best, smoothed)
-            else:
-                epoch += 1
-                continue
-            break
+    trainer.build(trainer.steps_per_epoch(len(dataset.samples)), constant_rate=True, restore=False)
+    rows = _sweep(trainer, dataset, min_rate, max_rate, steps, smoothing, progress)
     with open(out_dir / "lr_finder.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
         writer.writerows(rows)
     finite = [r for r in rows if math.isfinite(r[3])]
+    if not finite:
+        raise RuntimeError(f"lr range test: the loss was not finite from the first step at rate {min_rate}")
     rates, smoothed = np.array([r[1] for r in finite]), np.array([r[3] for r in finite])
     suggestion = suggest_learning_rate(rates, smoothed)
     _plot(rates, smoothed, suggestion, out_dir / "lr_finder.png")
     return suggestion
+
+
+def _sweep(trainer, dataset: DetectionDataset, min_rate: float, max_rate: float, steps: int,
+           smoothing: float, progress: bool) -> list[tuple[int, float, float, float]]:
+    """(step, rate, loss, bias-corrected smoothed loss) rows until `steps` or divergence."""
+    config, size = trainer.config, trainer.model_config.image_size
+    samples = dataset.samples[trainer.worker_index::trainer.num_workers]
+    pipeline = BatchPipeline(samples, TrainAugmentation(size, expand_probability=config.expand_probability),
+                             config.batch_size // trainer.num_workers, size, max_boxes=config.max_boxes,
+                             num_workers=config.workers, seed=config.seed, drop_remainder=True)
+    rows: list[tuple[int, float, float, float]] = []
+    best, avg, epoch = math.inf, 0.0, 0
+    with pipeline, tqdm(total=steps, unit="step", desc="lr range test", disable=not progress) as bar:
+        while True:
+            for batch in pipeline.epoch(epoch):
+                i = len(rows)
+                rate = min_rate * (max_rate / min_rate) ** (i / (steps - 1))
+                trainer.set_learning_rate(rate)
+                loss = trainer.train_step(batch)["total_loss"]
+                avg = smoothing * avg + (1 - smoothing) * loss
+                smoothed = avg / (1 - smoothing ** (i + 1))
+                rows.append((i, rate, loss, smoothed))
+                bar.update(1)
+                if len(rows) >= steps or not math.isfinite(smoothed) or smoothed > 4 * best:
+                    return rows
+                best = min(best, smoothed)
+            epoch += 1
 
 
 def _plot(rates: np.ndarray, losses: np.ndarray, suggestion: float, path: Path) -> None:

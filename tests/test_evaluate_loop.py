@@ -75,7 +75,7 @@ def test_cli_evaluates_results_files(voc_root, dataset, tmp_path):
     write_results_files(tmp_path / "results", SYNTHETIC_CLASSES, *ev.devkit_detections())
     code = evaluate_cli.main([
         "--results-dir", str(tmp_path / "results"), "--data-root", str(voc_root), "--split", "test",
-        "--class-names", ",".join(SYNTHETIC_CLASSES), "--out", str(tmp_path / "eval"),
+        "--classes", ",".join(SYNTHETIC_CLASSES), "--out", str(tmp_path / "eval"),
         "--confidence-levels", "0.01", "0.5",
     ])
     assert code == 0

@@ -1,0 +1,233 @@
+"""train_detector.py as a user meets it: --help, clear errors, --config, --lr-finder, Ctrl-C, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import train_detector
+from ssd.pipeline import SEGMENT_PREFIX
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    from datasets.synthetic import generate_synthetic_voc
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_voc(root, num_train=24, num_test=4, image_size_range=(64, 96))
+    return root
+
+
+def tiny_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    """A slim, quick run on the synthetic set."""
+    return ["--run-dir", str(run_dir), "--data-root", str(root), "--train-split", "trainval",
+            "--val-split", "test", "--width", "0.125", "--from-scratch", "--batch-size", "4",
+            "--workers", "1", "--optimizer", "adam", "--lr", "1e-3", "--expand-probability", "0",
+            *extra]
+
+
+def test_help_lists_the_options_a_user_needs(capsys):
+    with pytest.raises(SystemExit) as info:
+        train_detector.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--run-dir", "--config", "--data-root", "--vgg16-weights", "--from-scratch", "--epochs",
+                 "--schedule", "--warmup-steps", "--mixed-precision", "--lr-finder", "--strategy", "examples:"):
+        assert flag in text
+    assert "(default: 80000,100000)" in text and "(default: VOC2007:trainval VOC2012:trainval)" in text
+
+
+def test_cli_choices_are_the_library_ones():
+    from ssd.schedules import SCHEDULES
+    from ssd.training import STRATEGIES
+
+    assert train_detector.SCHEDULES == SCHEDULES and train_detector.STRATEGIES == STRATEGIES
+
+
+def test_no_weights_and_no_from_scratch_names_the_flag(root, tmp_path, capsys):
+    args = [a for a in tiny_args(root, tmp_path / "run") if a != "--from-scratch"]
+    assert train_detector.main(args) == 2
+    err = capsys.readouterr().err
+    assert "--vgg16-weights" in err and "--from-scratch" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_weights_file_is_named(root, tmp_path, capsys):
+    args = [a for a in tiny_args(root, tmp_path / "run") if a != "--from-scratch"]
+    assert train_detector.main([*args, "--vgg16-weights", str(tmp_path / "vgg.h5")]) == 2
+    assert f"--vgg16-weights {tmp_path / 'vgg.h5'}: no such file" in capsys.readouterr().err
+
+
+def test_classes_the_annotations_do_not_have_are_refused(root, tmp_path, capsys):
+    assert train_detector.main([*tiny_args(root, tmp_path / "run"), "--classes", "dog,cat"]) == 2
+    err = capsys.readouterr().err
+    assert "no objects of the classes ['dog', 'cat']" in err and "--classes" in err
+
+
+def test_bad_flag_values_are_refused_by_argparse(root, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        train_detector.main([*tiny_args(root, tmp_path / "run"), "--boundaries", "80k"])
+    assert info.value.code == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_config_repeats_a_run_and_flags_override(root, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert train_detector.main([*tiny_args(root, first), "--iterations", "2", "--eval-every", "0",
+                                "--seed", "7", "--schedule", "cosine"]) == 0
+    second = tmp_path / "second"
+    assert train_detector.main(["--config", str(first / "config.json"), "--run-dir", str(second),
+                                "--iterations", "3", "--lr", "5e-4"]) == 0
+    a, b = (json.loads((d / "config.json").read_text()) for d in (first, second))
+    assert b["model"] == a["model"]
+    assert (b["train"]["iterations"], b["train"]["learning_rate"]) == (3, 5e-4)
+    changed = {k for k in a["train"] if a["train"][k] != b["train"][k]}
+    assert changed == {"iterations", "learning_rate"}
+    assert "finished at step 3" in capsys.readouterr().out
+    # resuming a run with a different network is refused before touching its checkpoints
+    assert train_detector.main([*tiny_args(root, second), "--width", "0.25"]) == 2
+    assert "use a new --run-dir" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_lr_finder_writes_curve_and_suggests_a_rate(root, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert train_detector.main([*tiny_args(root, run_dir), "--lr-finder", "--lr-finder-steps", "12",
+                                "--lr-finder-range", "1e-5", "1e-1"]) == 0
+    rows = (run_dir / "lr_finder.csv").read_text().splitlines()
+    assert rows[0] == "step,learning_rate,loss,smoothed_loss" and 3 <= len(rows) - 1 <= 12
+    rates = [float(r.split(",")[1]) for r in rows[1:]]
+    assert rates[0] == pytest.approx(1e-5) and all(b > a for a, b in zip(rates, rates[1:]))
+    assert (run_dir / "lr_finder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    suggested = float(re.search(r"suggested learning rate: (\S+)", capsys.readouterr().out).group(1))
+    assert 1e-5 <= suggested <= 1e-1
+    assert not (run_dir / "checkpoints").exists()  # a range test is not a training run
+
+
+def test_suggestion_is_where_the_loss_falls_fastest():
+    import numpy as np
+
+    from ssd.lr_finder import suggest_learning_rate
+
+    rates = np.logspace(-5, 0, 11)
+    losses = np.array([5, 5, 4.9, 4.5, 3.0, 2.0, 1.8, 1.7, 2.5, 6, 20], float)
+    # the steepest fall in log-rate is around index 4 (4.5 -> 3.0 -> 2.0)
+    assert suggest_learning_rate(rates, losses) == rates[4]
+
+
+# --------------------------------------------------------------- a real process, stopped by force
+
+
+def start(root: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
+    """train_detector.py in its own session (so a signal to the group is a terminal's Ctrl-C)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, str(REPO / "train_detector.py"), *tiny_args(root, run_dir, *extra)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, at_least: int, timeout: float = 120) -> int:
+    """Poll the run directory until a checkpoint of step >= at_least exists; its step."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        steps = [int(p.stem.split("-")[1]) for p in (run_dir / "checkpoints").glob("ckpt-*.index")]
+        if steps and max(steps) >= at_least:
+            return max(steps)
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"no checkpoint >= {at_least} within {timeout} s")
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (the pipeline workers, the resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until_clean(pids: list[int], pid: int, timeout: float = 15) -> None:
+    """The processes are gone and no shared-memory segment of `pid`'s pipeline is left."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leaked = list(Path("/dev/shm").glob(f"{SEGMENT_PREFIX}{pid}_*"))
+        running = [p for p in pids if alive(p)]
+        if not leaked and not running:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"after {timeout} s: segments {leaked}, processes still running {running}")
+
+
+def checkpoint_step(path: str) -> int:
+    import tensorflow as tf
+
+    return int(tf.train.load_checkpoint(path).get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(root, tmp_path):
+    import tensorflow as tf
+
+    run_dir = tmp_path / "run"
+    proc = start(root, run_dir, "--iterations", "500", "--checkpoint-every", "2", "--eval-every", "0")
+    wait_for_checkpoint(proc, run_dir, 2)
+    workers = children(proc.pid)
+    assert workers, "the pipeline's worker processes should be running"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    step = int(re.search(r"interrupted at step (\d+)", out).group(1))
+    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    assert latest.endswith(f"ckpt-{step}") and checkpoint_step(latest) == step
+    assert "Traceback" not in err
+    wait_until_clean(workers, proc.pid, timeout=5)
+
+
+@pytest.mark.slow
+def test_sigkill_loses_at_most_one_checkpoint_interval_and_resumes(root, tmp_path):
+    import tensorflow as tf
+
+    run_dir = tmp_path / "run"
+    every = 3
+    proc = start(root, run_dir, "--iterations", "500", "--checkpoint-every", str(every), "--eval-every", "0")
+    wait_for_checkpoint(proc, run_dir, 2 * every)
+    workers = children(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    reached = max(int(n) for n in re.findall(r"(\d+)/500", err))  # the progress bar's last count
+    wait_until_clean(workers, proc.pid)  # workers notice their parent died; the tracker unlinks
+    latest = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+    saved = checkpoint_step(latest)  # readable, and consistent with its name
+    assert latest.endswith(f"ckpt-{saved}")
+    assert 0 <= reached - saved <= every
+    resumed = start(root, run_dir, "--iterations", str(saved + 2), "--checkpoint-every", str(every),
+                    "--eval-every", "0")
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err[-3000:]
+    assert f"resumed from {latest} (step {saved}" in err
+    assert f"finished at step {saved + 2}" in out
