@@ -191,7 +191,46 @@ def test_every_sample_once_partial_last_batch_padding_and_reshuffle(samples):
         assert pipe.truncated == 0
 
 
-@pytest.mark.parametrize("num_workers, start_method", [(1, "spawn"), (2, "fork"), (3, "forkserver")])
+FORK_SCRIPT = """
+import sys, warnings
+sys.path[:0] = [{repo!r}, {tests!r}]
+{extra_import}
+from pathlib import Path
+import test_pipeline as t
+samples = t.write_samples(Path({folder!r}), 8)
+{body}
+print("ok")
+"""
+
+
+def run_fresh(tmp_path: Path, body: str, extra_import: str = "") -> None:
+    """Run `body` in a new interpreter: forking is only safe where TensorFlow never ran.
+
+    Under pytest-xdist this process may already have run TensorFlow ops (other test files),
+    and a fork then inherits locked mutexes of its thread pools.
+    """
+    script = tmp_path / "fresh.py"
+    script.write_text(FORK_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), folder=str(tmp_path),
+                                         extra_import=extra_import, body=body))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
+
+
+def test_fork_start_method_gives_the_same_batches(tmp_path):
+    run_fresh(tmp_path, """
+transform = t.JitterResize()
+expected = t.reference_batches(samples, transform, 3, 9, epoch=2)
+with t.BatchPipeline(samples, transform, batch_size=3, image_size=t.SIZE, max_boxes=4,
+                     num_workers=2, seed=9, start_method="fork") as pipe:
+    batches = list(pipe.epoch(2, copy=True))
+assert len(batches) == len(expected) == 3
+for batch, exp in zip(batches, expected):
+    t.assert_matches(batch, exp, max_boxes=4)
+""")
+
+
+@pytest.mark.parametrize("num_workers, start_method", [(1, "spawn"), (3, "forkserver")])
 def test_batches_do_not_depend_on_workers_or_start_method(samples, num_workers, start_method):
     transform = JitterResize()
     expected = reference_batches(samples, transform, 3, 9, epoch=2)
@@ -408,12 +447,15 @@ def test_spawned_workers_do_not_import_the_scripts_tensorflow(tmp_path):
     assert "resource_tracker" not in stderr, stderr
 
 
-def test_module_probe_sees_tensorflow_in_a_forked_worker(samples):
-    import tensorflow  # noqa: F401  (forked workers inherit it: the probe must notice)
-
-    with pytest.warns(RuntimeWarning, match="fork"):
-        pipe = BatchPipeline(samples[:2], ModuleProbe(), batch_size=2, image_size=SIZE,
-                             num_workers=1, start_method="fork")
-    with pipe:
-        (batch,) = list(pipe.epoch(0))
-    assert batch.labels[:, 0].tolist() == [7, 7]
+def test_module_probe_sees_tensorflow_in_a_forked_worker(tmp_path):
+    # Forked workers inherit the parent's modules: the probe must notice, and the pipeline warn.
+    run_fresh(tmp_path, """
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pipe = t.BatchPipeline(samples[:2], t.ModuleProbe(), batch_size=2, image_size=t.SIZE,
+                           num_workers=1, start_method="fork")
+assert any("fork" in str(w.message) for w in caught), caught
+with pipe:
+    (batch,) = list(pipe.epoch(0))
+assert batch.labels[:, 0].tolist() == [7, 7], batch.labels
+""", extra_import="import tensorflow")

@@ -29,8 +29,9 @@ from ssd.training import (
     worker_shard,
 )
 
-STEPS = 240  # ~20 epochs of 12 batches
-E2E = TrainConfig(data_root="", train_splits=("trainval",), val_splits=("test",), batch_size=8,
+STEPS = 300  # 30 epochs of 10 batches: ~4800 images, about two minutes on two cores
+BATCHES_PER_EPOCH = 10
+E2E = TrainConfig(data_root="", train_splits=("trainval",), val_splits=("test",), batch_size=16,
                   iterations=STEPS, optimizer="adam", learning_rate=3e-3, schedule="cosine",
                   warmup_steps=50, from_scratch=True, expand_probability=0.0, workers=2,
                   checkpoint_every=100, eval_every=1000, seed=0)
@@ -38,9 +39,9 @@ E2E = TrainConfig(data_root="", train_splits=("trainval",), val_splits=("test",)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """96 train / 32 test synthetic images of 64..96 pixels (objects are large relative to the image)."""
+    """160 train / 48 test synthetic images of 300..400 pixels."""
     root = tmp_path_factory.mktemp("synthetic")
-    generate_synthetic_voc(root, num_train=96, num_test=32, seed=3, image_size_range=(64, 96))
+    generate_synthetic_voc(root, num_train=160, num_test=48, seed=3, image_size_range=(300, 400))
     return root, load_synthetic(root, "trainval"), load_synthetic(root, "test")
 
 
@@ -75,10 +76,11 @@ def cosine_rate(step: int, config: TrainConfig, total: int) -> float:
 def test_training_raises_map_well_above_the_untrained_model(trained):
     run_dir, config, result, untrained = trained
     assert result.step == STEPS and not result.interrupted
-    assert result.epoch == STEPS // 12
-    # A slim VGG from scratch needs far more than this budget to reach a high mAP (the README's
-    # 15-minute run does); here it must clearly leave the untrained model's ~0 behind.
-    assert result.best_map >= untrained + 0.01, result.history[-1]
+    assert result.epoch == STEPS // BATCHES_PER_EPOCH
+    # Chance is ~0 (the untrained model scores ~0.001); this short run reaches ~0.2 and the
+    # README's 15-epoch demo ~0.89.
+    assert untrained < 0.02
+    assert result.best_map >= 0.1, result.history[-1]
     first, last = result.history[0], result.history[-1]
     assert last["total_loss"] < 0.6 * first["total_loss"]
     assert last["learning_rate"] == pytest.approx(0.0, abs=1e-9)  # the cosine ended
@@ -110,7 +112,7 @@ def test_resume_continues_step_count_and_schedule(trained, data, tmp_path):
     longer = dataclasses.replace(config, iterations=2 * STEPS)
     trainer = Trainer(model_config, longer, run_dir)
     trainer.build(trainer.steps_per_epoch(len(train_set)))
-    assert trainer.step == STEPS and trainer.completed_epochs == STEPS // 12
+    assert trainer.step == STEPS and trainer.completed_epochs == STEPS // BATCHES_PER_EPOCH
     # the rate of step STEPS + 1 is the (longer) schedule's value there, not a restarted warmup
     expected = cosine_rate(STEPS, longer, 2 * STEPS)
     assert trainer.learning_rate == pytest.approx(expected, rel=1e-5)
@@ -118,7 +120,7 @@ def test_resume_continues_step_count_and_schedule(trained, data, tmp_path):
     trainer = Trainer(model_config, dataclasses.replace(config, iterations=STEPS + 6), run_dir)
     resumed = trainer.fit(train_set, progress=False)
     assert resumed.step == STEPS + 6
-    assert [h["epoch"] for h in resumed.history] == [STEPS // 12 + 1]
+    assert [h["epoch"] for h in resumed.history] == [STEPS // BATCHES_PER_EPOCH + 1]
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith(f"ckpt-{STEPS + 6}")
 
 
