@@ -54,7 +54,7 @@ def _unit_polygon(shape: str, rng: np.random.Generator) -> np.ndarray | None:
     return None
 
 
-def _shape_mask(shape: str, width: float, height: float, rng: np.random.Generator) -> np.ndarray:
+def shape_mask(shape: str, width: float, height: float, rng: np.random.Generator) -> np.ndarray:
     """Filled shape of about width x height pixels, rotated at random: uint8 mask [h, w]."""
     max_rotation = {"square": 15, "cross": 15}.get(shape, 180)
     angle = rng.uniform(-max_rotation, max_rotation)
@@ -83,7 +83,7 @@ def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     return rng.uniform(50, 210) * (1.0 + rng.uniform(-0.13, 0.13, 3))
 
 
-def _background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+def background_texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     """A textured low-saturation background: float32 [3, H, W] RGB planes in 0..255.
 
     Channel-first keeps every NumPy loop long and contiguous (an innermost axis of 3 is slow).
@@ -110,7 +110,7 @@ def _background(width: int, height: int, rng: np.random.Generator) -> np.ndarray
     return c1[:, None, None] + t[None] * (c2 - c1)[:, None, None]
 
 
-def _object_colour(shape: str, rng: np.random.Generator) -> np.ndarray:
+def object_colour(shape: str, rng: np.random.Generator) -> np.ndarray:
     """The class hue, jittered a little, saturated and fairly bright: float [3] RGB."""
     hue = (_HUES[shape] + rng.uniform(-8, 8)) % 360
     hsv = np.array([[[hue, rng.uniform(0.7, 1.0), rng.uniform(0.6, 1.0)]]], np.float32)
@@ -126,7 +126,7 @@ def render_image(
         image uint8 [H, W, 3] RGB; boxes float [N, 4] "xyxy" 0-based integer pixels (bounding
         box of the visible pixels); class names, difficult and truncated flags per box.
     """
-    image = _background(width, height, rng)
+    image = background_texture(width, height, rng)
     owner = np.full((height, width), -1, np.int8)  # which object each pixel shows
     full_areas: list[int] = []
     visible_counts: list[int] = []
@@ -139,8 +139,8 @@ def render_image(
         limit = 0.6 * min(width, height)
         side = rng.uniform(8, 18) if is_small else np.exp(rng.uniform(np.log(36), np.log(limit)))
         aspect = np.exp(rng.uniform(np.log(0.75), np.log(1.33)))
-        mask = _shape_mask(shape, side * np.sqrt(aspect), side / np.sqrt(aspect), rng)
-        colour = _object_colour(shape, rng).astype(np.float32)
+        mask = shape_mask(shape, side * np.sqrt(aspect), side / np.sqrt(aspect), rng)
+        colour = object_colour(shape, rng).astype(np.float32)
         for _attempt in range(10):
             placed = _try_place(mask, owner, full_areas, visible_counts, rng)
             if placed is not None:

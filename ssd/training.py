@@ -36,6 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from ssd.anchors import default_boxes
 from ssd.augment import TrainAugmentation
@@ -334,7 +335,7 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, unit="step", disable=not (progress and self.is_chief),
                    dynamic_ncols=True)
         try:
-            with pipeline, writer.as_default():
+            with pipeline, writer.as_default(), logging_redirect_tqdm():
                 while self.step < total:
                     result.history.append(self._run_epoch(pipeline, val_set, steps_per_epoch, total, bar))
         except KeyboardInterrupt:
@@ -372,12 +373,10 @@ class Trainer:
         sums: dict[str, float] = {}
         count, images_seen, waited = 0, 0, 0.0
         started = time.perf_counter()
-        batches = pipeline.epoch(epoch)
+        batches = pipeline.epoch(epoch, start=skip)  # resuming inside an epoch: the rest of it
         while self.step < total:
             asked = time.perf_counter()
-            batch = next(batches, None)  # resuming inside an epoch: earlier batches are skipped
-            while batch is not None and batch.index < skip:
-                batch = next(batches, None)
+            batch = next(batches, None)
             waited += time.perf_counter() - asked
             if batch is None or batch.index >= steps_per_epoch:
                 break

@@ -22,7 +22,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 # The dataset's private drawing helpers, used read-only so the video looks like its images.
-from datasets.synthetic import SYNTHETIC_CLASSES, _background, _object_colour, _shape_mask  # noqa: E402
+from datasets.synthetic import SYNTHETIC_CLASSES, background_texture, object_colour, shape_mask  # noqa: E402
 
 
 @dataclass
@@ -42,12 +42,12 @@ def _movers(rng: np.random.Generator, width: int, height: int, count: int) -> li
         name = SYNTHETIC_CLASSES[rng.integers(len(SYNTHETIC_CLASSES))]
         smaller = min(width, height)
         side = rng.uniform(min(40.0, 0.25 * smaller), 0.45 * smaller)
-        mask = _shape_mask(name, side, side * rng.uniform(0.8, 1.25), rng)
+        mask = shape_mask(name, side, side * rng.uniform(0.8, 1.25), rng)
         h, w = mask.shape
         position = np.array([rng.uniform(0, max(width - w, 1)), rng.uniform(0, max(height - h, 1))])
         speed, angle = rng.uniform(1.0, 4.0), rng.uniform(0, 2 * np.pi)
         velocity = speed * np.array([np.cos(angle), np.sin(angle)])
-        movers.append(_Mover(name, mask.astype(bool), _object_colour(name, rng).astype(np.float32), position, velocity))
+        movers.append(_Mover(name, mask.astype(bool), object_colour(name, rng).astype(np.float32), position, velocity))
     return movers
 
 
@@ -62,7 +62,7 @@ def synthetic_frames(
         raise ValueError(f"need num_frames >= 1, width and height >= 64, num_objects >= 1; "
                          f"got {num_frames}, {width}x{height}, {num_objects}")
     rng = np.random.default_rng(seed)
-    background = _background(width, height, rng)  # float32 [3, H, W]
+    background = background_texture(width, height, rng)  # float32 [3, H, W]
     movers = _movers(rng, width, height, num_objects)
     for _ in range(num_frames):
         planes = background.copy()
