@@ -155,7 +155,7 @@ def table(results: dict) -> str:
     per = p["per_frame_ms"]
     lines = [
         f"detect.py video pipeline, {p['frames']} frames {p['size']}, batch {p['batch_size']}, "
-        f"width {results['width']} (medians of {results['repeats']})",
+        f"model {results['model']} (medians of {results['repeats']})",
         f"  {'pipeline (decode->model->draw+encode)':42s} {p['pipeline_fps']:8.1f} FPS",
         f"  {'model only (frames in memory)':42s} {p['model_only_fps']:8.1f} FPS",
         f"  {'ratio pipeline / model-only':42s} {p['ratio']:8.3f}   (target >= 0.9)",
@@ -173,6 +173,8 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--width", type=float, default=0.25, help="model channel multiplier (default: 0.25)")
+    p.add_argument("--graph", type=Path, help="benchmark this export directory (e.g. the demo's trained "
+                   "graph, whose detections are realistic) instead of an untrained model of --width")
     p.add_argument("--frames", type=int, default=120, help="video frames (default: 120)")
     p.add_argument("--video-size", default="480x360", help="video WxH (default: 480x360)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per graph call (default: 8)")
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     width, height = (int(v) for v in args.video_size.lower().split("x"))
     with tempfile.TemporaryDirectory(prefix="bench_detect_") as tmp:
         work = Path(tmp)
-        export = make_export(work, args.width)
+        export = args.graph if args.graph else make_export(work, args.width)
         video = write_synthetic_video(work / "shapes.mp4", args.frames, 25.0, width, height, seed=1)
         graph = FrozenGraph(export / "frozen_inference_graph.pb")
         pipeline = bench_pipeline(graph, video, work, args.batch_size, args.repeats, args.threshold)
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         server = bench_server(export, bodies, args.clients, args.repeats)
         per_process = bench_process_per_image(export, paths, work)
     results = {
-        "width": args.width, "repeats": args.repeats, "pipeline": pipeline, "server": server,
+        "model": str(args.graph) if args.graph else f"untrained, width {args.width}", "repeats": args.repeats, "pipeline": pipeline, "server": server,
         "process_per_image_rps": per_process, "images": len(bodies), "clients": args.clients,
         "image_size": f"{width}x{height}", "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "tensorflow": tf.__version__,
