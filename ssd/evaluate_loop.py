@@ -75,8 +75,9 @@ def evaluate_detector(
     return evaluator.evaluate()
 
 
-def _load_batch(samples: list[Sample], size: tuple[int, int]) -> tuple[list[Sample], np.ndarray, np.ndarray]:
-    """uint8 [B, H, W, 3] warped images and each original (height, width) [B, 2]."""
+def load_resized_batch(samples: list[Sample], size: tuple[int, int]) -> tuple[list[Sample], np.ndarray, np.ndarray]:
+    """The samples, their images warped to `size` (height, width) as uint8 [B, H, W, 3] RGB, and
+    each original (height, width) [B, 2]; the one place evaluation and previews read images."""
     images, sizes = [], []
     for sample in samples:
         image = read_rgb(sample.image_path)
@@ -91,10 +92,10 @@ def _prefetched_batches(
     """Batches in dataset order, the next one decoded on a worker thread (OpenCV releases the GIL)."""
     batches = [list(dataset.samples[i:i + batch_size]) for i in range(0, len(dataset), batch_size)]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_load_batch, batches[0], size) if batches else None
+        pending = pool.submit(load_resized_batch, batches[0], size) if batches else None
         for k in range(len(batches)):
             current = pending.result()
-            pending = pool.submit(_load_batch, batches[k + 1], size) if k + 1 < len(batches) else None
+            pending = pool.submit(load_resized_batch, batches[k + 1], size) if k + 1 < len(batches) else None
             yield current
 
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
@@ -41,9 +40,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from ssd.anchors import default_boxes
 from ssd.augment import TrainAugmentation
 from ssd.config import ModelConfig, TrainConfig
-from ssd.evaluate_loop import evaluate_detector
+from ssd.evaluate_loop import evaluate_detector, load_resized_batch
 from ssd.evaluation import VOCEvaluator, detections_to_pixels, json_ready
-from ssd.image_io import read_rgb
 from ssd.inference import Detector
 from ssd.losses import multibox_loss, weight_decay_loss
 from ssd.matching import training_targets
@@ -481,7 +479,7 @@ class Trainer:
 def _drawn_examples(detector: Detector, dataset: DetectionDataset, count: int = 4) -> np.ndarray:
     """uint8 [count, S, S, 3]: the first validation images with their detections above 0.3."""
     size = detector.config.image_size
-    images = np.stack([cv2.resize(read_rgb(s.image_path), (size, size)) for s in dataset.samples[:count]])
+    _, images, _ = load_resized_batch(list(dataset.samples[:count]), (size, size))
     out = detector.detect(images)
     drawn = []
     for b, image in enumerate(images):
