@@ -118,11 +118,14 @@ def detection_records(
     pixels = detections_to_pixels(rel_yxyx, width, height)
     classes = outputs["detection_classes"][index, :num][keep].astype(int)
     records = []
-    for box, rel, cls, score in zip(pixels, rel_yxyx, classes, scores[keep]):
+    # .tolist() first: round() on Python floats is several times faster than on NumPy scalars,
+    # which matters at up to 100 records per video frame.
+    for box, rel, cls, score in zip(pixels.tolist(), rel_yxyx[:, [1, 0, 3, 2]].tolist(), classes.tolist(),
+                                    scores[keep].tolist()):
         name = class_names[cls - 1] if 0 < cls <= len(class_names) else str(cls)
         records.append({
-            "class_id": int(cls), "class_name": name, "score": round(float(score), 5),
-            "box_xyxy": [round(float(v), 2) for v in box],
-            "box_rel_xyxy": [round(float(rel[i]), 6) for i in (1, 0, 3, 2)],
+            "class_id": cls, "class_name": name, "score": round(score, 5),
+            "box_xyxy": [round(v, 2) for v in box],
+            "box_rel_xyxy": [round(v, 6) for v in rel],
         })  # fmt: skip
     return records

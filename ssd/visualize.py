@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 
+@functools.lru_cache(maxsize=None)
 def class_colour(class_id: int) -> tuple[int, int, int]:
     """A stable, well-separated RGB colour per class id (golden-angle hue steps)."""
     hue = int((class_id * 137.508) % 180)
@@ -21,20 +23,24 @@ def draw_detections(
     classes: np.ndarray,
     scores: np.ndarray,
     class_names: Sequence[str],
+    *,
+    bgr: bool = False,
+    in_place: bool = False,
 ) -> np.ndarray:
-    """A copy of `image` (uint8 [H, W, 3] RGB) with boxes, labels and scores drawn.
+    """A copy of `image` (uint8 [H, W, 3] RGB, or BGR when `bgr`) with boxes, labels and scores drawn.
 
     Args:
         boxes: float [N, 4], "xyxy" pixels of this image.
         classes: int [N], ids 1..C.
         scores: float [N].
+        in_place: draw on `image` itself (C-contiguous, writable) and return it.
     """
-    out = np.ascontiguousarray(image).copy()
+    out = image if in_place else np.ascontiguousarray(image).copy()
     thickness = max(1, round(min(out.shape[:2]) / 300))
-    for box, cls, score in zip(boxes, classes, scores):
+    corners = np.rint(np.asarray(boxes, np.float64).reshape(-1, 4)).astype(int).tolist()
+    for (x1, y1, x2, y2), cls, score in zip(corners, np.asarray(classes).tolist(), np.asarray(scores).tolist()):
         cls = int(cls)
-        colour = class_colour(cls)
-        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        colour = class_colour(cls)[::-1] if bgr else class_colour(cls)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
         name = class_names[cls - 1] if 0 < cls <= len(class_names) else str(cls)
         text = f"{name} {score:.2f}"

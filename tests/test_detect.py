@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -13,7 +16,7 @@ import tensorflow as tf
 
 import detect
 from ssd.config import ModelConfig
-from ssd.detect_pipeline import expand_inputs
+from ssd.detect_pipeline import _lower_thread_priority, expand_inputs
 from ssd.export import export_module, frozen_graph_def, write_labels
 from ssd.frozen_graph import FrozenGraph, detection_records
 from ssd.model import build_model_from_config
@@ -55,9 +58,11 @@ def read_video(path: Path) -> tuple[list[np.ndarray], float, tuple[int, int], in
 @pytest.mark.slow
 def test_video_keeps_frame_count_size_rate_and_writes_a_line_per_frame(graph_dir, tmp_path):
     video = write_synthetic_video(tmp_path / "clip.mp4", num_frames=12, fps=10.0, width=160, height=120)
+    opencv_threads = cv2.getNumThreads()
     code = detect.main([str(video), "--graph", str(graph_dir), "--out", str(tmp_path / "out"),
                         "--batch-size", "5", "--threshold", THRESHOLD, "--quiet"])
     assert code == 0
+    assert cv2.getNumThreads() == opencv_threads, "the run restores OpenCV's thread count"
     frames, fps, size, count = read_video(tmp_path / "out" / "clip.mp4")
     assert (len(frames), count, fps, size) == (12, 12, 10.0, (160, 120))
     lines = [json.loads(line) for line in (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
@@ -126,3 +131,18 @@ def test_cli_refuses_missing_graph_and_no_input(tmp_path, capsys):
     assert detect.main(["--graph", str(tmp_path)]) == 2
     assert detect.main(["x.jpg", "--graph", str(tmp_path)]) == 2
     assert "frozen_inference_graph.pb does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_io_stage_threads_run_at_a_lower_priority_than_the_caller():
+    seen = {}
+
+    def stage():
+        _lower_thread_priority()
+        seen["stage"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    thread = threading.Thread(target=stage)
+    thread.start()
+    thread.join()
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert seen["stage"] == min(caller + 10, 19), "the stage thread is reniced, the caller is not"

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=float, default=0.25, help="model channel multiplier (default: 0.25)")
     p.add_argument("--graph", type=Path, help="benchmark this export directory (e.g. the demo's trained "
                    "graph, whose detections are realistic) instead of an untrained model of --width")
-    p.add_argument("--frames", type=int, default=120, help="video frames (default: 120)")
+    p.add_argument("--frames", type=int, default=250, help="video frames (default: 250, 10 s at 25 fps)")
     p.add_argument("--video-size", default="480x360", help="video WxH (default: 480x360)")
     p.add_argument("--batch-size", type=int, default=8, help="frames per graph call (default: 8)")
     p.add_argument("--threshold", type=float, default=0.5, help="drawing threshold (default: 0.5)")

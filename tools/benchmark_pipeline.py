@@ -10,6 +10,10 @@ deliver batches of 32 to a Python loop:
                 model.fit does on the TensorFlow backend (PyDatasetAdapter.get_tf_dataset)
     tf.data     Dataset.range -> map(tf.numpy_function, num_parallel_calls=N) -> batch -> prefetch
 
+and, as the machine's own limit, `ceiling`: N independent processes doing only that per-image
+work (no batching, no hand-over, no consumer). No pipeline with N workers can beat it, so
+ceiling/tf.data bounds the ratio any pipeline could reach against tf.data on this machine.
+
 Each run starts a path afresh: start-up (construction to first batch) is timed apart from the
 steady-state rate over a --seconds window after --warmup batches; medians over --repeats runs,
 interleaved across paths, are reported. A serial profile of the per-image work
@@ -43,7 +47,8 @@ from ssd.records import Sample  # noqa: E402
 
 WIDTH, HEIGHT = 500, 375
 IMAGE_SIZE, BATCH_SIZE, MAX_BOXES, SEED = 300, 32, 100, 0
-PATHS = ("ring", "ring-tf", "pydataset", "tf.data")
+PATHS = ("ring", "ring-tf", "pydataset", "tf.data", "ceiling")
+CEILING_START_S = 4.0  # lets the ceiling's processes start and warm up before the window opens
 
 
 def write_images(folder: Path, count: int, seed: int = 0) -> list[Sample]:
@@ -167,6 +172,46 @@ def tf_data_batches(samples, workers: int) -> tuple[Iterator, Callable[[], None]
     return (int(images.shape[0]) for images, *_ in dataset), lambda: None
 
 
+def _ceiling_process(samples, first: int, step: int, start_at: float, seconds: float, results) -> None:
+    """Decode + augment + copy into a private slot row, over and over, alone; report the window."""
+    cv2.setNumThreads(1)  # as in the ring's workers
+    transform = TrainAugmentation(IMAGE_SIZE)
+    slot = np.zeros((BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    index, images, cpu, ready = first, 0, 0.0, None
+    while True:
+        now = time.time()
+        if now >= start_at + seconds:
+            break
+        if images == 0 and now >= start_at:
+            cpu = time.process_time()
+        image, *_ = load_padded(samples, transform, index % len(samples))
+        slot[index % BATCH_SIZE] = image
+        ready = ready or time.time()
+        index += step
+        images += now >= start_at
+    results.put((images, time.process_time() - cpu, ready))
+
+
+def measure_ceiling(samples, workers: int, seconds: float) -> dict:
+    """`workers` spawned processes doing only the per-image work over one shared time window."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    begin = time.time()
+    start_at = begin + CEILING_START_S
+    procs = [ctx.Process(target=_ceiling_process, args=(samples, k, workers, start_at, seconds, results))
+             for k in range(workers)]
+    for proc in procs:
+        proc.start()
+    counts = [results.get(timeout=CEILING_START_S + seconds + 60) for _ in procs]
+    for proc in procs:
+        proc.join()
+    images = sum(n for n, _, _ in counts)
+    return {"startup_s": max(ready for _, _, ready in counts) - begin, "images_per_s": images / seconds,
+            "cpu_ms_per_image": 1000 * sum(c for _, c, _ in counts) / images}
+
+
 MAKERS = {"ring": ring_batches, "ring-tf": ring_tf_batches, "pydataset": pydataset_batches,
           "tf.data": tf_data_batches}
 
@@ -203,6 +248,8 @@ def measure(path: str, samples, workers: int, seconds: float, warmup: int) -> di
     CPU per image (all processes of the path) barely depends on what else loads the machine,
     unlike images/s.
     """
+    if path == "ceiling":
+        return measure_ceiling(samples, workers, seconds)
     start = time.perf_counter()
     batches, close = MAKERS[path](samples, workers)
     try:
@@ -270,6 +317,10 @@ def print_table(results: list[dict], workers: Sequence[int], prof: dict) -> None
                  for p in PATHS[1:] if (p, w) in cell]
         print(f"{w} worker(s): ring {ring:.0f} images/s = {ring / w:.0f} per worker; "
               + ", ".join(parts))
+    for w in workers:
+        if ("ceiling", w) in cell and ("tf.data", w) in cell:
+            bound = cell[("ceiling", w)]["images_per_s"] / cell[("tf.data", w)]["images_per_s"]
+            print(f"{w} worker(s): no pipeline can exceed ceiling/tf.data = {bound:.2f}x here")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
