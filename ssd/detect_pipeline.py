@@ -9,8 +9,9 @@ Video runs as three overlapping stages joined by bounded queues:
 On a CPU the stages share the cores with the model, so the I/O stages are made cheap (one colour
 conversion per frame, straight into the batch array; drawing in place on the decoded frame;
 OpenCV's own thread pool off, as it wakes for every small call) and, on Linux, run at a lower
-priority: the model's threads then lose no time slices to them, and they use the gaps the model
-leaves (the queues between stages keep them ahead).
+priority, so that they mostly run in the gaps the model leaves rather than preempting its threads
+(the queues between stages let them fall behind for a while).
+
 Each stage times its own work, so the report separates model time from I/O. A stage that fails
 stops the others (no stage ever blocks forever on a full or empty queue), and a video that ends
 before the frame count its container claims is reported as truncated or corrupt.
@@ -238,7 +239,13 @@ def open_video(source: str | int) -> tuple[cv2.VideoCapture, VideoReport]:
     name = f"webcam {source}" if isinstance(source, int) else str(source)
     if not isinstance(source, int) and not Path(source).is_file():
         raise ValueError(f"video {name} does not exist")
-    capture = cv2.VideoCapture(source)
+    capture = None
+    if isinstance(source, str):
+        # One FFmpeg decoding thread: more threads cost more CPU in all (CPU the model needs);
+        # a file FFmpeg cannot open is tried once more with whatever backend OpenCV picks.
+        capture = cv2.VideoCapture(source, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    if capture is None or not capture.isOpened():
+        capture = cv2.VideoCapture(source)
     if not capture.isOpened():
         capture.release()
         raise ValueError(f"video {name} cannot be opened: not a video, or truncated/corrupt "

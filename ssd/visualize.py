@@ -27,7 +27,7 @@ def draw_detections(
     bgr: bool = False,
     in_place: bool = False,
 ) -> np.ndarray:
-    """A copy of `image` (uint8 [H, W, 3] RGB, or BGR when `bgr`) with boxes, labels and scores drawn.
+    """`image` (uint8 [H, W, 3] RGB, or BGR when `bgr`) with boxes, labels and scores drawn on a copy.
 
     Args:
         boxes: float [N, 4], "xyxy" pixels of this image.

@@ -11,7 +11,7 @@ Everything is made here, in a temporary directory: a run directory with an untra
     --clients concurrent clients, against `python detect.py IMAGE` started once per image (the
     process start and graph load the server pays once).
 
-    python tools/benchmark_detect.py [--width 0.25] [--frames 120] [--batch-size 8] [--repeats 3] [--json out.json]
+    python tools/benchmark_detect.py [--width 0.25] [--frames 250] [--batch-size 8] [--repeats 3] [--json out.json]
 """
 
 from __future__ import annotations
