@@ -18,7 +18,7 @@ before the frame count its container claims is reported as truncated or corrupt.
 
 Detections are written as JSON lines: for images {"image", "width", "height", "detections"},
 for videos {"video", "frame", "time_s", "width", "height", "detections"}, with the records of
-`ssd.frozen_graph.detection_records`.
+`ssd.frozen_graph.ImageDetections.records`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ssd.frozen_graph import detection_records
+from ssd.frozen_graph import ImageDetections, select_detections
 from ssd.image_io import read_rgb
 from ssd.visualize import draw_detections
 
@@ -110,13 +110,13 @@ def detect_images(
         outputs = detect(np.stack([image for _, image in batch]))
         for i, (path, image) in enumerate(batch):
             height, width = image.shape[:2]
-            records = detection_records(outputs, i, width, height, class_names, threshold)
+            detections = select_detections(outputs, i, width, height, threshold)
             jsonl.write(json.dumps({"image": str(path), "width": width, "height": height,
-                                    "detections": records}) + "\n")
+                                    "detections": detections.records(class_names)}) + "\n")
             report.done += 1
-            report.detections += len(records)
+            report.detections += len(detections.scores)
             if out_dir is not None:
-                _write_image(out_dir / path.name, draw_records(image, records, class_names), report, path)
+                _write_image(out_dir / path.name, draw(image, detections, class_names), report, path)
     return report
 
 
@@ -147,13 +147,11 @@ def _write_image(path: Path, image_rgb: np.ndarray, report: ImageReport, source:
         report.errors.append(f"could not write annotated image {path}")
 
 
-def draw_records(image: np.ndarray, records: list[dict[str, Any]], class_names: Sequence[str],
-                 *, bgr: bool = False, in_place: bool = False) -> np.ndarray:
-    """`image` (uint8 RGB, or BGR) with the records' boxes, class colours, labels and scores drawn."""
-    boxes = np.array([r["box_xyxy"] for r in records], np.float64).reshape(-1, 4)
-    classes = np.array([r["class_id"] for r in records], int)
-    scores = np.array([r["score"] for r in records], np.float64)
-    return draw_detections(image, boxes, classes, scores, class_names, bgr=bgr, in_place=in_place)
+def draw(image: np.ndarray, detections: ImageDetections, class_names: Sequence[str],
+         *, bgr: bool = False, in_place: bool = False) -> np.ndarray:
+    """`image` (uint8 RGB, or BGR) with the detections' boxes, class colours, labels and scores drawn."""
+    return draw_detections(image, detections.boxes_xyxy, detections.class_ids, detections.scores, class_names,
+                           bgr=bgr, in_place=in_place)
 
 
 # ---------------------------------------------------------------------------------------- videos
@@ -407,17 +405,17 @@ def _write_stage(stages: _Stages, writer, jsonl: TextIO | None, class_names: Seq
             batch, outputs = item
             tic = time.perf_counter()
             for i, frame in enumerate(batch):
-                records = detection_records(outputs, i, report.width, report.height, class_names, threshold)
+                detections = select_detections(outputs, i, report.width, report.height, threshold)
                 if writer is not None:
-                    writer.write(draw_records(frame, records, class_names, bgr=True, in_place=True))
+                    writer.write(draw(frame, detections, class_names, bgr=True, in_place=True))
                 if jsonl is not None:
                     jsonl.write(json.dumps({
                         "video": report.source, "frame": report.frames,
-                        "time_s": round(report.frames / report.fps, 4),
-                        "width": report.width, "height": report.height, "detections": records,
+                        "time_s": round(report.frames / report.fps, 4), "width": report.width,
+                        "height": report.height, "detections": detections.records(class_names),
                     }) + "\n")  # fmt: skip
                 report.frames += 1
-                report.detections += len(records)
+                report.detections += len(detections.scores)
             report.draw_encode_s += time.perf_counter() - tic
             bar.update(len(batch))
     except _Stop:

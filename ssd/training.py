@@ -41,7 +41,8 @@ from ssd.anchors import default_boxes
 from ssd.augment import TrainAugmentation
 from ssd.config import ModelConfig, TrainConfig
 from ssd.evaluate_loop import evaluate_detector, load_resized_batch
-from ssd.evaluation import VOCEvaluator, detections_to_pixels, json_ready
+from ssd.evaluation import VOCEvaluator, json_ready
+from ssd.frozen_graph import select_detections
 from ssd.inference import Detector
 from ssd.losses import multibox_loss, weight_decay_loss
 from ssd.matching import training_targets
@@ -483,8 +484,7 @@ def _drawn_examples(detector: Detector, dataset: DetectionDataset, count: int = 
     out = detector.detect(images)
     drawn = []
     for b, image in enumerate(images):
-        keep = out["detection_scores"][b] >= 0.3
-        boxes = detections_to_pixels(out["detection_boxes"][b][keep], size, size)
-        drawn.append(draw_detections(image, boxes, out["detection_classes"][b][keep].astype(int),
-                                     out["detection_scores"][b][keep], dataset.class_names))
+        detections = select_detections(out, b, size, size, threshold=0.3)
+        drawn.append(draw_detections(image, detections.boxes_xyxy, detections.class_ids, detections.scores,
+                                     dataset.class_names))
     return np.stack(drawn)

@@ -1,4 +1,4 @@
-"""Drawing detections on images (OpenCV, uint8 RGB)."""
+"""Drawing detections on images (OpenCV, uint8 RGB or BGR)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ssd.frozen_graph import class_name
+
+_FONT, _FONT_SCALE = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+
 
 @functools.lru_cache(maxsize=None)
 def class_colour(class_id: int) -> tuple[int, int, int]:
@@ -15,6 +19,27 @@ def class_colour(class_id: int) -> tuple[int, int, int]:
     hue = int((class_id * 137.508) % 180)
     hsv = np.uint8([[[hue, 200, 255]]])
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+@functools.lru_cache(maxsize=8192)
+def label_patch(text: str, colour: tuple[int, int, int]) -> np.ndarray:
+    """uint8 [h, w, 3]: `text` in black on a `colour` background, baseline included (read-only)."""
+    # Rendered once per (label, colour) and pasted: a video shows the same few hundred labels
+    # again and again, and rendering them each time was most of the drawing cost.
+    (width, height), baseline = cv2.getTextSize(text, _FONT, _FONT_SCALE, 1)
+    patch = np.empty((height + baseline + 1, width + 1, 3), np.uint8)
+    patch[:] = colour
+    cv2.putText(patch, text, (0, height), _FONT, _FONT_SCALE, (0, 0, 0), 1, cv2.LINE_AA)
+    patch.flags.writeable = False
+    return patch
+
+
+def paste(image: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
+    """Copy `patch` into `image` with its top-left corner at (x, y), clipped to the image."""
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + patch.shape[1], image.shape[1]), min(y + patch.shape[0], image.shape[0])
+    if x0 < x1 and y0 < y1:
+        image[y0:y1, x0:x1] = patch[y0 - y : y1 - y, x0 - x : x1 - x]
 
 
 def draw_detections(
@@ -29,6 +54,8 @@ def draw_detections(
 ) -> np.ndarray:
     """`image` (uint8 [H, W, 3] RGB, or BGR when `bgr`) with boxes, labels and scores drawn on a copy.
 
+    Each label sits on a filled box of the class colour just above its box (inside the image).
+
     Args:
         boxes: float [N, 4], "xyxy" pixels of this image.
         classes: int [N], ids 1..C.
@@ -42,10 +69,6 @@ def draw_detections(
         cls = int(cls)
         colour = class_colour(cls)[::-1] if bgr else class_colour(cls)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
-        name = class_names[cls - 1] if 0 < cls <= len(class_names) else str(cls)
-        text = f"{name} {score:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        top = max(y1 - th - base, 0)
-        cv2.rectangle(out, (x1, top), (x1 + tw, top + th + base), colour, -1)
-        cv2.putText(out, text, (x1, top + th), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        label = label_patch(f"{class_name(cls, class_names)} {score:.2f}", colour)
+        paste(out, label, x1, max(y1 - label.shape[0] + 1, 0))
     return out

@@ -34,6 +34,36 @@ def test_bgr_drawing_equals_rgb_drawing_with_channels_swapped():
     np.testing.assert_array_equal(drawn, expected)
 
 
+def draw_directly(image: np.ndarray, boxes, classes, scores) -> np.ndarray:
+    """Reference: each label rendered straight onto the image with OpenCV (no cached patches)."""
+    out = image.copy()
+    for (x1, y1, x2, y2), cls, score in zip(np.rint(boxes).astype(int).tolist(), classes, scores):
+        colour = class_colour(cls)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, 1)
+        text = f"{CLASSES[cls - 1]} {score:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        top = max(y1 - th - base, 0)
+        cv2.rectangle(out, (x1, top), (x1 + tw, top + th + base), colour, -1)
+        cv2.putText(out, text, (x1, top + th), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
+
+
+@pytest.mark.parametrize("box", [
+    [40, 50, 120, 100],  # label fully inside, above the box
+    [40, 3, 120, 100],  # label pushed down to the top edge
+    [170, 50, 199, 100],  # label runs past the right edge
+    [-30, 50, 60, 100],  # box (and label) start left of the image
+    [250, 50, 300, 100],  # box entirely outside
+])  # fmt: skip
+def test_pasted_labels_equal_labels_rendered_in_place(box):
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    boxes = np.array([box, [60, 40, 100, 90]], np.float64)  # the second label overlaps the first box
+    classes, scores = [3, 1], [0.876, 0.5]
+    np.testing.assert_array_equal(draw_detections(image, boxes, np.array(classes), np.array(scores), CLASSES),
+                                  draw_directly(image, boxes, classes, scores))
+
+
 def test_records_keep_scores_at_the_threshold_in_pixels_and_normalised_xyxy():
     outputs = {
         "detection_boxes": np.array([[[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.4, 0.4]]], np.float32),
