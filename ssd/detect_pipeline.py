@@ -7,8 +7,9 @@ Video runs as three overlapping stages joined by bounded queues:
         ->  draw + encode thread (boxes and labels drawn on the BGR frames, mp4 'mp4v', JSON lines)
 
 On a CPU the stages share the cores with the model, so the I/O stages are made cheap (one colour
-conversion per frame, straight into the batch array; drawing in place on the decoded frame;
-OpenCV's own thread pool off, as it wakes for every small call) and, on Linux, run at a lower
+conversion per frame, straight into the batch array; detections selected once as arrays for both
+drawing and JSON; drawing in place on the decoded frame, labels pasted from a cache; OpenCV's own
+thread pool off, as it wakes for every small call) and, on Linux, run at a lower
 priority, so that they mostly run in the gaps the model leaves rather than preempting its threads
 (the queues between stages let them fall behind for a while).
 

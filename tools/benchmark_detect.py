@@ -40,9 +40,9 @@ import tensorflow as tf  # noqa: E402
 
 from datasets.synthetic import SYNTHETIC_CLASSES  # noqa: E402
 from ssd.config import ModelConfig, TrainConfig  # noqa: E402
-from ssd.detect_pipeline import detect_video  # noqa: E402
+from ssd.detect_pipeline import detect_video, draw, open_video  # noqa: E402
 from ssd.export import export_run  # noqa: E402
-from ssd.frozen_graph import FrozenGraph  # noqa: E402
+from ssd.frozen_graph import FrozenGraph, select_detections  # noqa: E402
 from ssd.model import build_model_from_config  # noqa: E402
 from ssd.run_dir import save_run_config  # noqa: E402
 from ssd.server import post_image  # noqa: E402
@@ -114,6 +114,39 @@ def bench_pipeline(graph: FrozenGraph, video: Path, out: Path, batch_size: int, 
             "per_frame_ms": per_frame}
 
 
+def io_cpu_per_frame(graph: FrozenGraph, video: Path, out: Path, batch_size: int, threshold: float) -> dict:
+    """CPU ms per frame of each video I/O step run alone, single-threaded (what the model gives up)."""
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # as in detect_video
+    try:
+        capture, report = open_video(str(video))
+        frames, tic = [], time.thread_time()
+        while (frame := capture.read()[1]) is not None:
+            frames.append(frame)
+        decode = time.thread_time() - tic
+        capture.release()
+        rgb = np.ascontiguousarray(np.stack(frames)[..., ::-1])
+        outputs = [graph(rgb[i : i + batch_size]) for i in range(0, len(frames), batch_size)]
+        tic = time.thread_time()
+        for k, frame in enumerate(frames):
+            detections = select_detections(outputs[k // batch_size], k % batch_size, report.width, report.height,
+                                           threshold)
+            draw(frame, detections, SYNTHETIC_CLASSES, bgr=True, in_place=True)
+            json.dumps({"frame": k, "detections": detections.records(SYNTHETIC_CLASSES)})
+        draw_json = time.thread_time() - tic
+        writer = cv2.VideoWriter(str(out / "alone.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), report.fps,
+                                 (report.width, report.height))
+        tic = time.thread_time()
+        for frame in frames:
+            writer.write(frame)
+        writer.release()
+        encode = time.thread_time() - tic
+    finally:
+        cv2.setNumThreads(opencv_threads)
+    return {name: 1000 * seconds / len(frames)
+            for name, seconds in (("decode", decode), ("draw_json", draw_json), ("encode", encode))}
+
+
 def start_server(export: Path) -> tuple[subprocess.Popen, str]:
     """tools/serve.py on a free loopback port; returns the process and its URL."""
     process = subprocess.Popen(
@@ -162,7 +195,7 @@ def bench_process_per_image(export: Path, image_paths: list[Path], out: Path) ->
 
 def table(results: dict) -> str:
     p, s, per_process = results["pipeline"], results["server"], results["process_per_image_rps"]
-    per = p["per_frame_ms"]
+    per, io = p["per_frame_ms"], p["io_cpu_ms"]
     lines = [
         f"detect.py video pipeline, {p['frames']} frames {p['size']}, batch {p['batch_size']}, "
         f"model {results['model']} (medians of {results['repeats']})",
@@ -173,6 +206,8 @@ def table(results: dict) -> str:
         f"(CPU per frame {per['model_only_cpu']:.1f} / {per['pipeline_cpu']:.1f} ms)",
         f"  per frame: model {per['model_s']:.1f} ms, decode {per['decode_s']:.1f} ms, "
         f"draw+encode {per['draw_encode_s']:.1f} ms (wall; the last two overlap the model)",
+        f"  video I/O alone, CPU per frame: decode {io['decode']:.2f} ms, draw + JSON {io['draw_json']:.2f} ms, "
+        f"mp4v encode {io['encode']:.2f} ms",
         f"single-image detection, {results['image_size']} JPEG, {results['images']} images",
         f"  {'server, sequential':42s} {s['sequential_rps']:8.2f} req/s",
         f"  {'server, ' + str(results['clients']) + ' concurrent clients':42s} {s['concurrent_rps']:8.2f} req/s",
@@ -204,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         video = write_synthetic_video(work / "shapes.mp4", args.frames, 25.0, width, height, seed=1)
         graph = FrozenGraph(export / "frozen_inference_graph.pb")
         pipeline = bench_pipeline(graph, video, work, args.batch_size, args.repeats, args.threshold)
+        pipeline["io_cpu_ms"] = io_cpu_per_frame(graph, video, work, args.batch_size, args.threshold)
         frames = decode_all(video)[: args.images]
         bodies = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes() for f in frames]
         paths = []
