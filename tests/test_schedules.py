@@ -1,6 +1,5 @@
 """Learning-rate schedules: hand-worked values at chosen steps."""
 
-
 import numpy as np
 import pytest
 

@@ -49,6 +49,9 @@ from ssd.server import post_image  # noqa: E402
 from tools.make_synthetic_video import write_synthetic_video  # noqa: E402
 
 
+VIDEO_FPS = 25.0
+
+
 def make_export(work: Path, width: float) -> Path:
     """Throwaway run dir (untrained model, one checkpoint) -> export dir; returns the export dir."""
     tf.keras.utils.set_random_seed(0)
@@ -60,16 +63,15 @@ def make_export(work: Path, width: float) -> Path:
     return work / "export"
 
 
-def decode_all(video: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+def decode_all(video: Path) -> tuple[list[np.ndarray], float]:
+    """The video's BGR frames, opened as detect.py opens it, and the CPU ms per frame decoding took."""
+    capture, _ = open_video(str(video))
+    frames, tic = [], time.thread_time()
+    while (frame := capture.read()[1]) is not None:
+        frames.append(frame)
+    cpu_ms = 1000 * (time.thread_time() - tic) / len(frames)
     capture.release()
-    return frames
+    return frames, cpu_ms
 
 
 def model_only(graph: FrozenGraph, frames: list[np.ndarray], batch_size: int) -> dict:
@@ -88,13 +90,14 @@ def pipeline_run(graph: FrozenGraph, video: Path, out: Path, batch_size: int, th
                               batch_size, progress=False)
     if report.error:
         raise RuntimeError(report.error)
-    return {"fps": report.wall_fps, "cpu_s": time.process_time() - cpu, "model_s": report.model_s, "decode_s": report.decode_s,
-            "draw_encode_s": report.draw_encode_s, "wall_s": report.wall_s, "frames": report.frames}
+    return {"fps": report.wall_fps, "cpu_s": time.process_time() - cpu, "model_s": report.model_s,
+            "decode_s": report.decode_s, "draw_encode_s": report.draw_encode_s, "wall_s": report.wall_s,
+            "frames": report.frames}
 
 
-def bench_pipeline(graph: FrozenGraph, video: Path, out: Path, batch_size: int, repeats: int,
-                   threshold: float) -> dict:
-    frames = decode_all(video)
+def bench_pipeline(graph: FrozenGraph, video: Path, frames: list[np.ndarray], out: Path, batch_size: int,
+                   repeats: int, threshold: float) -> dict:
+    """The pipeline on `video` against the graph alone on its decoded RGB `frames`, interleaved."""
     graph(np.stack(frames[:batch_size]))  # warm-up: first call builds kernels
     runs, model = [], []
     for _ in range(repeats):  # interleaved, so a busy neighbour slows both alike
@@ -114,37 +117,28 @@ def bench_pipeline(graph: FrozenGraph, video: Path, out: Path, batch_size: int, 
             "per_frame_ms": per_frame}
 
 
-def io_cpu_per_frame(graph: FrozenGraph, video: Path, out: Path, batch_size: int, threshold: float) -> dict:
-    """CPU ms per frame of each video I/O step run alone, single-threaded (what the model gives up)."""
-    opencv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)  # as in detect_video
-    try:
-        capture, report = open_video(str(video))
-        frames, tic = [], time.thread_time()
-        while (frame := capture.read()[1]) is not None:
-            frames.append(frame)
-        decode = time.thread_time() - tic
-        capture.release()
-        rgb = np.ascontiguousarray(np.stack(frames)[..., ::-1])
-        outputs = [graph(rgb[i : i + batch_size]) for i in range(0, len(frames), batch_size)]
-        tic = time.thread_time()
-        for k, frame in enumerate(frames):
-            detections = select_detections(outputs[k // batch_size], k % batch_size, report.width, report.height,
-                                           threshold)
-            draw(frame, detections, SYNTHETIC_CLASSES, bgr=True, in_place=True)
-            json.dumps({"frame": k, "detections": detections.records(SYNTHETIC_CLASSES)})
-        draw_json = time.thread_time() - tic
-        writer = cv2.VideoWriter(str(out / "alone.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), report.fps,
-                                 (report.width, report.height))
-        tic = time.thread_time()
-        for frame in frames:
-            writer.write(frame)
-        writer.release()
-        encode = time.thread_time() - tic
-    finally:
-        cv2.setNumThreads(opencv_threads)
-    return {name: 1000 * seconds / len(frames)
-            for name, seconds in (("decode", decode), ("draw_json", draw_json), ("encode", encode))}
+def io_cpu_per_frame(graph: FrozenGraph, frames: list[np.ndarray], rgb: list[np.ndarray], out: Path,
+                      batch_size: int, threshold: float, fps: float) -> dict:
+    """CPU ms per frame of drawing + JSON and of mp4v encoding, each alone (what the model gives up).
+
+    `frames` are the decoded BGR frames (drawn on in place, as the pipeline does), `rgb` the same
+    frames for the graph.
+    """
+    height, width = frames[0].shape[:2]
+    outputs = [graph(np.stack(rgb[i : i + batch_size])) for i in range(0, len(rgb), batch_size)]
+    tic = time.thread_time()
+    for k, frame in enumerate(frames):
+        detections = select_detections(outputs[k // batch_size], k % batch_size, width, height, threshold)
+        draw(frame, detections, SYNTHETIC_CLASSES, bgr=True, in_place=True)
+        json.dumps({"frame": k, "detections": detections.records(SYNTHETIC_CLASSES)})
+    draw_json = time.thread_time() - tic
+    writer = cv2.VideoWriter(str(out / "alone.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    tic = time.thread_time()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    encode = time.thread_time() - tic
+    return {"draw_json": 1000 * draw_json / len(frames), "encode": 1000 * encode / len(frames)}
 
 
 def start_server(export: Path) -> tuple[subprocess.Popen, str]:
@@ -233,15 +227,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.video_size.lower().split("x"))
+    cv2.setNumThreads(1)  # as detect_video runs OpenCV, so the per-step CPU costs are the pipeline's
     with tempfile.TemporaryDirectory(prefix="bench_detect_") as tmp:
         work = Path(tmp)
         export = args.graph if args.graph else make_export(work, args.width)
-        video = write_synthetic_video(work / "shapes.mp4", args.frames, 25.0, width, height, seed=1)
+        video = write_synthetic_video(work / "shapes.mp4", args.frames, VIDEO_FPS, width, height, seed=1)
         graph = FrozenGraph(export / "frozen_inference_graph.pb")
-        pipeline = bench_pipeline(graph, video, work, args.batch_size, args.repeats, args.threshold)
-        pipeline["io_cpu_ms"] = io_cpu_per_frame(graph, video, work, args.batch_size, args.threshold)
-        frames = decode_all(video)[: args.images]
-        bodies = [cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR))[1].tobytes() for f in frames]
+        frames, decode_ms = decode_all(video)
+        rgb = [cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) for frame in frames]
+        bodies = [cv2.imencode(".jpg", frame)[1].tobytes() for frame in frames[: args.images]]
+        pipeline = bench_pipeline(graph, video, rgb, work, args.batch_size, args.repeats, args.threshold)
+        # last: drawing marks the BGR frames
+        io_ms = io_cpu_per_frame(graph, frames, rgb, work, args.batch_size, args.threshold, VIDEO_FPS)
+        pipeline["io_cpu_ms"] = {"decode": decode_ms, **io_ms}
         paths = []
         for k, body in enumerate(bodies[: args.process_images]):
             paths.append(work / f"image{k}.jpg")
@@ -249,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         server = bench_server(export, bodies, args.clients, args.repeats)
         per_process = bench_process_per_image(export, paths, work)
     results = {
-        "model": str(args.graph) if args.graph else f"untrained, width {args.width}", "repeats": args.repeats, "pipeline": pipeline, "server": server,
+        "model": str(args.graph) if args.graph else f"untrained, width {args.width}", "repeats": args.repeats,
+        "pipeline": pipeline, "server": server,
         "process_per_image_rps": per_process, "images": len(bodies), "clients": args.clients,
         "image_size": f"{width}x{height}", "cpu_count": os.cpu_count(), "platform": platform.platform(),
         "tensorflow": tf.__version__,

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-# The dataset's private drawing helpers, used read-only so the video looks like its images.
+# The dataset's drawing helpers, so the video looks like its images.
 from datasets.synthetic import SYNTHETIC_CLASSES, background_texture, object_colour, shape_mask  # noqa: E402
 
 
