@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
-    from ssd.export import INPUT_NAME, OUTPUT_NAMES, export_run
+    from ssd.deploy.export import export_run
+    from ssd.detections import INPUT_NAME, OUTPUT_NAMES
 
     try:
         result = export_run(args.run_dir, args.out, args.checkpoint, args.score_threshold,

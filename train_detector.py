@@ -36,7 +36,7 @@ from ssd.config import OPTIMIZERS, PRECISIONS, PRESETS, ModelConfig, TrainConfig
 from ssd.records import DetectionDataset
 
 DEFAULTS = TrainConfig()
-# Copies of ssd.training.STRATEGIES and ssd.schedules.SCHEDULES: importing those loads TensorFlow,
+# Copies of ssd.engine.trainer.STRATEGIES and ssd.engine.schedules.SCHEDULES: importing those loads TensorFlow,
 # which would make --help take seconds (a test keeps them equal).
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 SCHEDULES = ("constant", "step", "exponential", "polynomial", "cosine", "cyclic")
@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_configs(args: argparse.Namespace) -> tuple[ModelConfig | None, TrainConfig]:
     """Run dir's config, else --config, else defaults; then the flags given on the command line."""
-    from ssd.run_dir import load_run_config
+    from ssd.modeling.run_dir import load_run_config
 
     own = args.run_dir / "config.json"
     source = own if own.is_file() else getattr(args, "config", None)
@@ -201,12 +201,12 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
     check_objects(train_set)
     model_config = resolve_model_config(args, model_config, train_set)
 
-    from ssd.pipeline import PipelineError
-    from ssd.training import NonFiniteLossError, Trainer, make_strategy
+    from ssd.data.pipeline import PipelineError
+    from ssd.engine.trainer import NonFiniteLossError, Trainer, make_strategy
 
     trainer = Trainer(model_config, config, args.run_dir, make_strategy(args.strategy))
     if getattr(args, "lr_finder", False):
-        from ssd.lr_finder import lr_range_test
+        from ssd.engine.lr_finder import lr_range_test
         low, high = args.lr_finder_range
         suggestion = lr_range_test(trainer, train_set, args.run_dir, low, high, args.lr_finder_steps)
         print(f"suggested learning rate: {suggestion:.2e} (curve in {args.run_dir / 'lr_finder.png'})")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from ssd.anchors import default_boxes
+from ssd.core.anchors import default_boxes
 from ssd.config import DEFAULT_BOXES, DefaultBoxConfig
 
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssd import augment
-from ssd.augment import (
+from ssd.data import augment
+from ssd.data.augment import (
     Photometric,
     ResizeTransform,
     TrainAugmentation,

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ssd.boxes import area, center_to_corners, corners_to_center, pairwise_iou, xyxy_to_yxyx
+from ssd.core.boxes import area, center_to_corners, corners_to_center, pairwise_iou, xyxy_to_yxyx
 
 coords = arrays(np.float32, (5, 4), elements=st.floats(0, 1, width=32))
 

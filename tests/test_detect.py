@@ -16,10 +16,11 @@ import tensorflow as tf
 
 import detect
 from ssd.config import ModelConfig
-from ssd.detect_pipeline import _lower_thread_priority, expand_inputs
-from ssd.export import export_module, frozen_graph_def, write_labels
-from ssd.frozen_graph import FrozenGraph, detection_records
-from ssd.model import build_model_from_config
+from ssd.deploy.detect import _lower_thread_priority, expand_inputs
+from ssd.deploy.export import export_module, frozen_graph_def, write_labels
+from ssd.deploy.frozen_graph import FrozenGraph
+from ssd.detections import detection_records
+from ssd.modeling.model import build_model_from_config
 from tools.make_synthetic_video import synthetic_frames, write_synthetic_video
 
 CLASSES = ("circle", "square", "triangle")

@@ -36,10 +36,10 @@ SCRIPT = textwrap.dedent('''
     import keras
     from datasets.synthetic import SYNTHETIC_CLASSES, load_synthetic
     from ssd.config import ModelConfig, TrainConfig
-    from ssd.losses import multibox_loss
-    from ssd.matching import training_targets
-    from ssd.pipeline import Batch
-    from ssd.training import Trainer, make_strategy
+    from ssd.core.losses import multibox_loss
+    from ssd.core.matching import training_targets
+    from ssd.data.pipeline import Batch
+    from ssd.engine.trainer import Trainer, make_strategy
 
     strategy = make_strategy("multi_worker" if mode == "multi_worker" else "mirrored")
     model_config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=0.125)

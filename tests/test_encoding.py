@@ -5,7 +5,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssd.encoding import decode, encode
+from ssd.core.encoding import decode, encode
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 

@@ -14,10 +14,10 @@ import tensorflow as tf
 
 import export_graph
 from ssd.config import ModelConfig, TrainConfig
-from ssd.export import write_label_map
-from ssd.inference import Detector
-from ssd.model import build_model_from_config
-from ssd.run_dir import load_trained_model, save_run_config
+from ssd.deploy.export import write_label_map
+from ssd.modeling.inference import Detector
+from ssd.modeling.model import build_model_from_config
+from ssd.modeling.run_dir import load_trained_model, save_run_config
 
 CLASSES = ("circle", "square", "triangle")
 OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.anchors import default_boxes
+from ssd.core.anchors import default_boxes
 from ssd.config import DefaultBoxConfig
-from ssd.losses import hard_negative_mask, multibox_loss, smooth_l1, weight_decay_loss
-from ssd.matching import training_targets
+from ssd.core.losses import hard_negative_mask, multibox_loss, smooth_l1, weight_decay_loss
+from ssd.core.matching import training_targets
 
 
 def reference_loss(deltas, logits, target_deltas, target_labels, ratio=3):

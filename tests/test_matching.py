@@ -5,10 +5,10 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssd.anchors import default_boxes
+from ssd.core.anchors import default_boxes
 from ssd.config import DefaultBoxConfig
-from ssd.encoding import decode
-from ssd.matching import match, training_targets
+from ssd.core.encoding import decode
+from ssd.core.matching import match, training_targets
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 # A small anchor set: 4x4 and 2x2 maps on a 64 px image -> 16*4 + 4*6 = 88 boxes.

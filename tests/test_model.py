@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from ssd.anchors import box_shapes, default_boxes
+from ssd.core.anchors import box_shapes, default_boxes
 from ssd.config import DEFAULT_BOXES, DefaultBoxConfig, ModelConfig
-from ssd.model import (
+from ssd.modeling.model import (
     CaffePreprocess,
     L2Normalization,
     build_model,

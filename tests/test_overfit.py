@@ -7,11 +7,11 @@ import pytest
 import tensorflow as tf
 
 from datasets.synthetic import SYNTHETIC_CLASSES, render_image
-from ssd.anchors import default_boxes
+from ssd.core.anchors import default_boxes
 from ssd.config import ModelConfig
-from ssd.losses import multibox_loss, weight_decay_loss
-from ssd.matching import training_targets
-from ssd.model import build_model_from_config, kernel_weights
+from ssd.core.losses import multibox_loss, weight_decay_loss
+from ssd.core.matching import training_targets
+from ssd.modeling.model import build_model_from_config, kernel_weights
 
 
 def two_images(size: int = 300):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from ssd.image_io import read_rgb
-from ssd.pipeline import (
+from ssd.data.pipeline import (
     Batch,
     BatchPipeline,
     PipelineError,
@@ -398,7 +398,7 @@ import json, sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]
 {extra_import}
 from pathlib import Path
-from ssd.pipeline import BatchPipeline
+from ssd.data.pipeline import BatchPipeline
 from test_pipeline import {transform}, write_samples
 
 samples = write_samples(Path({folder!r}), 6)

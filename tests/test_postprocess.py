@@ -1,4 +1,4 @@
-"""Tests for ssd.postprocess: the graph post-processing against a NumPy brute force and by hand."""
+"""Tests for ssd.core.postprocess: the graph post-processing against a NumPy brute force and by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.postprocess import postprocess
+from ssd.core.postprocess import postprocess
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ssd.schedules import SSDLearningRate
+from ssd.engine.schedules import SSDLearningRate
 
 
 def rates(schedule, steps):

@@ -15,10 +15,11 @@ import pytest
 import tensorflow as tf
 
 from ssd.config import ModelConfig
-from ssd.export import export_module, frozen_graph_def
-from ssd.frozen_graph import FrozenGraph, detection_records
-from ssd.model import build_model_from_config
-from ssd.server import make_server, parse_size, post_image
+from ssd.deploy.export import export_module, frozen_graph_def
+from ssd.deploy.frozen_graph import FrozenGraph
+from ssd.detections import detection_records
+from ssd.modeling.model import build_model_from_config
+from ssd.deploy.server import make_server, parse_size, post_image
 
 CLASSES = ("circle", "square", "triangle")
 MAX_BYTES = 200_000

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import train_detector
-from ssd.pipeline import SEGMENT_PREFIX
+from ssd.data.pipeline import SEGMENT_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,8 @@ def test_help_lists_the_options_a_user_needs(capsys):
 
 
 def test_cli_choices_are_the_library_ones():
-    from ssd.schedules import SCHEDULES
-    from ssd.training import STRATEGIES
+    from ssd.engine.schedules import SCHEDULES
+    from ssd.engine.trainer import STRATEGIES
 
     assert train_detector.SCHEDULES == SCHEDULES and train_detector.STRATEGIES == STRATEGIES
 
@@ -118,7 +118,7 @@ def test_lr_finder_writes_curve_and_suggests_a_rate(root, tmp_path, capsys):
 def test_suggestion_is_where_the_loss_falls_fastest():
     import numpy as np
 
-    from ssd.lr_finder import suggest_learning_rate
+    from ssd.engine.lr_finder import suggest_learning_rate
 
     rates = np.logspace(-5, 0, 11)
     losses = np.array([5, 5, 4.9, 4.5, 3.0, 2.0, 1.8, 1.7, 2.5, 6, 20], float)

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from ssd.model import build_model
-from ssd.vgg16_weights import (
+from ssd.modeling.model import build_model
+from ssd.modeling.vgg16_weights import (
     EXPECTED_FILE,
     decimate_fc6,
     decimate_fc7,

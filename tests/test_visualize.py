@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ssd.frozen_graph import detection_records
+from ssd.detections import detection_records
 from ssd.visualize import class_colour, draw_detections
 
 CLASSES = ("circle", "square", "triangle")

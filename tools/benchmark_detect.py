@@ -40,12 +40,13 @@ import tensorflow as tf  # noqa: E402
 
 from datasets.synthetic import SYNTHETIC_CLASSES  # noqa: E402
 from ssd.config import ModelConfig, TrainConfig  # noqa: E402
-from ssd.detect_pipeline import detect_video, draw, open_video  # noqa: E402
-from ssd.export import export_run  # noqa: E402
-from ssd.frozen_graph import FrozenGraph, select_detections  # noqa: E402
-from ssd.model import build_model_from_config  # noqa: E402
-from ssd.run_dir import save_run_config  # noqa: E402
-from ssd.server import post_image  # noqa: E402
+from ssd.deploy.detect import detect_video, draw, open_video  # noqa: E402
+from ssd.deploy.export import export_run  # noqa: E402
+from ssd.deploy.frozen_graph import FrozenGraph  # noqa: E402
+from ssd.detections import select_detections  # noqa: E402
+from ssd.modeling.model import build_model_from_config  # noqa: E402
+from ssd.modeling.run_dir import save_run_config  # noqa: E402
+from ssd.deploy.server import post_image  # noqa: E402
 from tools.make_synthetic_video import write_synthetic_video  # noqa: E402
 
 

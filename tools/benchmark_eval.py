@@ -24,10 +24,10 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ssd.anchors import default_boxes  # noqa: E402
+from ssd.core.anchors import default_boxes  # noqa: E402
 from ssd.config import DEFAULT_BOXES  # noqa: E402
-from ssd.evaluation import VOCEvaluator  # noqa: E402
-from ssd.postprocess import postprocess  # noqa: E402
+from ssd.evaluation.voc import VOCEvaluator  # noqa: E402
+from ssd.core.postprocess import postprocess  # noqa: E402
 
 
 # ------------------------------------------------------------------ the straightforward NumPy way

@@ -29,8 +29,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from ssd.losses import multibox_loss, weight_decay_loss  # noqa: E402
-from ssd.model import build_model, kernel_weights  # noqa: E402
+from ssd.core.losses import multibox_loss, weight_decay_loss  # noqa: E402
+from ssd.modeling.model import build_model, kernel_weights  # noqa: E402
 
 POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 

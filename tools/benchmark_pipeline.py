@@ -1,7 +1,7 @@
 """Input pipeline throughput: the shared-memory ring against keras PyDataset and tf.data.
 
 All paths run the same work per image — decode a 500x375 JPEG, the full SSD training
-augmentation (`ssd.augment.TrainAugmentation`) to 300x300, boxes padded to max_boxes — and
+augmentation (`ssd.data.augment.TrainAugmentation`) to 300x300, boxes padded to max_boxes — and
 deliver batches of 32 to a Python loop:
 
     ring        BatchPipeline views (no copy after the worker's write into shared memory)
@@ -40,9 +40,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ssd.augment import TrainAugmentation  # noqa: E402
+from ssd.data.augment import TrainAugmentation  # noqa: E402
 from ssd.image_io import read_rgb  # noqa: E402
-from ssd.pipeline import BatchPipeline, as_tf_dataset, sample_rng  # noqa: E402
+from ssd.data.pipeline import BatchPipeline, as_tf_dataset, sample_rng  # noqa: E402
 from ssd.records import Sample  # noqa: E402
 
 WIDTH, HEIGHT = 500, 375

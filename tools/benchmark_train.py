@@ -29,10 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.synthetic import generate_synthetic_voc, load_synthetic  # noqa: E402
-from ssd.augment import TrainAugmentation  # noqa: E402
+from ssd.data.augment import TrainAugmentation  # noqa: E402
 from ssd.config import ModelConfig, TrainConfig  # noqa: E402
-from ssd.pipeline import Batch, BatchPipeline  # noqa: E402
-from ssd.training import Trainer  # noqa: E402
+from ssd.data.pipeline import Batch, BatchPipeline  # noqa: E402
+from ssd.engine.trainer import Trainer  # noqa: E402
 
 
 def endless(pipeline: BatchPipeline) -> Iterator[Batch]:

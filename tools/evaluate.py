@@ -22,9 +22,10 @@ if __package__ in (None, ""):  # run as a script: make `datasets` (not installed
 
 from datasets import load_dataset  # noqa: E402
 from ssd.cli import configure_logging  # noqa: E402
-from ssd.evaluate_loop import evaluate_detector, evaluate_results_files  # noqa: E402
-from ssd.evaluation import VOCEvaluator, format_table, json_ready, save_pr_curves  # noqa: E402
-from ssd.results_files import COMP4_PREFIX, write_results_files  # noqa: E402
+from ssd.evaluation.loop import evaluate_detector, evaluate_results_files  # noqa: E402
+from ssd.evaluation.report import format_table, json_ready, save_pr_curves  # noqa: E402
+from ssd.evaluation.voc import VOCEvaluator  # noqa: E402
+from ssd.evaluation.results_files import COMP4_PREFIX, write_results_files  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,12 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _detector(args: argparse.Namespace):
     """(detector callable, its class names or None, the input size it is batched at)."""
     if args.run_dir:
-        from ssd.inference import Detector
-        from ssd.run_dir import load_trained_model
+        from ssd.modeling.inference import Detector
+        from ssd.modeling.run_dir import load_trained_model
 
         model, config = load_trained_model(args.run_dir, args.checkpoint)
         return Detector(model, config).detect, config.class_names, config.image_size
-    from ssd.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
+    from ssd.deploy.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
 
     path = resolve_graph_path(args.graph)
     return FrozenGraph(path), labels_for(path) or None, args.image_size

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def post(args: argparse.Namespace) -> int:
-    from ssd.server import post_image
+    from ssd.deploy.server import post_image
 
     if not args.post.is_file():
         print(f"error: image {args.post} does not exist", file=sys.stderr)
@@ -49,7 +49,7 @@ def post(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from ssd.server import make_server, parse_size
+    from ssd.deploy.server import make_server, parse_size
 
     try:
         max_bytes = parse_size(args.max_bytes)
@@ -61,7 +61,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.threads > 0:  # must happen before TensorFlow starts its thread pools
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from ssd.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
+    from ssd.deploy.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
 
     graph_path = resolve_graph_path(args.graph)
     try:

@@ -1,4 +1,4 @@
-"""Tests for ssd.evaluate_loop and the tools/evaluate.py CLI, on a tiny synthetic VOC-format set."""
+"""Tests for ssd.evaluation.loop and the tools/evaluate.py CLI, on a tiny synthetic VOC-format set."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc, load_synthetic
-from ssd.evaluate_loop import evaluate_detector, evaluate_results_files
-from ssd.evaluation import VOCEvaluator
-from ssd.results_files import write_results_files
+from ssd.evaluation.loop import evaluate_detector, evaluate_results_files
+from ssd.evaluation.voc import VOCEvaluator
+from ssd.evaluation.results_files import write_results_files
 from tools import evaluate as evaluate_cli
 
 MAX_DET = 10

@@ -1,4 +1,4 @@
-"""Detection over images and videos with any detection callable (usually `ssd.frozen_graph.FrozenGraph`).
+"""Detection over images and videos with any detection callable (usually `ssd.deploy.frozen_graph.FrozenGraph`).
 
 Video runs as three overlapping stages joined by bounded queues:
 
@@ -19,7 +19,7 @@ before the frame count its container claims is reported as truncated or corrupt.
 
 Detections are written as JSON lines: for images {"image", "width", "height", "detections"},
 for videos {"video", "frame", "time_s", "width", "height", "detections"}, with the records of
-`ssd.frozen_graph.ImageDetections.records`.
+`ssd.deploy.frozen_graph.ImageDetections.records`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ssd.frozen_graph import ImageDetections, select_detections
+from ssd.detections import ImageDetections, select_detections
 from ssd.image_io import read_rgb
 from ssd.visualize import draw_detections
 

@@ -5,7 +5,7 @@ in the legacy Keras weights layout: root attribute `layer_names`; one group per 
 attribute `weight_names` lists its datasets, e.g. `block1_conv1_W_1:0`, `block1_conv1_b_1:0`
 (Keras 1 names, as published) or `block1_conv1/kernel:0`, `block1_conv1/bias:0` (Keras 2).
 Kernels are channels-last, (kh, kw, in, out); the model was trained on Caffe-preprocessed BGR
-input, which is what `ssd.model.CaffePreprocess` produces.
+input, which is what `ssd.modeling.model.CaffePreprocess` produces.
 
 conv1_1 ... conv5_3 are copied; conv6 and conv7 get the decimated fully connected layers
 (see `decimate_fc6` and `decimate_fc7`). Nothing is ever downloaded here.
@@ -106,7 +106,7 @@ def _check_model(model: keras.Model) -> None:
     for name, shape in expected.items():
         if name not in names:
             raise ValueError(f"load_vgg16_weights: model {model.name!r} has no layer {name!r}; "
-                             f"expected an SSD model from ssd.model.build_model")
+                             f"expected an SSD model from ssd.modeling.model.build_model")
         actual = tuple(model.get_layer(name).kernel.shape)
         if actual != shape:
             raise ValueError(
@@ -146,7 +146,7 @@ def load_vgg16_weights(model: keras.Model, path: str | Path) -> dict[str, str]:
     """Initialise conv1_1 ... conv7 of a width-1.0 SSD model from the Keras VGG-16 ImageNet file.
 
     Args:
-        model: from `ssd.model.build_model(..., width=1.0)`; modified in place.
+        model: from `ssd.modeling.model.build_model(..., width=1.0)`; modified in place.
         path: the file `vgg16_weights_tf_dim_ordering_tf_kernels.h5` (with top).
     Returns:
         SSD layer name -> where its weights came from, e.g. {"conv1_1": "block1_conv1", ...,

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from ssd.boxes import xyxy_to_yxyx
-from ssd.encoding import decode
+from ssd.core.boxes import xyxy_to_yxyx
+from ssd.core.encoding import decode
 
 
 def postprocess(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from ssd.boxes import center_to_corners, corners_to_center
+from ssd.core.boxes import center_to_corners, corners_to_center
 
 # Widths and heights are floored here before the logarithm: a zero-sized box (padding, or a
 # degenerate annotation that slipped through) then encodes to a large finite offset, not -inf.

@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from datasets.synthetic import generate_synthetic_voc, load_synthetic
 from ssd.config import ModelConfig, TrainConfig
-from ssd.run_dir import load_run_config
-from ssd.training import (
+from ssd.modeling.run_dir import load_run_config
+from ssd.engine.trainer import (
     NonFiniteLossError,
     Trainer,
     make_optimizer,

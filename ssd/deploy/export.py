@@ -2,7 +2,7 @@
 
 The exported graph takes `image_tensor` (uint8 RGB [batch, any H, any W, 3]), warps every image
 to the model's S x S input inside the graph (bilinear, no antialiasing: training's
-cv2.resize INTER_LINEAR), runs `ssd.inference.Detector` and returns
+cv2.resize INTER_LINEAR), runs `ssd.modeling.inference.Detector` and returns
 
     detection_boxes    float32 [batch, max_detections, 4], "rel_yxyx" (normalised ymin, xmin, ymax, xmax)
     detection_scores   float32 [batch, max_detections], descending
@@ -30,19 +30,15 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from ssd.anchors import default_boxes
-from ssd.boxes import xyxy_to_yxyx
 from ssd.config import ModelConfig
-from ssd.encoding import decode
-from ssd.inference import Detector
-from ssd.run_dir import load_trained_model
+from ssd.core.anchors import default_boxes
+from ssd.core.boxes import xyxy_to_yxyx
+from ssd.core.encoding import decode
+from ssd.detections import GRAPH_FILE, INPUT_NAME, LABEL_MAP_FILE, LABELS_FILE, OUTPUT_NAMES, SAVED_MODEL_DIR
+from ssd.modeling.inference import Detector
+from ssd.modeling.run_dir import load_trained_model
 
-
-INPUT_NAME = "image_tensor"
-OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-GRAPH_FILE, SAVED_MODEL_DIR = "frozen_inference_graph.pb", "saved_model"
 TFLITE_FILE, TFLITE_CORE_FILE = "model.tflite", "model_core.tflite"
-LABEL_MAP_FILE, LABELS_FILE = "label_map.pbtxt", "labels.txt"
 INPUT_SIGNATURE = (tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME),)
 
 

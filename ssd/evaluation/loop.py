@@ -10,10 +10,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ssd.evaluation import VOCEvaluator, detections_to_pixels
+from ssd.detections import detections_to_pixels
+from ssd.evaluation.voc import VOCEvaluator
 from ssd.image_io import read_rgb
 from ssd.records import DetectionDataset, Sample
-from ssd.results_files import COMP4_PREFIX, read_results_files
+from ssd.evaluation.results_files import COMP4_PREFIX, read_results_files
 
 # A detector takes uint8 RGB images [B, H, W, 3] at the model's input size and returns the
 # post-processing dict (detection_boxes "rel_yxyx", detection_scores, detection_classes 1..C,

@@ -6,16 +6,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssd.anchors import default_boxes
+from ssd.core.anchors import default_boxes
 from ssd.config import ModelConfig
-from ssd.postprocess import postprocess
+from ssd.core.postprocess import postprocess
 
 
 class Detector(tf.Module):
     """Model plus post-processing; the same graph the export freezes.
 
     Call with uint8 RGB images [B, S, S, 3] already at the model's input size; returns the
-    Object Detection API dict (see `ssd.postprocess.postprocess`).
+    Object Detection API dict (see `ssd.core.postprocess.postprocess`).
     """
 
     def __init__(self, model: keras.Model, config: ModelConfig, score_threshold: float = 0.01,

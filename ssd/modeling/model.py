@@ -7,7 +7,7 @@ outputs, always float32 (also under a mixed-precision policy):
 
     {"box_deltas": float32 [B, A, 4], "class_logits": float32 [B, A, num_classes]}
 
-with A default boxes in the order of `ssd.anchors.default_boxes` (location-major). Decoding,
+with A default boxes in the order of `ssd.core.anchors.default_boxes` (location-major). Decoding,
 softmax and the loss live elsewhere; the outputs never depend on a mode.
 
 Layer names follow the paper and the Caffe release (conv1_1 ... conv5_3, conv6 = fc6,
@@ -145,7 +145,7 @@ def _heads(sources: dict, boxes_per_location: tuple[int, ...], num_classes: int)
     for (name, fmap), k in zip(sources.items(), boxes_per_location):
         loc = _conv(fmap, f"{name}_mbox_loc", k * 4, 3, activation=None)
         conf = _conv(fmap, f"{name}_mbox_conf", k * num_classes, 3, activation=None)
-        # (H, W, k * 4) -> (H * W * k, 4): row, column, box type, as ssd.anchors.default_boxes.
+        # (H, W, k * 4) -> (H * W * k, 4): row, column, box type, as ssd.core.anchors.default_boxes.
         deltas.append(layers.Reshape((-1, 4), name=f"{name}_mbox_loc_flat")(loc))
         logits.append(layers.Reshape((-1, num_classes), name=f"{name}_mbox_conf_flat")(conf))
     deltas = layers.Concatenate(axis=1, name="mbox_loc")(deltas)

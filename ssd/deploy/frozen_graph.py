@@ -5,27 +5,21 @@ pruned to `image_tensor:0` -> the four Object Detection API outputs. (On the sli
 pruned wrapped function took 44 ms per call where `Session.run` with feeds took 62 ms.)
 
 TensorFlow is imported on first use, so the record helpers (and the HTTP client in
-`ssd.server`) stay light.
+`ssd.deploy.server`) stay light.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ssd.evaluation import detections_to_pixels
+from ssd.detections import GRAPH_FILE, INPUT_NAME, LABELS_FILE, OUTPUT_NAMES
 
 if TYPE_CHECKING:
     import tensorflow as tf
-
-INPUT_NAME = "image_tensor"
-OUTPUT_NAMES = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-LABELS_FILE = "labels.txt"
 
 
 def read_graph_def(path: str | os.PathLike) -> tf.compat.v1.GraphDef:
@@ -34,7 +28,7 @@ def read_graph_def(path: str | os.PathLike) -> tf.compat.v1.GraphDef:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"frozen graph {path} does not exist (expected frozen_inference_graph.pb)")
+        raise FileNotFoundError(f"frozen graph {path} does not exist (expected {GRAPH_FILE})")
     graph_def = tf.compat.v1.GraphDef()
     try:
         graph_def.ParseFromString(path.read_bytes())
@@ -96,57 +90,4 @@ def labels_for(graph_path: str | os.PathLike, labels: str | os.PathLike | None =
 def resolve_graph_path(path: str | os.PathLike) -> Path:
     """An export directory or the .pb itself -> the .pb path."""
     path = Path(path)
-    return path / "frozen_inference_graph.pb" if path.is_dir() else path
-
-
-@dataclass(frozen=True)
-class ImageDetections:
-    """The detections of one image with score >= a threshold, as arrays (N rows each)."""
-
-    boxes_xyxy: np.ndarray  # float64 [N, 4], pixels of the original image
-    boxes_rel_xyxy: np.ndarray  # float64 [N, 4], normalised xmin, ymin, xmax, ymax
-    class_ids: np.ndarray  # int [N], 1..C
-    scores: np.ndarray  # float64 [N]
-
-    def records(self, class_names: Sequence[str]) -> list[dict[str, Any]]:
-        """JSON-ready dicts: class_id, class_name, score, box_xyxy, box_rel_xyxy (rounded)."""
-        # Rounded as arrays, then .tolist(): round() per Python float costs ~1 ms at 100 records,
-        # which a video pays per frame. k / 10**d is the double nearest the decimal, so the
-        # rounded values print short.
-        columns = (self.class_ids.tolist(), np.round(self.scores, 5).tolist(),
-                   np.round(self.boxes_xyxy, 2).tolist(), np.round(self.boxes_rel_xyxy, 6).tolist())
-        return [{"class_id": cls, "class_name": class_name(cls, class_names), "score": score,
-                 "box_xyxy": box, "box_rel_xyxy": rel} for cls, score, box, rel in zip(*columns)]
-
-
-def class_name(class_id: int, class_names: Sequence[str]) -> str:
-    """The name of class `class_id` (1..C), or the id itself when there is no such name."""
-    return class_names[class_id - 1] if 0 < class_id <= len(class_names) else str(class_id)
-
-
-def select_detections(
-    outputs: dict[str, np.ndarray], index: int, width: int, height: int, threshold: float
-) -> ImageDetections:
-    """Detections of image `index` of a graph call with score >= threshold, boxes also in pixels."""
-    num = int(outputs["num_detections"][index])
-    scores = outputs["detection_scores"][index, :num]
-    keep = scores >= threshold
-    rel_yxyx = np.asarray(outputs["detection_boxes"][index, :num][keep], np.float64)
-    return ImageDetections(
-        boxes_xyxy=detections_to_pixels(rel_yxyx, width, height),
-        boxes_rel_xyxy=rel_yxyx[:, [1, 0, 3, 2]],
-        class_ids=outputs["detection_classes"][index, :num][keep].astype(int),
-        scores=scores[keep].astype(np.float64),
-    )
-
-
-def detection_records(
-    outputs: dict[str, np.ndarray],
-    index: int,
-    width: int,
-    height: int,
-    class_names: Sequence[str],
-    threshold: float,
-) -> list[dict[str, Any]]:
-    """`select_detections(...).records(class_names)`: the JSON-ready detections of one image."""
-    return select_detections(outputs, index, width, height, threshold).records(class_names)
+    return path / GRAPH_FILE if path.is_dir() else path

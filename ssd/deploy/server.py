@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 import numpy as np
 
-from ssd.frozen_graph import detection_records
+from ssd.detections import detection_records
 
 log = logging.getLogger(__name__)
 

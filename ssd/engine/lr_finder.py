@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ssd.augment import TrainAugmentation
-from ssd.pipeline import BatchPipeline
+from ssd.data.augment import TrainAugmentation
+from ssd.data.pipeline import BatchPipeline
 from ssd.records import DetectionDataset
 
 

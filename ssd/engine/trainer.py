@@ -1,6 +1,6 @@
 """The training loop: shared-memory batches -> one tf.function step -> checkpoints and summaries.
 
-The run directory's layout is described in `ssd.run_dir`. Progress is the optimizer's step
+The run directory's layout is described in `ssd.modeling.run_dir`. Progress is the optimizer's step
 (`optimizer.iterations`) plus (epoch, batch_in_epoch) = batches of `epoch` already trained,
 all three in every checkpoint and all three updated inside the step's graph, so a run stopped
 anywhere (Ctrl-C, SIGKILL, a NaN) resumes at the batch after the last saved one and the
@@ -37,23 +37,24 @@ import tensorflow as tf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ssd.anchors import default_boxes
-from ssd.augment import TrainAugmentation
+from ssd.core.anchors import default_boxes
+from ssd.data.augment import TrainAugmentation
 from ssd.config import ModelConfig, TrainConfig
-from ssd.evaluate_loop import evaluate_detector, load_resized_batch
-from ssd.evaluation import VOCEvaluator, json_ready
-from ssd.frozen_graph import select_detections
-from ssd.inference import Detector
-from ssd.losses import multibox_loss, weight_decay_loss
-from ssd.matching import training_targets
-from ssd.model import build_model_from_config, kernel_weights
-from ssd.pipeline import BatchPipeline
+from ssd.evaluation.loop import evaluate_detector, load_resized_batch
+from ssd.evaluation.report import json_ready
+from ssd.evaluation.voc import VOCEvaluator
+from ssd.detections import select_detections
+from ssd.modeling.inference import Detector
+from ssd.core.losses import multibox_loss, weight_decay_loss
+from ssd.core.matching import training_targets
+from ssd.modeling.model import build_model_from_config, kernel_weights
+from ssd.data.pipeline import BatchPipeline
 from ssd.records import DetectionDataset
-from ssd.run_dir import BEST, CHECKPOINTS, save_run_config
-from ssd.schedules import SSDLearningRate
+from ssd.modeling.run_dir import BEST, CHECKPOINTS, save_run_config
+from ssd.engine.schedules import SSDLearningRate
 from ssd.visualize import draw_detections
 
-log = logging.getLogger("ssd.training")
+log = logging.getLogger("ssd.engine.trainer")
 
 EVAL_BATCH_SIZE = 16
 KEEP_CHECKPOINTS = 3
@@ -188,7 +189,7 @@ class Trainer:
         if latest:
             self._restore(latest)
         elif self.config.vgg16_weights:
-            from ssd.vgg16_weights import load_vgg16_weights
+            from ssd.modeling.vgg16_weights import load_vgg16_weights
             load_vgg16_weights(self.model, self.config.vgg16_weights)
             log.info("initialised the VGG-16 base from %s", self.config.vgg16_weights)
         elif not self.config.from_scratch:
@@ -309,7 +310,7 @@ class Trainer:
         """Train until the configured number of steps; resumable, interruptible with Ctrl-C.
 
         Raises NonFiniteLossError (nothing saved after the last good checkpoint) and
-        `ssd.pipeline.PipelineError` when a data worker fails.
+        `ssd.data.pipeline.PipelineError` when a data worker fails.
         """
         config = self.config
         steps_per_epoch = self.steps_per_epoch(len(train_set.samples))

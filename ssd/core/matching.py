@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from ssd.boxes import area, center_to_corners, pairwise_iou
-from ssd.encoding import encode
+from ssd.core.boxes import area, center_to_corners, pairwise_iou
+from ssd.core.encoding import encode
 
 
 def valid_ground_truth(gt_boxes: tf.Tensor, gt_labels: tf.Tensor, gt_counts: tf.Tensor) -> tf.Tensor:

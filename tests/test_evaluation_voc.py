@@ -1,4 +1,4 @@
-"""Tests for ssd.evaluation and ssd.results_files: the VOC devkit's AP, by hand and by transcription."""
+"""Tests for ssd.evaluation.voc and ssd.evaluation.results_files: the VOC devkit's AP, by hand and by transcription."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.boxes import pairwise_iou
-from ssd.evaluation import VOCEvaluator, detections_to_pixels, devkit_overlap, format_table, json_ready, save_pr_curves
-from ssd.results_files import read_results_files, results_path, write_results_files
+from ssd.core.boxes import pairwise_iou
+from ssd.detections import detections_to_pixels
+from ssd.evaluation.report import format_table, json_ready, save_pr_curves
+from ssd.evaluation.voc import VOCEvaluator, devkit_overlap
+from ssd.evaluation.results_files import read_results_files, results_path, write_results_files
 
 NAMES = ("cat", "dog")
 NONE = np.zeros((0, 4))

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from ssd.config import ModelConfig, TrainConfig
-from ssd.model import build_model_from_config
+from ssd.modeling.model import build_model_from_config
 
 CHECKPOINTS, BEST = "checkpoints", "best"
 

@@ -1,0 +1,1 @@
+"""Exported graphs, running them on images, video and behind an HTTP server."""

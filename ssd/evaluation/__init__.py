@@ -1,0 +1,1 @@
+"""Pascal VOC evaluation (devkit-exact), the loop that drives it, results files and reports."""
