@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The Caffe VGG-16 ImageNet mean in uint8 pixel units, BGR (the order the VGG weights were trained
+# on); the network subtracts it in its graph and the augmentation fills expanded canvases with it.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
 
 def _tuple(value: Any) -> Any:
     """Lists from JSON become tuples, recursively, so configs stay hashable and comparable."""

@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-MEAN_RGB = (123.68, 116.779, 103.939)
+from ssd.config import CAFFE_BGR_MEAN
+
+MEAN_RGB = CAFFE_BGR_MEAN[::-1]  # the canvas fill, in the images' RGB order
 
 # Patch samplers: None is the whole image, a number the minimum IoU with some ground-truth box
 # (0.0 = unconstrained). Scale and aspect ratio ranges are the Caffe prototxt's.

@@ -24,17 +24,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import cv2
 import numpy as np
 
 from ssd.detections import detection_records
+from ssd.image_io import decode_rgb
 
 log = logging.getLogger(__name__)
 
 DetectFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 DEFAULT_MAX_BYTES = 10 * 10**6
 _DRAIN_BYTES, _DRAIN_SECONDS = 16 * 2**20, 1.0  # see _Handler.finish
-_DECODE_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6, "MIB": 2**20,
           "G": 10**9, "GB": 10**9, "GIB": 2**30}
 
@@ -92,7 +91,7 @@ class DetectionServer(ThreadingHTTPServer):
 
     def detect_image(self, body: bytes, threshold: float) -> dict[str, Any]:
         """JPEG/PNG bytes -> the response dict; HTTPError 400 if they are not an image."""
-        image = cv2.imdecode(np.frombuffer(body, np.uint8), _DECODE_FLAGS)
+        image = decode_rgb(body)
         if image is None:
             raise HTTPError(400, f"the body ({len(body)} bytes) is not a decodable image: send JPEG or PNG bytes")
         height, width = image.shape[:2]

@@ -20,10 +20,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ssd.config import DEFAULT_BOXES, PRESETS, DefaultBoxConfig, ModelConfig
-
-# Caffe VGG-16 ImageNet mean, BGR order, in uint8 pixel units.
-CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+from ssd.config import CAFFE_BGR_MEAN, DEFAULT_BOXES, PRESETS, DefaultBoxConfig, ModelConfig
 
 # Feature maps the heads read, in default-box order, per preset.
 SOURCE_LAYERS: dict[str, tuple[str, ...]] = {
