@@ -48,7 +48,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -77,6 +77,38 @@ class PipelineError(RuntimeError):
 
 class _Superseded(RuntimeError):
     """An epoch iterator resumed after a later epoch() call took over the ring."""
+
+
+# Control messages between the parent and the workers (small; pixels stay in shared memory).
+class _Task(NamedTuple):
+    """Parent -> worker: fill `slot` with batch `batch_index` of `epoch` (of consumer run `run`)."""
+
+    run: int
+    epoch: int
+    batch_index: int
+    slot: int
+
+
+class _Done(NamedTuple):
+    """Worker -> parent: the task's slot is filled; `truncated` lists (image id, box count)."""
+
+    task: _Task
+    truncated: list[tuple[str, int]]
+
+
+class _Failed(NamedTuple):
+    """Worker -> parent: the task failed on one sample, with the worker's traceback."""
+
+    task: _Task
+    image_id: str
+    image_path: str
+    traceback: str
+
+
+class _Stopped(NamedTuple):
+    """Worker -> parent: the task was abandoned because the pipeline is stopping."""
+
+    task: _Task
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,28 +250,26 @@ def _write_sample(slot: dict[str, np.ndarray], j: int, result: Any,
     return n
 
 
-def _fill_batch(task: tuple[int, int, int, int], order: np.ndarray, spec: _WorkerSpec,
-                slots: list[dict[str, np.ndarray]], stop: Any) -> tuple:
+def _fill_batch(task: _Task, order: np.ndarray, spec: _WorkerSpec,
+                slots: list[dict[str, np.ndarray]], stop: Any) -> _Done | _Failed | _Stopped:
     """Decode and transform one batch into its slot; returns the control message for the parent."""
-    run, epoch, batch_index, slot_index = task
     b = spec.layout.batch_size
-    slot, truncated = slots[slot_index], []
-    for j, i in enumerate(order[batch_index * b:(batch_index + 1) * b]):
+    slot, truncated = slots[task.slot], []
+    for j, i in enumerate(order[task.batch_index * b:(task.batch_index + 1) * b]):
         if stop.is_set():
-            return ("stopped", run, batch_index, slot_index)
+            return _Stopped(task)
         sample = spec.samples[i]
         try:
             image = read_rgb(sample.image_path)
             result = spec.transform(image, sample.boxes, sample.labels,
-                                    sample_rng(spec.seed, epoch, int(i)))
+                                    sample_rng(spec.seed, task.epoch, int(i)))
             n = _write_sample(slot, j, result, spec.layout, spec.transform)
         except Exception:
-            return ("error", run, batch_index, slot_index, sample.image_id, sample.image_path,
-                    traceback.format_exc())
+            return _Failed(task, sample.image_id, sample.image_path, traceback.format_exc())
         slot["indices"][j] = i
         if n > spec.layout.max_boxes:
             truncated.append((sample.image_id, n))
-    return ("done", run, batch_index, slot_index, truncated)
+    return _Done(task, truncated)
 
 
 def _worker_main(conn: mp.connection.Connection, stop: Any, spec: _WorkerSpec) -> None:
@@ -262,10 +292,9 @@ def _worker_main(conn: mp.connection.Connection, stop: Any, spec: _WorkerSpec) -
             task = conn.recv()
             if task is None:
                 return
-            epoch = task[1]
-            if epoch not in orders:
-                orders = {epoch: epoch_order(len(spec.samples), spec.seed, epoch, spec.shuffle)}
-            conn.send(_fill_batch(task, orders[epoch], spec, slots, stop))
+            if task.epoch not in orders:
+                orders = {task.epoch: epoch_order(len(spec.samples), spec.seed, task.epoch, spec.shuffle)}
+            conn.send(_fill_batch(task, orders[task.epoch], spec, slots, stop))
     except (EOFError, OSError):
         return  # the parent closed its end or died
     finally:
@@ -449,7 +478,7 @@ class BatchPipeline:
                            tuple(seg.name.lstrip("/") for seg in self._resources.segments),
                            self.seed, self.shuffle)
         self._resources.stop = ctx.Event()
-        self._tasks: list[deque] = []
+        self._tasks: list[deque[_Task]] = []
         for w in range(self.num_workers):
             parent_end, child_end = ctx.Pipe(duplex=True)
             proc = ctx.Process(target=_worker_main, args=(child_end, self._resources.stop, spec),
@@ -566,7 +595,7 @@ class BatchPipeline:
             worker = min(range(self.num_workers), key=lambda w: len(self._tasks[w]))
             if len(self._tasks[worker]) >= _TASKS_PER_WORKER:
                 break
-            task = (run, epoch, dispatched, self._free_slots.popleft())
+            task = _Task(run, epoch, dispatched, self._free_slots.popleft())
             self._resources.conns[worker].send(task)
             self._tasks[worker].append(task)
             dispatched += 1
@@ -596,21 +625,20 @@ class BatchPipeline:
                 raise PipelineError(
                     f"BatchPipeline: worker {w} (pid {procs[w].pid}) died, "
                     f"{_describe_exit(procs[w].exitcode)}, while on batches "
-                    f"{[t[2] for t in self._tasks[w]]} (if it printed a traceback, see stderr)")
+                    f"{[t.batch_index for t in self._tasks[w]]} (if it printed a traceback, see stderr)")
 
-    def _handle(self, worker: int, message: tuple, run: int) -> None:
-        kind, msg_run, batch_index, slot = message[:4]
+    def _handle(self, worker: int, message: _Done | _Failed | _Stopped, run: int) -> None:
+        task = message.task
         self._tasks[worker].popleft()
-        if kind == "error":
-            image_id, image_path, text = message[4:]
-            raise PipelineError(f"BatchPipeline: worker {worker} failed on sample {image_id!r} "
-                                f"({image_path}), batch {batch_index}:\n{text}")
-        if kind == "done":
-            self._report_truncated(message[4])
-        if kind == "done" and msg_run == run == self._run:
-            self._ready[batch_index] = slot
+        if isinstance(message, _Failed):
+            raise PipelineError(f"BatchPipeline: worker {worker} failed on sample {message.image_id!r} "
+                                f"({message.image_path}), batch {task.batch_index}:\n{message.traceback}")
+        if isinstance(message, _Done):
+            self._report_truncated(message.truncated)
+        if isinstance(message, _Done) and task.run == run == self._run:
+            self._ready[task.batch_index] = task.slot
         else:
-            self._free_slots.append(slot)  # a batch of an abandoned epoch
+            self._free_slots.append(task.slot)  # a batch of an abandoned epoch
 
     def _report_truncated(self, truncated: list[tuple[str, int]]) -> None:
         if truncated and self.truncated == 0:
