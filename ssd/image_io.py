@@ -20,6 +20,12 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
+def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Warp uint8 [H, W, 3] to [height, width, 3] bilinearly (cv2 INTER_LINEAR): the one resize
+    between an image and the network input outside training's random augmentation."""
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 def decode_rgb(data: bytes) -> np.ndarray | None:
     """Encoded image bytes -> uint8 [H, W, 3] RGB, or None if OpenCV cannot decode them."""
     return cv2.imdecode(np.frombuffer(data, np.uint8), DECODE_FLAGS)

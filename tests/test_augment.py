@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from ssd.data import augment
 from ssd.data.augment import (
     Photometric,
-    ResizeTransform,
     TrainAugmentation,
     crop_boxes,
     distort,
@@ -373,7 +372,6 @@ def test_inputs_never_mutated():
         array.flags.writeable = False  # any in-place write raises
     for seed in range(30):
         TrainAugmentation(24)(image, boxes, labels, np.random.default_rng(seed))
-        ResizeTransform(24)(image, boxes, labels, None)
     for array, copy in zip((image, boxes, labels), copies):
         np.testing.assert_array_equal(array, copy)
 
@@ -397,17 +395,6 @@ def test_bad_inputs_are_refused():
         TrainAugmentation(0)
 
 
-def test_resize_transform_hand_worked():
-    image = np.zeros((100, 200, 3), np.uint8)
-    image[:, 100:] = 255  # right half white
-    out, boxes, labels = ResizeTransform(50)(
-        image, np.array([[50, 25, 150, 75]], np.float32), np.array([3], np.int32), None
-    )
-    np.testing.assert_allclose(boxes, [[0.25, 0.25, 0.75, 0.75]])
-    assert labels.tolist() == [3] and out.shape == (50, 50, 3)
-    assert np.all(out[:, :24] == 0) and np.all(out[:, 26:] == 255)
-
-
 def test_transforms_pickle_round_trip():
     aug = pickle.loads(pickle.dumps(TrainAugmentation(32, clip_boxes=False)))
     assert (aug.image_size, aug.clip_boxes) == (32, False)
@@ -416,7 +403,6 @@ def test_transforms_pickle_round_trip():
     a = aug(image, boxes, labels, np.random.default_rng(4))
     b = TrainAugmentation(32, clip_boxes=False)(image, boxes, labels, np.random.default_rng(4))
     np.testing.assert_array_equal(a[0], b[0])
-    assert pickle.loads(pickle.dumps(ResizeTransform(8))).image_size == 8
 
 
 def test_module_numbers_are_the_papers():

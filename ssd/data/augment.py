@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from ssd.config import CAFFE_BGR_MEAN
+from ssd.image_io import resize_rgb
 
 MEAN_RGB = CAFFE_BGR_MEAN[::-1]  # the canvas fill, in the images' RGB order
 
@@ -316,33 +317,9 @@ class TrainAugmentation:
         pixels = render_patch(image, left, top, patch, fill, params)
         out_boxes, out_labels = crop_boxes(canvas_boxes, labels, patch, self.clip_boxes)
         size = self.image_size
-        out = cv2.resize(pixels, (size, size), interpolation=cv2.INTER_LINEAR)
+        out = resize_rgb(pixels, size, size)
         patch_w, patch_h = patch[2] - patch[0], patch[3] - patch[1]
         out_boxes = out_boxes / np.array([patch_w, patch_h, patch_w, patch_h], np.float32)
         if rng.random() < 0.5:
             out, out_boxes = cv2.flip(out, 1), flip_boxes(out_boxes)
         return out, out_boxes.astype(np.float32).reshape(-1, 4), out_labels
-
-
-class ResizeTransform:
-    """Validation transform: warp to S x S, boxes "xyxy" pixels -> "rel_xyxy"; `rng` is ignored."""
-
-    def __init__(self, image_size: int) -> None:
-        if image_size <= 0:
-            raise ValueError(f"image_size must be positive, got {image_size}")
-        self.image_size = int(image_size)
-
-    def __call__(
-        self,
-        image: np.ndarray,
-        boxes: np.ndarray,
-        labels: np.ndarray,
-        rng: np.random.Generator | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """uint8 [H, W, 3] + float32 [N, 4] "xyxy" -> uint8 [S, S, 3] + float32 [N, 4] "rel_xyxy"."""
-        boxes, labels = _check_inputs(image, boxes, labels)
-        height, width = image.shape[:2]
-        size = self.image_size
-        out = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-        rel = boxes / np.array([width, height, width, height], np.float32)
-        return out, rel.astype(np.float32), labels.copy()

@@ -52,16 +52,20 @@ class ExportModule(tf.Module):
 
     @tf.function(input_signature=INPUT_SIGNATURE)
     def __call__(self, image_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
-        size = self.image_size
-        # half_pixel_centers bilinear without antialias is cv2's INTER_LINEAR; rounding back to
-        # uint8 gives the model the same integer pixels training fed it (within 1 grey level).
-        # A float input keeps the resize a TFLite builtin (a uint8 ResizeBilinear is a Flex op).
-        resized = tf.image.resize(tf.cast(image_tensor, tf.float32), [size, size], method="bilinear",
-                                  antialias=False)
-        resized = tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
-        outputs = self.detector(resized)
+        outputs = self.detector(resize_in_graph(image_tensor, self.image_size))
         # Named identities give the frozen graph the Object Detection API's tensor names.
         return {name: tf.identity(outputs[name], name=name) for name in OUTPUT_NAMES}
+
+
+def resize_in_graph(images: tf.Tensor, size: int) -> tf.Tensor:
+    """uint8 [B, H, W, 3] -> uint8 [B, size, size, 3], as `ssd.image_io.resize_rgb` does on the CPU.
+
+    half_pixel_centers bilinear without antialias is cv2's INTER_LINEAR; rounding back to uint8
+    gives the model the same integer pixels evaluation feeds it (within 1 grey level). A float
+    input keeps the resize a TFLite builtin (a uint8 ResizeBilinear is a Flex op).
+    """
+    resized = tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear", antialias=False)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
 
 
 def export_module(

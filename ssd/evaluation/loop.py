@@ -7,12 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ssd.detections import detections_to_pixels
 from ssd.evaluation.voc import VOCEvaluator
-from ssd.image_io import read_rgb
+from ssd.image_io import read_rgb, resize_rgb
 from ssd.records import DetectionDataset, Sample
 from ssd.evaluation.results_files import COMP4_PREFIX, read_results_files
 
@@ -83,7 +82,7 @@ def load_resized_batch(samples: list[Sample], size: tuple[int, int]) -> tuple[li
     for sample in samples:
         image = read_rgb(sample.image_path)
         sizes.append(image.shape[:2])
-        images.append(cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR))
+        images.append(resize_rgb(image, *size))
     return samples, np.stack(images), np.asarray(sizes, np.float64)
 
 
