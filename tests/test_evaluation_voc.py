@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,7 +11,7 @@ import tensorflow as tf
 
 from ssd.core.boxes import pairwise_iou
 from ssd.detections import detections_to_pixels
-from ssd.evaluation.report import format_table, json_ready, save_pr_curves
+from ssd.evaluation.report import format_table, save_pr_curves
 from ssd.evaluation.voc import VOCEvaluator, devkit_overlap
 from ssd.evaluation.results_files import read_results_files, results_path, write_results_files
 
@@ -268,7 +269,10 @@ def test_results_files_round_trip_is_exact(tmp_path):
     read = read_results_files(tmp_path, NAMES)
     again.add_devkit_detections(*read)
     original, restored = ev.evaluate(), again.evaluate()
-    assert json_ready(original) == json_ready(restored)
+    assert original == restored
+    for name, curve in ev.pr_curves().items():
+        for key, values in curve.items():
+            np.testing.assert_array_equal(values, again.pr_curves()[name][key])
     assert sum(len(i[5]) for i in images) == len(read[0])
 
 
@@ -322,7 +326,22 @@ def test_reset_forgets_everything_and_inputs_are_not_mutated():
     assert ev.evaluate()["num_images"] == 0
 
 
+def test_evaluate_is_plain_json_and_curves_follow_the_ranking():
+    ev = VOCEvaluator(NAMES)
+    # cat: a hit (0.9), a miss (0.8), a duplicate of the hit (0.7); one more cat never found.
+    ev.process("a", np.array([_box(0), _box(50)]), [1, 1], [False, False],
+               np.array([_box(0), _box(100), _box(0)]), [0.9, 0.8, 0.7], [1, 1, 1])
+    results = ev.evaluate()
+    assert json.loads(json.dumps(results)) == results
+    curve = ev.pr_curves()["cat"]
+    np.testing.assert_allclose(curve["scores"], [0.9, 0.8, 0.7])
+    np.testing.assert_allclose(curve["recall"], [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(curve["precision"], [1.0, 0.5, 1 / 3])
+
+
 def test_save_pr_curves_writes_png(tmp_path):
-    results = _evaluate(_random_scene(1), levels=(0.0, 0.5))
-    save_pr_curves(results, tmp_path / "pr.png")
+    ev = VOCEvaluator(NAMES, confidence_levels=(0.0, 0.5))
+    for image in _random_scene(1):
+        ev.process(*image)
+    save_pr_curves(ev.evaluate(), ev.pr_curves(), tmp_path / "pr.png")
     assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

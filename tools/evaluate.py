@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: make `datasets` (not installed
 from datasets import load_dataset  # noqa: E402
 from ssd.cli import configure_logging  # noqa: E402
 from ssd.evaluation.loop import evaluate_detector, evaluate_results_files  # noqa: E402
-from ssd.evaluation.report import format_table, json_ready, save_pr_curves  # noqa: E402
+from ssd.evaluation.report import format_table, save_pr_curves  # noqa: E402
 from ssd.evaluation.voc import VOCEvaluator  # noqa: E402
 from ssd.evaluation.results_files import COMP4_PREFIX, write_results_files  # noqa: E402
 
@@ -70,35 +70,35 @@ def _detector(args: argparse.Namespace):
     return FrozenGraph(path), labels_for(path) or None, args.image_size
 
 
-def evaluate(args: argparse.Namespace) -> dict:
-    """Load the split, run the chosen source through a VOCEvaluator, return its results."""
+def evaluate(args: argparse.Namespace) -> tuple[dict, VOCEvaluator]:
+    """Load the split, run the chosen source through a VOCEvaluator; its results and itself."""
     detector, class_names, size = (None, None, None) if args.results_dir else _detector(args)
     dataset = load_dataset(args.data_root, [args.split], args.classes or class_names)
     evaluator = VOCEvaluator(dataset.class_names, args.confidence_levels, args.iou_threshold)
     if args.results_dir:
-        return evaluate_results_files(args.results_dir, dataset, evaluator, args.prefix)
+        return evaluate_results_files(args.results_dir, dataset, evaluator, args.prefix), evaluator
     results = evaluate_detector(detector, dataset, size, args.batch_size, evaluator, progress=not args.no_progress)
     if args.write_results:
         paths = write_results_files(args.write_results, dataset.class_names, *evaluator.devkit_detections(),
                                     prefix=args.prefix)
         print(f"wrote {len(paths)} results files to {args.write_results}")
-    return results
+    return results, evaluator
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
-    results = evaluate(args)
+    results, evaluator = evaluate(args)
     print(f"{results['num_images']} images, {args.split} of {args.data_root}")
     print(format_table(results))
-    metrics = json.dumps(json_ready(results), indent=2) + "\n"
+    metrics = json.dumps(results, indent=2) + "\n"
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(metrics)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "metrics.json").write_text(metrics)
-        save_pr_curves(results, args.out / "pr_curves.png")
+        save_pr_curves(results, evaluator.pr_curves(), args.out / "pr_curves.png")
         print(f"wrote {args.out / 'metrics.json'} and {args.out / 'pr_curves.png'}")
     return 0
 

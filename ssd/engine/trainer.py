@@ -41,7 +41,6 @@ from ssd.core.anchors import default_boxes
 from ssd.data.augment import TrainAugmentation
 from ssd.config import ModelConfig, TrainConfig
 from ssd.evaluation.loop import evaluate_detector, load_resized_batch
-from ssd.evaluation.report import json_ready
 from ssd.evaluation.voc import VOCEvaluator
 from ssd.detections import select_detections
 from ssd.modeling.inference import Detector
@@ -452,7 +451,7 @@ class Trainer:
             self.best_manager.save(checkpoint_number=self.step)
             if self.is_chief:
                 (self.run_dir / BEST / "best.json").write_text(json.dumps(
-                    {"step": self.step, "map_voc07": value, "metrics": json_ready(results)}, indent=2) + "\n")
+                    {"step": self.step, "map_voc07": value, "metrics": results}, indent=2) + "\n")
         return {"val_map": value}
 
     def _read_best(self) -> float | None:

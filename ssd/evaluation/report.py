@@ -1,4 +1,4 @@
-"""Reports of a VOC evaluation: the per-class text table, PR-curve figures, JSON-ready output."""
+"""Reports of a VOC evaluation (`VOCEvaluator.evaluate()`): the per-class text table, PR-curve figures."""
 
 from __future__ import annotations
 
@@ -6,11 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def json_ready(results: dict[str, Any]) -> dict[str, Any]:
-    """`evaluate()`'s dict without the NumPy PR curves, for json.dump."""
-    return {k: v for k, v in results.items() if k != "pr_curves"}
 
 
 def format_table(results: dict[str, Any]) -> str:
@@ -32,7 +27,7 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def save_pr_curves(results: dict[str, Any], path: str | Path) -> None:
+def save_pr_curves(results: dict[str, Any], curves: dict[str, dict[str, np.ndarray]], path: str | Path) -> None:
     """Precision/recall curve of every class, one panel each, to an image file (PNG by suffix).
 
     Each curve runs over all detections; dots mark where each confidence level cuts it.
@@ -47,7 +42,7 @@ def save_pr_curves(results: dict[str, Any], path: str | Path) -> None:
     FigureCanvasAgg(fig)
     for i, name in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
-        curve, cls = results["pr_curves"][name], results["classes"][name]
+        curve, cls = curves[name], results["classes"][name]
         ax.plot(curve["recall"], curve["precision"], lw=1.2)
         for level in results["confidence_levels"]:
             n = int(np.sum(curve["scores"] >= level))

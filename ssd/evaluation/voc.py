@@ -28,7 +28,7 @@ difficult objects gets AP 0 (the devkit's max over NaN precisions gives NaN).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +38,34 @@ import numpy as np
 # does NOT reach it in the devkit, and does not here; the other ten equal their decimal literals
 # (np.arange(0, 1.1, 0.1), used by some Python ports, also misses 0.6 and 0.7).
 _ELEVEN_POINTS = np.array([k * 0.1 for k in range(5)] + [0.5] + [1.0 - k * 0.1 for k in range(4, -1, -1)])
+
+
+class _GroundTruth(NamedTuple):
+    """Ground-truth rows (one per object), boxes in the devkit's 1-based form."""
+
+    images: np.ndarray  # int64 [N], index of the image in processing order
+    boxes: np.ndarray  # float64 [N, 4]
+    labels: np.ndarray  # int64 [N], 1..C
+    difficult: np.ndarray  # bool [N]
+
+
+class _Detections(NamedTuple):
+    """Detection rows, boxes in the devkit's 1-based form."""
+
+    images: np.ndarray  # int64 [N]
+    boxes: np.ndarray  # float64 [N, 4]
+    scores: np.ndarray  # float64 [N]
+    labels: np.ndarray  # int64 [N], 1..C
+
+
+class _Ranked(NamedTuple):
+    """One class's detections, score-descending, with the devkit's cumulative TP / FP counts."""
+
+    scores: np.ndarray
+    tp_cum: np.ndarray
+    fp_cum: np.ndarray
+    num_pos: int  # non-difficult ground truth
+    num_difficult: int
 
 
 class VOCEvaluator:
@@ -66,8 +94,8 @@ class VOCEvaluator:
     def reset(self) -> None:
         """Forget every image and detection."""
         self._image_index: dict[str, int] = {}
-        self._gt: list[tuple[np.ndarray, ...]] = []  # (image, boxes devkit, labels, difficult)
-        self._det: list[tuple[np.ndarray, ...]] = []  # (image, boxes devkit, scores, labels)
+        self._gt: list[_GroundTruth] = []
+        self._det: list[_Detections] = []
 
     @property
     def image_ids(self) -> tuple[str, ...]:
@@ -103,7 +131,7 @@ class VOCEvaluator:
             )
         index = len(self._image_index)
         self._image_index[image_id] = index
-        self._gt.append((np.full(len(boxes), index, np.int64), _to_devkit(boxes), labels, difficult))
+        self._gt.append(_GroundTruth(np.full(len(boxes), index, np.int64), _to_devkit(boxes), labels, difficult))
 
     def add_detections(
         self, image_id: str, det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray
@@ -126,61 +154,65 @@ class VOCEvaluator:
 
     def devkit_detections(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """All detections in input order: image ids, boxes float64 [N, 4] devkit 1-based, scores, labels."""
-        images, boxes, scores, labels = _concat(self._det, (np.int64, np.float64, np.float64, np.int64), 4)
+        det = _concat(self._det, _Detections)
         names = list(self._image_index)
-        return [names[i] for i in images], boxes.reshape(-1, 4), scores, labels
+        return [names[i] for i in det.images], det.boxes, det.scores, det.labels
 
     def evaluate(self) -> dict[str, Any]:
-        """AP per class and confidence level, mAP per level; see `format_table` for a view.
+        """AP per class and confidence level, mAP per level, as plain JSON-ready values.
 
-        Returns a JSON-ready dict, except "pr_curves" (NumPy arrays, see `json_ready`):
+        Returns:
             class_names, confidence_levels, iou_threshold, num_images,
             classes: {name: {num_ground_truth (non-difficult), num_difficult, in_map,
                              ap_voc07 [per level], ap_voc10 [per level] (None if not in_map),
                              num_detections [per level], num_true_positives [per level]}},
             map_voc07 / map_voc10: [per level] mean over classes in_map (None if there are none),
-            excluded_classes: names without non-difficult ground truth,
-            pr_curves: {name: {recall, precision, scores}} over all detections, score-descending
-                (a level's curve is the prefix with scores >= level).
+            excluded_classes: names without non-difficult ground truth.
+        `ssd.evaluation.report.format_table` renders it; `pr_curves()` gives the curves.
         """
-        gt = _concat(self._gt, (np.int64, np.float64, np.int64, bool), 4)
-        det = _concat(self._det, (np.int64, np.float64, np.float64, np.int64), 4)
-        num_images = len(self._image_index)
-        classes, curves = {}, {}
-        for label, name in enumerate(self.class_names, start=1):
-            classes[name], curves[name] = self._evaluate_class(label, gt, det, num_images)
+        classes = {name: self._class_metrics(ranked) for name, ranked in self._ranked_classes()}
         in_map = [c for c in classes.values() if c["in_map"]]
         levels = range(len(self.confidence_levels))
         return {
             "class_names": list(self.class_names),
             "confidence_levels": list(self.confidence_levels),
             "iou_threshold": self.iou_threshold,
-            "num_images": num_images,
+            "num_images": len(self._image_index),
             "classes": classes,
             "map_voc07": [_mean([c["ap_voc07"][k] for c in in_map]) for k in levels],
             "map_voc10": [_mean([c["ap_voc10"][k] for c in in_map]) for k in levels],
             "excluded_classes": [n for n, c in classes.items() if not c["in_map"]],
-            "pr_curves": curves,
         }
 
-    def _evaluate_class(
-        self, label: int, gt: tuple[np.ndarray, ...], det: tuple[np.ndarray, ...], num_images: int
-    ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Devkit assignment for one class, then AP for every confidence level."""
-        g_mask = gt[2] == label
-        g_image, g_boxes, g_difficult = gt[0][g_mask], gt[1].reshape(-1, 4)[g_mask], gt[3][g_mask]
+    def pr_curves(self) -> dict[str, dict[str, np.ndarray]]:
+        """{class name: {recall, precision, scores}} over all detections, score-descending (a
+        confidence level's curve is the prefix with scores >= level)."""
+        curves = {}
+        for name, ranked in self._ranked_classes():
+            recall, precision = _pr(ranked.tp_cum, ranked.fp_cum, ranked.num_pos)
+            curves[name] = {"recall": recall, "precision": precision, "scores": ranked.scores}
+        return curves
+
+    def _ranked_classes(self):
+        """(name, `_Ranked`) for every class, from everything processed so far."""
+        gt, det = _concat(self._gt, _GroundTruth), _concat(self._det, _Detections)
+        for label, name in enumerate(self.class_names, start=1):
+            yield name, self._rank_class(label, gt, det, len(self._image_index))
+
+    def _rank_class(self, label: int, gt: _GroundTruth, det: _Detections, num_images: int) -> _Ranked:
+        """The devkit's assignment of one class's detections to its ground truth."""
+        g_mask = gt.labels == label
+        g_image, g_boxes, g_difficult = gt.images[g_mask], gt.boxes[g_mask], gt.difficult[g_mask]
         # Group this class's ground truth by image, annotation order kept within an image.
         order = np.argsort(g_image, kind="stable")
         g_image, g_boxes, g_difficult = g_image[order], g_boxes[order], g_difficult[order]
         counts = np.bincount(g_image, minlength=num_images)
         starts = np.cumsum(counts) - counts
-        num_pos = int((~g_difficult).sum())
 
-        d_mask = det[3] == label
-        d_scores = det[2][d_mask]
+        d_mask = det.labels == label
+        d_scores = det.scores[d_mask]
         order = np.argsort(-d_scores, kind="stable")  # MATLAB's sort(-confidence): stable
-        d_scores, d_image = d_scores[order], det[0][d_mask][order]
-        d_boxes = det[1].reshape(-1, 4)[d_mask][order]
+        d_scores, d_image, d_boxes = d_scores[order], det.images[d_mask][order], det.boxes[d_mask][order]
 
         best_iou, best_gt = _best_overlaps(d_boxes, starts[d_image], counts[d_image], g_boxes)
         matched = best_iou >= self.iou_threshold
@@ -192,11 +224,14 @@ class VOCEvaluator:
         tp = np.zeros(len(d_scores), bool)
         tp[candidate[first]] = True
         fp = ~tp & ~difficult_hit
-        tp_cum, fp_cum = np.cumsum(tp), np.cumsum(fp)
+        return _Ranked(d_scores, np.cumsum(tp), np.cumsum(fp), int((~g_difficult).sum()), int(g_difficult.sum()))
 
+    def _class_metrics(self, ranked: _Ranked) -> dict[str, Any]:
+        """AP (both metrics), detections and true positives at every confidence level."""
+        num_pos = ranked.num_pos
         result = {
             "num_ground_truth": num_pos,
-            "num_difficult": int(g_difficult.sum()),
+            "num_difficult": ranked.num_difficult,
             "in_map": num_pos > 0,
             "ap_voc07": [],
             "ap_voc10": [],
@@ -204,14 +239,13 @@ class VOCEvaluator:
             "num_true_positives": [],
         }
         for level in self.confidence_levels:
-            n = int(np.searchsorted(-d_scores, -level, side="right"))  # scores >= level
-            recall, precision = _pr(tp_cum[:n], fp_cum[:n], num_pos)
+            n = int(np.searchsorted(-ranked.scores, -level, side="right"))  # scores >= level
+            recall, precision = _pr(ranked.tp_cum[:n], ranked.fp_cum[:n], num_pos)
             result["ap_voc07"].append(ap_voc07(recall, precision) if num_pos else None)
             result["ap_voc10"].append(ap_voc10(recall, precision) if num_pos else None)
             result["num_detections"].append(n)
-            result["num_true_positives"].append(int(tp_cum[n - 1]) if n else 0)
-        recall, precision = _pr(tp_cum, fp_cum, num_pos)
-        return result, {"recall": recall, "precision": precision, "scores": d_scores}
+            result["num_true_positives"].append(int(ranked.tp_cum[n - 1]) if n else 0)
+        return result
 
     def _lookup(self, image_id: str) -> int:
         try:
@@ -241,7 +275,7 @@ class VOCEvaluator:
         if not np.all(np.isfinite(scores)):
             raise ValueError(f"VOCEvaluator: image {image_id!r}: det_scores must be finite")
         labels = self._as_labels(labels, len(boxes), "det_labels", image_id)
-        self._det.append((images, np.asarray(boxes, np.float64), scores, labels))
+        self._det.append(_Detections(images, np.asarray(boxes, np.float64).reshape(-1, 4), scores, labels))
 
 
 def devkit_overlap(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
@@ -320,11 +354,12 @@ def _as_boxes(boxes: np.ndarray, name: str, image_id: str) -> np.ndarray:
     return boxes
 
 
-def _concat(parts: list[tuple[np.ndarray, ...]], dtypes: tuple, width: int) -> tuple[np.ndarray, ...]:
-    """Column-wise concatenation of per-call tuples (empty arrays of the right dtype if none)."""
-    if not parts:
-        return tuple(np.zeros((0, 4) if i == 1 else (0,), d) for i, d in enumerate(dtypes))
-    return tuple(np.concatenate([p[i] for p in parts]) for i in range(width))
+def _concat(parts: list, record: type) -> Any:
+    """Field-wise concatenation of per-call records (empty arrays of the right dtype if none)."""
+    if parts:
+        return record(*(np.concatenate(column) for column in zip(*parts)))
+    empty = {"boxes": np.zeros((0, 4)), "difficult": np.zeros(0, bool), "scores": np.zeros(0)}
+    return record(*(empty.get(name, np.zeros(0, np.int64)) for name in record._fields))
 
 
 def _mean(values: list[float]) -> float | None:
