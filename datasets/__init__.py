@@ -15,16 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from datasets.voc import dataset_class_names, load_voc
-from ssd.records import DetectionDataset
+from ssd.records import DetectionDataset, read_lines
 
 
 def parse_class_names(spec: str) -> tuple[str, ...]:
     """Class names from "a,b,c" or from a file with one name per line."""
     path = Path(spec)
-    text = path.read_text() if path.is_file() else spec.replace(",", "\n")
-    names = tuple(n.strip() for n in text.splitlines() if n.strip())
+    names = tuple(read_lines(path, "class names file") if path.is_file()
+                  else (n.strip() for n in spec.split(",") if n.strip()))
     if not names:
-        raise ValueError(f"--classes {spec!r} names no classes")
+        raise ValueError(f"class list {spec!r} names no classes")
     return names
 
 

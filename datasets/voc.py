@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
-from ssd.records import DetectionDataset, Sample
+from ssd.records import DetectionDataset, Sample, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +100,7 @@ def parse_split(split: str) -> tuple[str, str]:
 
 def read_image_set(path: Path) -> list[str]:
     """Image ids listed in an ImageSets file (first token of each non-empty line)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"image set file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        return [line.split()[0] for line in f if line.strip()]
+    return [line.split()[0] for line in read_lines(path, "image set file")]
 
 
 class _Problem(Exception):
@@ -355,12 +352,12 @@ def dataset_class_names(root: str | os.PathLike, splits: Sequence[str]) -> tuple
     """The classes a dataset folder declares in classes.txt, else VOC's 20 for devkit splits."""
     path = Path(root) / CLASSES_FILE
     if path.is_file():
-        names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        names = tuple(read_lines(path, "class names file"))
         if not names:
             raise ValueError(f"{path} names no classes")
         return names
     if all(":" in split for split in splits):
         return VOC_CLASSES
     raise ValueError(
-        f"{root} has no {CLASSES_FILE}: name the classes with --classes (comma-separated or a file, "
-        f"one per line) or write them into {path}")
+        f"{root} has no {CLASSES_FILE}: name the classes (a list, comma-separated, or a file with one "
+        f"per line) or write them into {path}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -47,3 +49,15 @@ class DetectionDataset:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+def read_lines(path: str | os.PathLike, what: str) -> list[str]:
+    """The non-empty lines of a UTF-8 text file, stripped; errors name the file and `what` it is."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]

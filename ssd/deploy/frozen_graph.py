@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ssd.detections import GRAPH_FILE, INPUT_NAME, LABELS_FILE, OUTPUT_NAMES
+from ssd.records import read_lines
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -73,10 +74,7 @@ class FrozenGraph:
 
 def load_labels(path: str | os.PathLike) -> tuple[str, ...]:
     """Class names from labels.txt (line k is class id k)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"labels file {path} does not exist (expected one class name per line)")
-    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    return tuple(read_lines(path, "labels file (one class name per line)"))
 
 
 def labels_for(graph_path: str | os.PathLike, labels: str | os.PathLike | None = None) -> tuple[str, ...]:
