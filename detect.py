@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.threshold}", file=sys.stderr)
         return 2
     # Imported late so that --help and argument errors answer without loading TensorFlow.
-    from ssd.deploy.detect import detect_images, detect_video, expand_inputs
+    from ssd.deploy.images import detect_images, expand_inputs
+    from ssd.deploy.video import detect_video
     from ssd.deploy.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
 
     graph_path = resolve_graph_path(args.graph)

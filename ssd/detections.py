@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,6 +21,13 @@ GRAPH_FILE = "frozen_inference_graph.pb"
 SAVED_MODEL_DIR = "saved_model"
 LABEL_MAP_FILE = "label_map.pbtxt"
 LABELS_FILE = "labels.txt"
+
+
+class DetectFn(Protocol):
+    """A detector as every runtime offers it: uint8 RGB images [B, H, W, 3] -> the OUTPUT_NAMES
+    arrays (`ssd.deploy.frozen_graph.FrozenGraph`, `ssd.modeling.inference.Detector.detect`)."""
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
 @dataclass(frozen=True)

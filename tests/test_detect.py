@@ -1,4 +1,4 @@
-"""detect.py and ssd/detect_pipeline.py: images, videos (frame count, size, rate), broken inputs."""
+"""detect.py, ssd/deploy/images.py and ssd/deploy/video.py: images, videos (frame count, size, rate), broken inputs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import tensorflow as tf
 
 import detect
 from ssd.config import ModelConfig
-from ssd.deploy.detect import _lower_thread_priority, expand_inputs
+from ssd.deploy.images import expand_inputs
+from ssd.deploy.video import _lower_thread_priority
 from ssd.deploy.export import export_module, frozen_graph_def, write_labels
 from ssd.deploy.frozen_graph import FrozenGraph
 from ssd.detections import detection_records

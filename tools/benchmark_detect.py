@@ -40,7 +40,8 @@ import tensorflow as tf  # noqa: E402
 
 from datasets.synthetic import SYNTHETIC_CLASSES  # noqa: E402
 from ssd.config import ModelConfig, TrainConfig  # noqa: E402
-from ssd.deploy.detect import detect_video, draw, open_video  # noqa: E402
+from ssd.deploy.images import draw  # noqa: E402
+from ssd.deploy.video import detect_video, open_video  # noqa: E402
 from ssd.deploy.export import export_run  # noqa: E402
 from ssd.deploy.frozen_graph import FrozenGraph  # noqa: E402
 from ssd.detections import select_detections  # noqa: E402

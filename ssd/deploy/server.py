@@ -24,14 +24,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
 
-from ssd.detections import detection_records
+from ssd.detections import DetectFn, detection_records
 from ssd.image_io import decode_rgb
 
 log = logging.getLogger(__name__)
 
-DetectFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 DEFAULT_MAX_BYTES = 10 * 10**6
 _DRAIN_BYTES, _DRAIN_SECONDS = 16 * 2**20, 1.0  # see _Handler.finish
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6, "MIB": 2**20,
