@@ -1,0 +1,93 @@
+"""The package layout: dependencies between stages point one way, and ssd.data never loads TensorFlow."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# A module may import its own subpackage, or one of a lower rank. Rank 0 is the shared contracts
+# at the top of `ssd/`. Stages of equal rank (engine, deploy) do not import each other.
+RANKS = {"core": 1, "data": 1, "modeling": 2, "evaluation": 3, "engine": 4, "deploy": 4}
+
+
+def stage(module: str) -> str:
+    """"ssd.core.boxes" -> "core"; a top-level module ("ssd.config") -> "" (the contracts)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in RANKS else ""
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module named in an import statement anywhere in the file (lazy imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def ssd_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted((ROOT / "ssd").rglob("*.py"))}
+
+
+def wrong_way(importer: str, imported: str, known: set[str]) -> str | None:
+    """Why `importer` may not import `imported`, or None if it may."""
+    if imported.split(".")[0] in ("datasets", "tools", "train_detector", "detect", "export_graph"):
+        return "the library never imports datasets/, tools/ or the CLIs"
+    if not imported.startswith("ssd.") or imported not in known:
+        return None
+    src, dst = stage(importer), stage(imported)
+    if src == dst:
+        return None
+    if src == "":
+        return "the shared contracts at the top of ssd/ import no stage"
+    if src == "data" and dst != "":
+        return "ssd.data depends on the other stages only through NumPy arrays"
+    if dst and RANKS[dst] >= RANKS[src]:
+        return f"{src} (rank {RANKS[src]}) may not import {dst} (rank {RANKS[dst]})"
+    return None
+
+
+def test_stage_dependencies_point_one_way():
+    modules = ssd_modules()
+    known = set(modules) | {m.rsplit(".", 1)[0] for m in modules}
+    problems = [f"{name} imports {imp}: {why}"
+                for name, path in modules.items()
+                for imp in sorted(imports_of(path))
+                if (why := wrong_way(name, imp, known))]
+    assert problems == []
+
+
+def test_the_rules_catch_wrong_way_edges():
+    known = set(ssd_modules())
+    assert wrong_way("ssd.core.boxes", "ssd.modeling.model", known)
+    assert wrong_way("ssd.deploy.export", "ssd.engine.trainer", known)
+    assert wrong_way("ssd.data.pipeline", "ssd.core.boxes", known)
+    assert wrong_way("ssd.detections", "ssd.evaluation.voc", known)
+    assert wrong_way("ssd.config", "datasets.voc", known)
+    assert wrong_way("ssd.engine.trainer", "ssd.evaluation.loop", known) is None
+    assert wrong_way("ssd.data.augment", "ssd.config", known) is None
+
+
+def test_datasets_import_only_the_shared_contracts():
+    for path in sorted((ROOT / "datasets").rglob("*.py")):
+        for imp in imports_of(path):
+            if imp.startswith("ssd."):
+                assert stage(imp) == "", f"{path.name} imports {imp}: datasets/ knows only ssd's contracts"
+
+
+def test_data_package_never_imports_tensorflow():
+    code = ("import sys, ssd.data, ssd.data.augment, ssd.data.pipeline; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')); "
+            "assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
