@@ -34,6 +34,10 @@ class ImageHeaderError(ValueError):
     """The bytes are not a JPEG/PNG/BMP/WebP image whose size can be read from its header."""
 
 
+class UnknownImageFormat(ImageHeaderError):
+    """The bytes start like none of the recognised formats."""
+
+
 class TooManyPixels(ValueError):
     """The image declares more pixels than allowed."""
 
@@ -43,8 +47,8 @@ def image_size(data_or_path: bytes | bytearray | memoryview | str | os.PathLike,
     """(width, height) declared by the header of image bytes or an image file; no pixel is decoded.
 
     `name` names a buffer in error messages (a path names itself). Raises ImageHeaderError (a
-    ValueError) naming the file for an unknown format, a truncated or malformed header, an
-    empty size, or a file that cannot be read.
+    ValueError) naming the file for an unknown format (UnknownImageFormat, a subclass), a
+    truncated or malformed header, an empty size, or a file that cannot be read.
     """
     if isinstance(data_or_path, (bytes, bytearray, memoryview)):
         data = bytes(data_or_path)
@@ -76,7 +80,7 @@ def _checked_size(read: Reader, name: str) -> tuple[int, int]:
     head = read(0, 30)
     parser = _parser(head)
     if parser is None:
-        raise ImageHeaderError(f"{name} is not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} image "
+        raise UnknownImageFormat(f"{name} is not a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} image "
                                f"(it starts with {head[:12]!r})")
     try:
         width, height = parser(read)

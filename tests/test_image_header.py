@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd.image_header import DEFAULT_MAX_PIXELS, ImageHeaderError, TooManyPixels, check_pixels, image_size
+from ssd.image_header import (
+    DEFAULT_MAX_PIXELS,
+    ImageHeaderError,
+    TooManyPixels,
+    UnknownImageFormat,
+    check_pixels,
+    image_size,
+)
 
 SIZES = [(1, 1), (37, 23), (300, 7), (641, 479)]
 
@@ -98,7 +105,7 @@ def test_path_and_bytes_agree_and_files_are_named(tmp_path):
     with pytest.raises(ImageHeaderError, match=r"missing\.jpg cannot be read"):
         image_size(tmp_path / "missing.jpg")
     (tmp_path / "notes.jpg").write_bytes(b"GIF89a\x10\x00\x10\x00")
-    with pytest.raises(ValueError, match=r"notes\.jpg is not a JPEG, PNG, BMP or WebP image .*GIF89a"):
+    with pytest.raises(UnknownImageFormat, match=r"notes\.jpg is not a JPEG, PNG, BMP or WebP image .*GIF89a"):
         image_size(tmp_path / "notes.jpg")
 
 
