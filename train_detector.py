@@ -32,14 +32,10 @@ from pathlib import Path
 
 from datasets import load_dataset
 from ssd.cli import configure_logging
-from ssd.config import OPTIMIZERS, PRECISIONS, PRESETS, ModelConfig, TrainConfig
+from ssd.config import OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES, STRATEGIES, ModelConfig, TrainConfig
 from ssd.records import DetectionDataset
 
 DEFAULTS = TrainConfig()
-# Copies of ssd.engine.trainer.STRATEGIES and ssd.engine.schedules.SCHEDULES: importing those loads TensorFlow,
-# which would make --help take seconds (a test keeps them equal).
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-SCHEDULES = ("constant", "step", "exponential", "polynomial", "cosine", "cyclic")
 log = logging.getLogger("train_detector")
 
 
@@ -202,19 +198,22 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
     model_config = resolve_model_config(args, model_config, train_set)
 
     from ssd.data.pipeline import PipelineError
-    from ssd.engine.trainer import NonFiniteLossError, Trainer, make_strategy
+    from ssd.engine.distribute import make_strategy
+    from ssd.engine.trainer import NonFiniteLossError, Trainer
 
-    trainer = Trainer(model_config, config, args.run_dir, make_strategy(args.strategy))
+    strategy = make_strategy(args.strategy)
     if getattr(args, "lr_finder", False):
         from ssd.engine.lr_finder import lr_range_test
+        trainer = Trainer(model_config, config, args.run_dir, train_set, strategy=strategy, range_test=True)
         low, high = args.lr_finder_range
-        suggestion = lr_range_test(trainer, train_set, args.run_dir, low, high, args.lr_finder_steps)
+        suggestion = lr_range_test(trainer, args.run_dir, low, high, args.lr_finder_steps)
         print(f"suggested learning rate: {suggestion:.2e} (curve in {args.run_dir / 'lr_finder.png'})")
         return 0
     val_set = load_dataset(config.data_root, config.val_splits, model_config.class_names,
                            verbose=verbose) if config.val_splits else None
+    trainer = Trainer(model_config, config, args.run_dir, train_set, val_set, strategy)
     try:
-        result = trainer.fit(train_set, val_set)
+        result = trainer.fit()
     except (NonFiniteLossError, PipelineError) as error:
         print(f"train_detector.py: error: {error}", file=sys.stderr)
         return 1

@@ -203,6 +203,9 @@ class ModelConfig:
 
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "bfloat16", "float16")
+SCHEDULES = ("constant", "step", "exponential", "polynomial", "cosine", "cyclic")
+# auto: multi_worker when TF_CONFIG is set, mirrored over several GPUs, else one device.
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ SCRIPT = textwrap.dedent('''
     from ssd.core.losses import multibox_loss
     from ssd.core.matching import training_targets
     from ssd.data.pipeline import Batch
-    from ssd.engine.trainer import Trainer, make_strategy
+    from ssd.engine.distribute import make_strategy
+    from ssd.engine.trainer import Trainer
 
     strategy = make_strategy("multi_worker" if mode == "multi_worker" else "mirrored")
     model_config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=0.125)
@@ -47,12 +48,12 @@ SCRIPT = textwrap.dedent('''
                          iterations=3, optimizer="sgd", learning_rate=1e-3, schedule="constant",
                          from_scratch=True, workers=1, checkpoint_every=2, eval_every=0,
                          expand_probability=0.0)
+    train_set = load_synthetic(data_root, "trainval")
     keras.utils.set_random_seed(0)
-    trainer = Trainer(model_config, config, out_dir / "steps", strategy)
-    index, workers = trainer.worker_index, trainer.num_workers
-    trainer.build(steps_per_epoch=10)
-    reference = Trainer(model_config, config, out_dir / f"reference-{index}", tf.distribute.get_strategy())
-    reference.build(steps_per_epoch=10)
+    trainer = Trainer(model_config, config, out_dir / "steps", train_set, strategy=strategy)
+    index, workers = trainer.shard.index, trainer.shard.count
+    reference = Trainer(model_config, config, out_dir / f"reference-{index}", train_set,
+                        strategy=tf.distribute.get_strategy())
     reference.model.set_weights(trainer.model.get_weights())
 
     def global_batch(step):
@@ -77,7 +78,7 @@ SCRIPT = textwrap.dedent('''
     def loss_alone(model, batch):
         """This batch's loss normalised by its own positives (what a per-replica mean would give)."""
         deltas, labels = training_targets(tf.constant(batch.boxes), tf.constant(batch.labels),
-                                          tf.constant(batch.counts), trainer.anchors, (0.1, 0.1, 0.2, 0.2))
+                                          tf.constant(batch.counts), trainer.train_step.anchors, (0.1, 0.1, 0.2, 0.2))
         out = model(tf.constant(batch.images), training=True)
         return float(multibox_loss(out["box_deltas"], out["class_logits"], deltas, labels)["loss"])
 
@@ -100,12 +101,12 @@ SCRIPT = textwrap.dedent('''
     report.update(local_copies=len(copies), replica_gap=replica_gap, reference_gap=reference_gap)
 
     # The real loop: each worker reads its shard through its own pipeline.
-    fitter = Trainer(model_config, config, out_dir / "fit", strategy)
-    result = fitter.fit(load_synthetic(data_root, "trainval"), progress=False)
+    fitter = Trainer(model_config, config, out_dir / "fit", train_set, strategy=strategy)
+    result = fitter.fit(progress=False)
     weights = np.concatenate([np.asarray(v).ravel() for v in fitter.model.trainable_variables])
     np.save(out_dir / f"weights-{index}.npy", weights)
-    report.update(fit_step=result.step, is_chief=fitter.is_chief,
-                  scratch=getattr(fitter, "_scratch", None), step_after_fit=fitter.step)
+    report.update(fit_step=result.step, is_chief=fitter.shard.is_chief,
+                  scratch=fitter.checkpointer.scratch, step_after_fit=fitter.step)
     (out_dir / f"report-{index}.json").write_text(json.dumps(report))
 ''')
 

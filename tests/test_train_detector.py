@@ -47,13 +47,6 @@ def test_help_lists_the_options_a_user_needs(capsys):
     assert "(default: 80000,100000)" in text and "(default: VOC2007:trainval VOC2012:trainval)" in text
 
 
-def test_cli_choices_are_the_library_ones():
-    from ssd.engine.schedules import SCHEDULES
-    from ssd.engine.trainer import STRATEGIES
-
-    assert train_detector.SCHEDULES == SCHEDULES and train_detector.STRATEGIES == STRATEGIES
-
-
 def test_no_weights_and_no_from_scratch_names_the_flag(root, tmp_path, capsys):
     args = [a for a in tiny_args(root, tmp_path / "run") if a != "--from-scratch"]
     assert train_detector.main(args) == 2

@@ -20,14 +20,8 @@ import tensorflow as tf
 from datasets.synthetic import generate_synthetic_voc, load_synthetic
 from ssd.config import ModelConfig, TrainConfig
 from ssd.modeling.run_dir import load_run_config
-from ssd.engine.trainer import (
-    NonFiniteLossError,
-    Trainer,
-    make_optimizer,
-    make_strategy,
-    precision_policy,
-    worker_shard,
-)
+from ssd.engine.trainer import NonFiniteLossError, Trainer, steps_per_epoch
+from ssd.records import DetectionDataset, Sample
 
 STEPS = 300  # 30 epochs of 10 batches: ~4800 images, about two minutes on two cores
 BATCHES_PER_EPOCH = 10
@@ -53,10 +47,9 @@ def trained(data, tmp_path_factory):
     config = dataclasses.replace(E2E, data_root=str(root))
     model_config = ModelConfig("vgg300", train_set.class_names, width=0.125)
     keras.utils.set_random_seed(0)
-    trainer = Trainer(model_config, config, run_dir)
-    trainer.build(trainer.steps_per_epoch(len(train_set)))
+    trainer = Trainer(model_config, config, run_dir, train_set, test_set)
     untrained = trainer.evaluate(test_set)["map_voc07"][0]
-    result = trainer.fit(train_set, test_set, progress=False)
+    result = trainer.fit(progress=False)
     return run_dir, config, result, untrained
 
 
@@ -110,15 +103,14 @@ def test_resume_continues_step_count_and_schedule(trained, data, tmp_path):
     run_dir = copy_run(run_dir, tmp_path)
     model_config, _ = load_run_config(run_dir)
     longer = dataclasses.replace(config, iterations=2 * STEPS)
-    trainer = Trainer(model_config, longer, run_dir)
-    trainer.build(trainer.steps_per_epoch(len(train_set)))
+    trainer = Trainer(model_config, longer, run_dir, train_set)
     assert trainer.step == STEPS and trainer.completed_epochs == STEPS // BATCHES_PER_EPOCH
     # the rate of step STEPS + 1 is the (longer) schedule's value there, not a restarted warmup
     expected = cosine_rate(STEPS, longer, 2 * STEPS)
     assert trainer.learning_rate == pytest.approx(expected, rel=1e-5)
     assert expected > 10 * cosine_rate(0, longer, 2 * STEPS)
-    trainer = Trainer(model_config, dataclasses.replace(config, iterations=STEPS + 6), run_dir)
-    resumed = trainer.fit(train_set, progress=False)
+    trainer = Trainer(model_config, dataclasses.replace(config, iterations=STEPS + 6), run_dir, train_set)
+    resumed = trainer.fit(progress=False)
     assert resumed.step == STEPS + 6
     assert [h["epoch"] for h in resumed.history] == [STEPS // BATCHES_PER_EPOCH + 1]
     assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith(f"ckpt-{STEPS + 6}")
@@ -133,9 +125,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(trained, data, tmp_
     saved = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
     exploding = dataclasses.replace(config, iterations=STEPS + 20, learning_rate=1e12, schedule="constant",
                                     warmup_steps=0, checkpoint_every=1)
-    trainer = Trainer(model_config, exploding, run_dir)
+    trainer = Trainer(model_config, exploding, run_dir, train_set)
     with pytest.raises(NonFiniteLossError) as info:
-        trainer.fit(train_set, progress=False)
+        trainer.fit(progress=False)
     message = str(info.value)
     step = int(re.search(r"at step (\d+)", message).group(1))
     assert STEPS < step <= STEPS + 20
@@ -151,43 +143,33 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(trained, data, tmp_
     assert reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == STEPS
 
 
-def test_default_strategy_is_one_chief_worker():
-    strategy = make_strategy("default")
-    assert worker_shard(strategy) == (0, 1, True)
-    with pytest.raises(ValueError, match="strategy must be one of"):
-        make_strategy("parameter_server")
-
-
-def test_precision_policy_is_scoped():
-    before = keras.mixed_precision.global_policy().name
-    with precision_policy("bfloat16"):
-        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
-        layer = keras.layers.Dense(2)
-    assert keras.mixed_precision.global_policy().name == before
-    assert layer.compute_dtype == "bfloat16"
-    with pytest.raises(ValueError, match="mixed_precision"):
-        with precision_policy("float8"):
-            pass
-
-
-def test_optimizer_choice_and_loss_scaling():
-    config = TrainConfig(optimizer="sgd", momentum=0.8, mixed_precision="float16", learning_rate=0.01,
-                         schedule="step", boundaries=(10,), iterations=20)
-    optimizer = make_optimizer(config, steps_per_epoch=5)
-    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    assert isinstance(make_optimizer(dataclasses.replace(config, optimizer="adam", mixed_precision="float32"), 5),
-                      keras.optimizers.Adam)
+def unread_dataset(size: int) -> DetectionDataset:
+    """`size` samples whose images do not exist: constructing a trainer must not read them."""
+    return DetectionDataset(("a",), tuple(Sample(str(i), f"/nonexistent/{i}.jpg", 10, 10) for i in range(size)))
 
 
 def test_too_small_training_split_is_refused(tmp_path):
     config = TrainConfig(batch_size=32, from_scratch=True)
-    trainer = Trainer(ModelConfig("vgg300", ("a",), width=0.125), config, tmp_path)
     with pytest.raises(ValueError, match="fewer than one batch of 32"):
-        trainer.steps_per_epoch(31)
-    assert trainer.steps_per_epoch(65) == 2
+        Trainer(ModelConfig("vgg300", ("a",), width=0.125), config, tmp_path, unread_dataset(31))
+    assert steps_per_epoch(65, 32) == 2
 
 
 def test_missing_vgg_weights_are_refused_unless_from_scratch(tmp_path):
-    trainer = Trainer(ModelConfig("vgg300", ("a",), width=0.125), TrainConfig(), tmp_path)
     with pytest.raises(ValueError, match="--vgg16-weights"):
-        trainer.build(10)
+        Trainer(ModelConfig("vgg300", ("a",), width=0.125), TrainConfig(), tmp_path, unread_dataset(32))
+
+
+def test_only_a_range_test_trainer_takes_a_set_rate_and_construction_writes_nothing(tmp_path):
+    from ssd.engine.lr_finder import lr_range_test
+
+    model_config, config = ModelConfig("vgg300", ("a",), width=0.125), TrainConfig(batch_size=2, from_scratch=True)
+    trainer = Trainer(model_config, config, tmp_path / "run", unread_dataset(4))
+    with pytest.raises(ValueError, match="range_test=True"):
+        trainer.set_learning_rate(0.25)
+    with pytest.raises(ValueError, match="range_test=True"):
+        lr_range_test(trainer, tmp_path / "out")
+    ranged = Trainer(model_config, config, tmp_path / "run", unread_dataset(4), range_test=True)
+    ranged.set_learning_rate(0.25)
+    assert ranged.learning_rate == 0.25
+    assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()

@@ -29,7 +29,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.synthetic import generate_synthetic_voc, load_synthetic  # noqa: E402
-from ssd.data.augment import TrainAugmentation  # noqa: E402
 from ssd.config import ModelConfig, TrainConfig  # noqa: E402
 from ssd.data.pipeline import Batch, BatchPipeline  # noqa: E402
 from ssd.engine.trainer import Trainer  # noqa: E402
@@ -60,13 +59,9 @@ def bench_precision(precision: str, args: argparse.Namespace, dataset, run_dir: 
     model_config = ModelConfig(args.preset, dataset.class_names, width=args.width)
     config = TrainConfig(batch_size=args.batch, from_scratch=True, mixed_precision=precision,
                          workers=args.workers, expand_probability=0.5)
-    trainer = Trainer(model_config, config, run_dir / precision)
-    trainer.build(steps_per_epoch=1000, restore=False)
-    size = model_config.image_size
-    pipeline = BatchPipeline(dataset.samples, TrainAugmentation(size), args.batch, size,
-                             num_workers=args.workers, seed=0, drop_remainder=True)
+    trainer = Trainer(model_config, config, run_dir / precision, dataset)
     runs: dict[str, list] = {"memory": [], "pipeline": [], "wait": []}
-    with pipeline:
+    with trainer.train_pipeline() as pipeline:
         stream = endless(pipeline)
         fixed = next(stream).copy()
         memory = iter(lambda: fixed, None)

@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ssd.data.augment import TrainAugmentation
-from ssd.data.pipeline import BatchPipeline
-from ssd.records import DetectionDataset
+from ssd.engine.trainer import Trainer
 
 
 def suggest_learning_rate(rates: np.ndarray, losses: np.ndarray) -> float:
@@ -22,12 +20,12 @@ def suggest_learning_rate(rates: np.ndarray, losses: np.ndarray) -> float:
     return float(rates[int(np.argmin(slopes))])
 
 
-def lr_range_test(trainer, dataset: DetectionDataset, out_dir: str | Path, min_rate: float = 1e-6,
-                  max_rate: float = 1.0, steps: int = 200, smoothing: float = 0.9,
-                  progress: bool = True) -> float:
+def lr_range_test(trainer: Trainer, out_dir: str | Path, min_rate: float = 1e-6, max_rate: float = 1.0,
+                  steps: int = 200, smoothing: float = 0.9, progress: bool = True) -> float:
     """Train `steps` steps with the rate going from min_rate to max_rate; stop when the loss explodes.
 
-    The trainer's model starts fresh (its run directory is not restored from or saved to).
+    `trainer` is built with range_test=True: its model starts fresh, its rate is settable, and
+    its run directory is not restored from or saved to; it reads its own training pipeline.
     Writes lr_finder.csv (step, learning_rate, loss, smoothed_loss) and lr_finder.png to
     out_dir. Returns the suggested rate.
     """
@@ -35,10 +33,11 @@ def lr_range_test(trainer, dataset: DetectionDataset, out_dir: str | Path, min_r
         raise ValueError(f"lr range test needs 0 < min_rate < max_rate, got {min_rate}, {max_rate}")
     if steps < 3:
         raise ValueError(f"lr range test needs at least 3 steps, got {steps}")
+    if not trainer.range_test:
+        raise ValueError("lr range test needs a Trainer built with range_test=True (a settable constant rate)")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.build(trainer.steps_per_epoch(len(dataset.samples)), constant_rate=True, restore=False)
-    rows = _sweep(trainer, dataset, min_rate, max_rate, steps, smoothing, progress)
+    rows = _sweep(trainer, min_rate, max_rate, steps, smoothing, progress)
     with open(out_dir / "lr_finder.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
@@ -52,17 +51,13 @@ def lr_range_test(trainer, dataset: DetectionDataset, out_dir: str | Path, min_r
     return suggestion
 
 
-def _sweep(trainer, dataset: DetectionDataset, min_rate: float, max_rate: float, steps: int,
-           smoothing: float, progress: bool) -> list[tuple[int, float, float, float]]:
+def _sweep(trainer: Trainer, min_rate: float, max_rate: float, steps: int, smoothing: float,
+           progress: bool) -> list[tuple[int, float, float, float]]:
     """(step, rate, loss, bias-corrected smoothed loss) rows until `steps` or divergence."""
-    config, size = trainer.config, trainer.model_config.image_size
-    samples = dataset.samples[trainer.worker_index::trainer.num_workers]
-    pipeline = BatchPipeline(samples, TrainAugmentation(size, expand_probability=config.expand_probability),
-                             config.batch_size // trainer.num_workers, size, max_boxes=config.max_boxes,
-                             num_workers=config.workers, seed=config.seed, drop_remainder=True)
     rows: list[tuple[int, float, float, float]] = []
     best, avg, epoch = math.inf, 0.0, 0
-    with pipeline, tqdm(total=steps, unit="step", desc="lr range test", disable=not progress) as bar:
+    bar = tqdm(total=steps, unit="step", desc="lr range test", disable=not progress)
+    with trainer.train_pipeline() as pipeline, bar:
         while True:
             for batch in pipeline.epoch(epoch):
                 i = len(rows)

@@ -7,7 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
-SCHEDULES = ("constant", "step", "exponential", "polynomial", "cosine", "cyclic")
+from ssd.config import SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="ssd")

@@ -1,0 +1,178 @@
+"""The parts of the training loop around the step: checkpoint saving, summaries, validation, the log.
+
+A `Hook` is told when training starts, after every step, after every epoch and when training
+ends (also on Ctrl-C or an error); each is built once, by `Trainer`, with what it needs. They run
+in the trainer's list order, which matters only at the end of an epoch: validation adds
+"val_map" to the epoch summary before the checkpoint is saved and the line is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from ssd.config import TrainConfig
+from ssd.detections import select_detections
+from ssd.engine.checkpointing import BestCheckpoint, Checkpointer
+from ssd.engine.state import TrainState
+from ssd.evaluation.loop import evaluate_detector, load_resized_batch
+from ssd.evaluation.voc import VOCEvaluator
+from ssd.modeling.inference import Detector
+from ssd.records import DetectionDataset
+from ssd.visualize import draw_detections
+
+log = logging.getLogger("ssd.engine.trainer")
+
+EVAL_BATCH_SIZE = 16
+SUMMARY_EVERY = 10  # steps between loss summaries (and step 1)
+LOSS_SUMMARIES = ("total_loss", "confidence_loss", "localization_loss", "regularization_loss")
+
+
+class Hook:
+    """A part of the loop; every method is optional."""
+
+    def before_train(self) -> None:
+        """`fit` starts (after the run directory's config.json is written)."""
+
+    def after_step(self, losses: dict[str, float], images_per_second: float) -> None:
+        """A step finished with finite losses (the `TrainStep` dict) at this rate so far in the epoch."""
+
+    def after_epoch(self, summary: dict[str, Any], finished: bool, last: bool) -> None:
+        """The epoch's summary (a hook may add entries); finished: its last batch was trained; last: the run is done."""
+
+    def after_train(self) -> None:
+        """`fit` ends, normally, interrupted or by an error."""
+
+
+class CheckpointSaver(Hook):
+    """Saves every `checkpoint_every` steps and at the end of each epoch; drops a worker's scratch copies."""
+
+    def __init__(self, checkpointer: Checkpointer, state: TrainState, every: int):
+        self.checkpointer, self.state, self.every = checkpointer, state, every
+
+    def after_step(self, losses: dict[str, float], images_per_second: float) -> None:
+        if self.state.step % self.every == 0:
+            self.checkpointer.save()
+
+    def after_epoch(self, summary: dict[str, Any], finished: bool, last: bool) -> None:
+        self.checkpointer.save()
+
+    def after_train(self) -> None:
+        self.checkpointer.remove_scratch()
+
+
+class Summaries(Hook):
+    """TensorBoard summaries in run_dir/logs (chief only): losses, learning rate, speed; `scalar`/`images` for others."""
+
+    def __init__(self, state: TrainState, log_dir: Path, is_chief: bool):
+        self.state, self.log_dir, self.is_chief = state, log_dir, is_chief
+        self._writer: Any = None
+
+    def before_train(self) -> None:
+        # Opened here, not on construction: a trainer that never trains writes no event file.
+        self._writer = tf.summary.create_file_writer(str(self.log_dir)) if self.is_chief \
+            else tf.summary.create_noop_writer()
+
+    def scalar(self, name: str, value: float) -> None:
+        with self._writer.as_default():
+            tf.summary.scalar(name, value, step=self.state.step)
+
+    def images(self, name: str, images: np.ndarray, max_outputs: int) -> None:
+        with self._writer.as_default():
+            tf.summary.image(name, images, step=self.state.step, max_outputs=max_outputs)
+
+    def after_step(self, losses: dict[str, float], images_per_second: float) -> None:
+        step = self.state.step
+        if step % SUMMARY_EVERY and step != 1:
+            return
+        for name in LOSS_SUMMARIES:
+            self.scalar(f"loss/{name}", losses[name])
+        self.scalar("learning_rate", self.state.learning_rate)
+        self.scalar("images_per_second", images_per_second)
+
+    def after_train(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+
+def evaluate(detector: Detector, dataset: DetectionDataset, config: TrainConfig) -> dict[str, Any]:
+    """VOC evaluation of `detector` on `dataset` (see `VOCEvaluator.evaluate`)."""
+    evaluator = VOCEvaluator(dataset.class_names, confidence_levels=config.eval_confidences)
+    return evaluate_detector(detector, dataset, detector.config.image_size, EVAL_BATCH_SIZE, evaluator,
+                             progress=False)
+
+
+class Validation(Hook):
+    """Every `eval_every` epochs and at the end: validation mAP, its summaries, the best checkpoint.
+
+    The mAP is VOC07 11-point at the lowest confidence level. Every worker evaluates (identical
+    weights give identical numbers), so all take the same save decisions; only the chief's
+    summaries and files are real.
+    """
+
+    def __init__(self, detector: Detector, dataset: DetectionDataset, config: TrainConfig,
+                 best: BestCheckpoint, summaries: Summaries):
+        self.detector, self.dataset, self.config = detector, dataset, config
+        self.best, self.summaries = best, summaries
+
+    def after_epoch(self, summary: dict[str, Any], finished: bool, last: bool) -> None:
+        every = self.config.eval_every
+        if every > 0 and ((finished and summary["epoch"] % every == 0) or last):
+            summary["val_map"] = self.validate()
+
+    def validate(self) -> float:
+        results = evaluate(self.detector, self.dataset, self.config)
+        value = results["map_voc07"][0] or 0.0
+        self.summaries.scalar("eval/mAP_voc07", value)
+        self.summaries.scalar("eval/mAP_voc10", results["map_voc10"][0] or 0.0)
+        for name, c in results["classes"].items():
+            if c["in_map"]:
+                self.summaries.scalar(f"eval_ap/{name}", c["ap_voc07"][0])
+        if self.summaries.is_chief:
+            self.summaries.images("eval/detections", drawn_examples(self.detector, self.dataset), max_outputs=4)
+        self.best.update(value, results)
+        return value
+
+
+class EpochLog(Hook):
+    """One line per epoch to the log and (chief) to run_dir/train.log."""
+
+    def __init__(self, path: Path, is_chief: bool):
+        self.path, self.is_chief = path, is_chief
+
+    def after_epoch(self, summary: dict[str, Any], finished: bool, last: bool) -> None:
+        line = epoch_line(summary)
+        log.info(line)
+        if self.is_chief:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+def epoch_line(summary: dict[str, Any]) -> str:
+    """The train.log line of an epoch summary."""
+    nan = float("nan")
+    parts = [f"epoch {summary['epoch']}", f"step {summary['step']}",
+             f"loss {summary.get('total_loss', nan):.4f}",
+             f"(conf {summary.get('confidence_loss', nan):.4f}, loc {summary.get('localization_loss', nan):.4f})",
+             f"lr {summary['learning_rate']:.2e}", f"{summary['images_per_second']:.1f} img/s",
+             f"data wait {100 * summary['data_wait']:.0f}%"]
+    if "val_map" in summary:
+        parts.append(f"val mAP {summary['val_map']:.4f}")
+    return "  ".join(parts)
+
+
+def drawn_examples(detector: Detector, dataset: DetectionDataset, count: int = 4) -> np.ndarray:
+    """uint8 [count, S, S, 3]: the first validation images with their detections above 0.3."""
+    size = detector.config.image_size
+    _, images, _ = load_resized_batch(list(dataset.samples[:count]), (size, size))
+    out = detector.detect(images)
+    drawn = []
+    for b, image in enumerate(images):
+        detections = select_detections(out, b, size, size, threshold=0.3)
+        drawn.append(draw_detections(image, detections.boxes_xyxy, detections.class_ids, detections.scores,
+                                     dataset.class_names))
+    return np.stack(drawn)

@@ -1,0 +1,85 @@
+"""The loop's hooks on their own: when validation runs, what the epoch log says, when checkpoints are
+saved, which steps get summaries. (tests/test_trainer.py runs them all inside a real fit.)"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import tensorflow as tf
+
+from ssd.config import TrainConfig
+from ssd.engine.checkpointing import Checkpointer
+from ssd.engine.distribute import WorkerShard
+from ssd.engine.hooks import CheckpointSaver, EpochLog, Summaries, Validation, epoch_line
+from test_checkpointing import tiny_state
+
+SUMMARY = {"epoch": 3, "step": 30, "total_loss": 1.23456, "confidence_loss": 1.0, "localization_loss": 0.2,
+           "learning_rate": 0.001, "images_per_second": 12.34, "data_wait": 0.256}
+LOSSES = {"total_loss": 1.0, "confidence_loss": 0.5, "localization_loss": 0.25, "regularization_loss": 0.25}
+
+
+class CountingValidation(Validation):
+    """The schedule of `Validation` with the evaluation replaced by a counter."""
+
+    def __init__(self, every: int):
+        super().__init__(None, None, TrainConfig(eval_every=every), None, None)
+        self.calls = 0
+
+    def validate(self) -> float:
+        self.calls += 1
+        return 0.5
+
+
+@pytest.mark.parametrize("every, finished, last, runs", [
+    (1, True, False, True), (3, True, False, True), (2, True, False, False),  # epoch 3
+    (2, False, True, True),  # the run ends mid-epoch: evaluated anyway
+    (3, False, False, False),  # an epoch that did not finish, before the end
+    (0, True, True, False),  # never
+])
+def test_validation_runs_every_n_finished_epochs_and_at_the_end(every, finished, last, runs):
+    hook = CountingValidation(every)
+    summary = dict(SUMMARY)
+    hook.after_epoch(summary, finished=finished, last=last)
+    assert hook.calls == int(runs)
+    assert ("val_map" in summary) == runs
+
+
+def test_epoch_line_and_train_log_on_the_chief_only(tmp_path):
+    expected = ("epoch 3  step 30  loss 1.2346  (conf 1.0000, loc 0.2000)  lr 1.00e-03  12.3 img/s  "
+                "data wait 26%  val mAP 0.5000")
+    assert epoch_line({**SUMMARY, "val_map": 0.5}) == expected
+    EpochLog(tmp_path / "chief.log", is_chief=True).after_epoch({**SUMMARY, "val_map": 0.5}, True, False)
+    EpochLog(tmp_path / "other.log", is_chief=False).after_epoch(SUMMARY, True, False)
+    assert (tmp_path / "chief.log").read_text() == expected + "\n"
+    assert not (tmp_path / "other.log").exists()
+
+
+def test_checkpoints_every_n_steps_and_at_each_epoch_end(tmp_path):
+    state = tiny_state()
+    saver = CheckpointSaver(Checkpointer(state, tmp_path, WorkerShard(0, 1, True)), state, every=2)
+    for step in range(1, 6):
+        state.optimizer.iterations.assign(step)
+        saver.after_step(LOSSES, 1.0)
+    saver.after_epoch(dict(SUMMARY), finished=True, last=True)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("*.index"))
+    assert names == ["ckpt-2.index", "ckpt-4.index", "ckpt-5.index"]
+
+
+def test_loss_summaries_at_step_one_and_every_tenth(tmp_path):
+    state = tiny_state()
+    summaries = Summaries(state, tmp_path / "logs", is_chief=True)
+    assert not (tmp_path / "logs").exists()  # nothing written before training starts
+    summaries.before_train()
+    for step in range(1, 22):
+        state.optimizer.iterations.assign(step)
+        summaries.after_step(LOSSES, 5.0)
+    summaries.after_train()
+    steps = {}
+    for path in (tmp_path / "logs").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, []).append(event.step)
+    assert set(steps) == {"loss/total_loss", "loss/confidence_loss", "loss/localization_loss",
+                          "loss/regularization_loss", "learning_rate", "images_per_second"}
+    assert all(s == [1, 10, 20] for s in steps.values())
