@@ -34,18 +34,19 @@ def test_precision_policy_is_scoped():
             pass
 
 
-def test_one_device_gets_the_step_arrays_of_the_batch_in_order():
+def test_one_device_gets_the_arrays_of_the_batch_by_name():
     rng = np.random.default_rng(0)
     batch = Batch(images=rng.integers(0, 256, (2, 4, 4, 3), dtype=np.uint8),
                   boxes=rng.uniform(0, 1, (2, 3, 4)).astype(np.float32),
                   labels=np.array([[1, 2, 0], [3, 0, 0]], np.int32), counts=np.array([2, 1], np.int32),
                   indices=np.array([5, 7], np.int32), epoch=1, index=4)
     tensors = distribute_batch(make_strategy("default"), batch)
-    expected = (batch.images, batch.boxes, batch.labels, batch.counts)
-    assert len(tensors) == len(expected)
-    for tensor, array in zip(tensors, expected):
-        assert tensor.dtype.as_numpy_dtype == array.dtype
-        np.testing.assert_array_equal(tensor.numpy(), array)
+    expected = {"images": batch.images, "boxes": batch.boxes, "labels": batch.labels, "counts": batch.counts,
+                "indices": batch.indices}
+    assert list(tensors) == list(expected)
+    for name, array in expected.items():
+        assert tensors[name].dtype.as_numpy_dtype == array.dtype
+        np.testing.assert_array_equal(tensors[name].numpy(), array)
 
 
 def test_batch_size_must_split_over_the_replicas():

@@ -22,7 +22,7 @@ TIMEOUT = 300
 
 SCRIPT = textwrap.dedent('''
     """One distributed scenario: step-level comparison with a single-device run, then a short fit()."""
-    import json, os, sys
+    import dataclasses, json, os, sys
     from pathlib import Path
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
@@ -67,13 +67,13 @@ SCRIPT = textwrap.dedent('''
             boxes[i, :n] = np.concatenate([xy, xy + rng.uniform(0.1, 0.4, (n, 2))], 1)
             labels[i, :n] = rng.integers(1, len(SYNTHETIC_CLASSES) + 1, n)
         images = rng.integers(0, 256, (4, 300, 300, 3), dtype=np.uint8)
-        return Batch(images, boxes, labels, counts, np.arange(4, dtype=np.int32), 0, step)
+        return Batch(images=images, boxes=boxes, labels=labels, counts=counts,
+                     indices=np.arange(4, dtype=np.int32), epoch=0, index=step)
 
     def part(batch, k, parts):
         per = len(batch.images) // parts
         cut = slice(k * per, (k + 1) * per)
-        return Batch(batch.images[cut], batch.boxes[cut], batch.labels[cut], batch.counts[cut],
-                     batch.indices[cut], batch.epoch, batch.index)
+        return dataclasses.replace(batch, **{name: a[cut] for name, a in batch.arrays().items()})
 
     def loss_alone(model, batch):
         """This batch's loss normalised by its own positives (what a per-replica mean would give)."""

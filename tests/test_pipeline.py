@@ -459,3 +459,18 @@ with pipe:
     (batch,) = list(pipe.epoch(0))
 assert batch.labels[:, 0].tolist() == [7, 7], batch.labels
 """, extra_import="import tensorflow")
+
+
+def test_batch_layout_names_the_arrays_and_copy_owns_them():
+    layout = Batch.layout(2, SIZE, 3)
+    assert [(name, dtype.name, shape) for name, dtype, shape in layout] == [
+        ("images", "uint8", (2, SIZE, SIZE, 3)), ("boxes", "float32", (2, 3, 4)), ("labels", "int32", (2, 3)),
+        ("counts", "int32", (2,)), ("indices", "int32", (2,))]
+    arrays = {name: np.ones(shape, dtype) for name, dtype, shape in layout}
+    batch = Batch(**arrays, epoch=1, index=2)
+    assert list(batch.arrays()) == [name for name, _, _ in layout]
+    copy = batch.copy()
+    assert (copy.epoch, copy.index) == (1, 2)
+    for name, array in copy.arrays().items():
+        np.testing.assert_array_equal(array, arrays[name])
+        assert not np.shares_memory(array, arrays[name])

@@ -46,7 +46,7 @@ import warnings
 import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import shared_memory
 from typing import Any, Callable, NamedTuple
 
@@ -132,10 +132,26 @@ class Batch:
     epoch: int
     index: int
 
+    @staticmethod
+    def layout(batch_size: int | None, image_size: int, max_boxes: int) -> list[tuple[str, np.dtype, tuple]]:
+        """(name, dtype, shape) of each array, in field order: the one statement of the layout."""
+        b, s, m = batch_size, image_size, max_boxes
+        return [("images", np.dtype(np.uint8), (b, s, s, 3)),
+                ("boxes", np.dtype(np.float32), (b, m, 4)),
+                ("labels", np.dtype(np.int32), (b, m)),
+                ("counts", np.dtype(np.int32), (b,)),
+                ("indices", np.dtype(np.int32), (b,))]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays by name, in `layout` order (what a training step or tf.data takes)."""
+        return {name: getattr(self, name) for name in _ARRAY_NAMES}
+
     def copy(self) -> Batch:
         """The same batch in owned arrays that stay valid after the slot is reused."""
-        return Batch(self.images.copy(), self.boxes.copy(), self.labels.copy(),
-                     self.counts.copy(), self.indices.copy(), self.epoch, self.index)
+        return replace(self, **{k: v.copy() for k, v in self.arrays().items()})
+
+
+_ARRAY_NAMES = tuple(name for name, _, _ in Batch.layout(0, 0, 0))
 
 
 @dataclass(frozen=True)
@@ -147,12 +163,7 @@ class _SlotLayout:
     max_boxes: int
 
     def fields(self) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
-        b, s, m = self.batch_size, self.image_size, self.max_boxes
-        return [("images", np.dtype(np.uint8), (b, s, s, 3)),
-                ("boxes", np.dtype(np.float32), (b, m, 4)),
-                ("labels", np.dtype(np.int32), (b, m)),
-                ("counts", np.dtype(np.int32), (b,)),
-                ("indices", np.dtype(np.int32), (b,))]
+        return Batch.layout(self.batch_size, self.image_size, self.max_boxes)
 
     def offsets(self) -> tuple[list[int], int]:
         """Start of each field (64-byte aligned) and the total size in bytes."""
@@ -680,9 +691,8 @@ def _check_arguments(samples: tuple, transform: Any, batch_size: int, image_size
 def as_tf_dataset(pipeline: BatchPipeline, epochs: int | Iterable[int]) -> Any:
     """A tf.data.Dataset of the pipeline's batches over `epochs` (a count, or epoch numbers).
 
-    Elements are dicts: images uint8 [B, S, S, 3], boxes float32 [B, max_boxes, 4] "rel_xyxy",
-    labels int32 [B, max_boxes], counts int32 [B], indices int32 [B]; B may be smaller in the
-    last batch. Each batch is copied once out of its slot, because tf.data keeps tensors that
+    Elements are `Batch.arrays()` dicts (the layout in `Batch`); B may be smaller in the last
+    batch. Each batch is copied once out of its slot, because tf.data keeps tensors that
     alias aligned NumPy memory, which the ring reuses. Drop the dataset's iterators before
     closing the pipeline; an iterator still running then raises PipelineError. A training loop can skip tf.data and
     pass the NumPy views straight to a tf.function (one copy into tensors), provided it reads a
@@ -696,12 +706,7 @@ def as_tf_dataset(pipeline: BatchPipeline, epochs: int | Iterable[int]) -> Any:
     def generate() -> Iterator[dict[str, np.ndarray]]:
         for epoch in epoch_list:
             for batch in pipeline.epoch(epoch, copy=True):
-                yield {"images": batch.images, "boxes": batch.boxes, "labels": batch.labels,
-                       "counts": batch.counts, "indices": batch.indices}
+                yield batch.arrays()
 
-    signature = {"images": tf.TensorSpec((None, s, s, 3), tf.uint8),
-                 "boxes": tf.TensorSpec((None, m, 4), tf.float32),
-                 "labels": tf.TensorSpec((None, m), tf.int32),
-                 "counts": tf.TensorSpec((None,), tf.int32),
-                 "indices": tf.TensorSpec((None,), tf.int32)}
+    signature = {name: tf.TensorSpec(shape, tf.as_dtype(dtype)) for name, dtype, shape in Batch.layout(None, s, m)}
     return tf.data.Dataset.from_generator(generate, output_signature=signature)

@@ -84,16 +84,16 @@ def check_batch_size(strategy: tf.distribute.Strategy, batch_size: int) -> None:
                          f"({strategy.num_replicas_in_sync})")
 
 
-def distribute_batch(strategy: tf.distribute.Strategy, batch: Batch) -> tuple:
-    """This worker's (images, boxes, labels, counts) split over its local replicas (NumPy views -> tensors, one copy)."""
-    arrays = (batch.images, batch.boxes, batch.labels, batch.counts)
+def distribute_batch(strategy: tf.distribute.Strategy, batch: Batch) -> dict:
+    """This worker's `batch.arrays()` split over its local replicas (NumPy views -> tensors, one copy)."""
+    arrays = batch.arrays()
     if strategy.num_replicas_in_sync == 1:
-        return tuple(tf.constant(a) for a in arrays)
+        return {k: tf.constant(a) for k, a in arrays.items()}
     local = len(strategy.extended.worker_devices)
     per = len(batch.images) // local
 
-    def value_fn(ctx: tf.distribute.ValueContext) -> tuple:
+    def value_fn(ctx: tf.distribute.ValueContext) -> dict:
         k = ctx.replica_id_in_sync_group % local
-        return tuple(tf.constant(a[k * per:(k + 1) * per]) for a in arrays)
+        return {name: tf.constant(a[k * per:(k + 1) * per]) for name, a in arrays.items()}
 
     return strategy.experimental_distribute_values_from_function(value_fn)

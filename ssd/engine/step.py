@@ -40,25 +40,27 @@ class TrainStep:
 
     def __call__(self, batch: Batch) -> dict[str, float]:
         position = (tf.constant(batch.epoch, tf.int64), tf.constant(batch.index, tf.int64))
-        losses = self._graph(*distribute_batch(self.strategy, batch), *position)
+        losses = self._graph(distribute_batch(self.strategy, batch), *position)
         return {k: float(v) for k, v in losses.items()}
 
-    def _global_step(self, images, boxes, labels, counts, epoch, index) -> dict[str, tf.Tensor]:
+    def _global_step(self, arrays: dict, epoch: tf.Tensor, index: tf.Tensor) -> dict[str, tf.Tensor]:
+        """`arrays`: the batch's arrays by name (`Batch.arrays()`), per replica."""
         strategy = self.strategy
-        per_replica = strategy.run(self._replica_step, args=(images, boxes, labels, counts))
+        per_replica = strategy.run(self._replica_step, args=(arrays,))
         # Position inside the graph: a checkpoint never holds a step without its batch.
         self.state.epoch.assign(epoch)
         self.state.batch_in_epoch.assign(index + 1)
         return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-    def _replica_step(self, images, boxes, labels, counts) -> dict[str, tf.Tensor]:
+    def _replica_step(self, arrays: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         model, optimizer = self.state.model, self.state.optimizer
-        target_deltas, target_labels = training_targets(boxes, labels, counts, self.anchors, self._variances)
+        target_deltas, target_labels = training_targets(arrays["boxes"], arrays["labels"], arrays["counts"],
+                                                        self.anchors, self._variances)
         ctx = tf.distribute.get_replica_context()
         local_pos = tf.reduce_sum(tf.cast(target_labels > 0, tf.float32))
         global_pos = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_pos)
         with tf.GradientTape() as tape:
-            outputs = model(images, training=True)
+            outputs = model(arrays["images"], training=True)
             losses = multibox_loss(outputs["box_deltas"], outputs["class_logits"], target_deltas,
                                    target_labels, normalizer=global_pos)
             # The optimizer sums gradients over replicas: each carries its share of the decay.
