@@ -3,13 +3,13 @@ saved, which steps get summaries. (tests/test_trainer.py runs them all inside a 
 
 from __future__ import annotations
 
-import re
+import json
 
 import pytest
 import tensorflow as tf
 
 from ssd.config import TrainConfig
-from ssd.engine.checkpointing import Checkpointer
+from ssd.engine.checkpointing import BestCheckpoint, Checkpointer
 from ssd.engine.distribute import WorkerShard
 from ssd.engine.hooks import CheckpointSaver, EpochLog, Summaries, Validation, epoch_line
 from test_checkpointing import tiny_state
@@ -83,3 +83,33 @@ def test_loss_summaries_at_step_one_and_every_tenth(tmp_path):
     assert set(steps) == {"loss/total_loss", "loss/confidence_loss", "loss/localization_loss",
                           "loss/regularization_loss", "learning_rate", "images_per_second"}
     assert all(s == [1, 10, 20] for s in steps.values())
+
+
+def test_validation_of_a_real_detector_writes_summaries_and_the_best(tmp_path):
+    from datasets.synthetic import generate_synthetic_voc, load_synthetic
+    from ssd.config import ModelConfig
+    from ssd.modeling.inference import Detector
+    from ssd.modeling.model import build_model_from_config
+
+    generate_synthetic_voc(tmp_path / "data", num_train=1, num_test=3, image_size_range=(64, 96))
+    dataset = load_synthetic(tmp_path / "data", "test")
+    state = tiny_state()
+    state.optimizer.iterations.assign(7)
+    model_config = ModelConfig("vgg300", dataset.class_names, width=0.125)
+    detector = Detector(build_model_from_config(model_config), model_config)
+    checkpointer = Checkpointer(state, tmp_path / "run", WorkerShard(0, 1, True))
+    summaries = Summaries(state, tmp_path / "run" / "logs", is_chief=True)
+    best = BestCheckpoint(checkpointer, tmp_path / "run", is_chief=True)
+    hook = Validation(detector, dataset, TrainConfig(eval_every=1), best, summaries)
+    summaries.before_train()
+    summary = dict(SUMMARY)
+    hook.after_epoch(summary, finished=True, last=False)
+    summaries.after_train()
+    assert 0.0 <= summary["val_map"] <= 1.0 and best.value == summary["val_map"]
+    record = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
+    assert record["step"] == 7 and record["map_voc07"] == summary["val_map"]
+    assert record["metrics"]["map_voc07"][0] == pytest.approx(summary["val_map"])
+    tags = {v.tag: e.step for p in (tmp_path / "run" / "logs").iterdir()
+            for e in tf.compat.v1.train.summary_iterator(str(p)) for v in e.summary.value}
+    assert {"eval/mAP_voc07", "eval/mAP_voc10", "eval/detections"} <= set(tags)
+    assert all(step == 7 for step in tags.values())

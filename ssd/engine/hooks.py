@@ -102,7 +102,7 @@ class Summaries(Hook):
 def evaluate(detector: Detector, dataset: DetectionDataset, config: TrainConfig) -> dict[str, Any]:
     """VOC evaluation of `detector` on `dataset` (see `VOCEvaluator.evaluate`)."""
     evaluator = VOCEvaluator(dataset.class_names, confidence_levels=config.eval_confidences)
-    return evaluate_detector(detector, dataset, detector.config.image_size, EVAL_BATCH_SIZE, evaluator,
+    return evaluate_detector(detector.detect, dataset, detector.config.image_size, EVAL_BATCH_SIZE, evaluator,
                              progress=False)
 
 

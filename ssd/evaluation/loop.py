@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ssd.detections import detections_to_pixels
+from ssd.detections import DetectFn, detections_to_pixels
 from ssd.evaluation.voc import VOCEvaluator
 from ssd.image_io import read_rgb, resize_rgb
 from ssd.records import DetectionDataset, Sample
 from ssd.evaluation.results_files import COMP4_PREFIX, read_results_files
-
-# A detector takes uint8 RGB images [B, H, W, 3] at the model's input size and returns the
-# post-processing dict (detection_boxes "rel_yxyx", detection_scores, detection_classes 1..C,
-# num_detections), as TensorFlow tensors or NumPy arrays.
-Detector = Callable[[np.ndarray], dict[str, Any]]
 
 
 def add_ground_truth(evaluator: VOCEvaluator, dataset: DetectionDataset) -> None:
@@ -39,14 +34,14 @@ def evaluate_results_files(
 
 
 def evaluate_detector(
-    detector: Detector,
+    detector: DetectFn,
     dataset: DetectionDataset,
     image_size: int | tuple[int, int],
     batch_size: int,
     evaluator: VOCEvaluator,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Run `detector` over the dataset and evaluate its detections.
+    """Run `detector` (images at `image_size` -> the detections contract) over the dataset and evaluate.
 
     Each image is read as RGB and warped to `image_size` (height, width; an int means square), as
     training resizes; the detector's normalised boxes are scaled back to the decoded image's size.
