@@ -25,7 +25,7 @@ from ssd.modeling.inference import Detector
 from ssd.records import DetectionDataset
 from ssd.visualize import draw_detections
 
-log = logging.getLogger("ssd.engine.trainer")
+log = logging.getLogger("ssd.engine.trainer")  # the epoch lines keep the trainer's logger name
 
 EVAL_BATCH_SIZE = 16
 SUMMARY_EVERY = 10  # steps between loss summaries (and step 1)

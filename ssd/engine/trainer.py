@@ -5,6 +5,11 @@ directory's checkpoint: the state (`ssd.engine.state`), the step (`ssd.engine.st
 checkpoints (`ssd.engine.checkpointing`) and the hooks (`ssd.engine.hooks`); `fit()` is only
 the loop. The run directory's layout is described in `ssd.modeling.run_dir`; distribution in
 `ssd.engine.distribute`.
+
+Where a change goes: how a run starts (resume, ImageNet weights, another run's weights) in
+`checkpointing.initialise`; how checkpoints are written in `Checkpointer`; the optimizer and
+per-variable rates in `optimizer` and `step`; another validation metric in `hooks.Validation`;
+anything else that runs between steps or epochs as a new `Hook` added in `_build_hooks`.
 """
 
 from __future__ import annotations
