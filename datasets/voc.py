@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
+from datasets.report import LoadReport
 from ssd.records import DetectionDataset, Sample, read_lines
 
 logger = logging.getLogger(__name__)
@@ -43,49 +44,6 @@ VOC_CLASSES: tuple[str, ...] = (
 
 # A dataset folder may name its classes, one per line, in this file at its root.
 CLASSES_FILE = "classes.txt"
-
-
-@dataclass(frozen=True)
-class LoadIssue:
-    """One problem found while loading: the file, what is wrong, and what the loader did."""
-
-    file: str
-    problem: str
-    action: str  # "skipped object", "clipped box" or "skipped file"
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.problem} ({self.action})"
-
-
-@dataclass
-class LoadReport:
-    """What a load read, dropped and repaired; `summary()` is the one line a CLI prints."""
-
-    files: int = 0
-    objects: int = 0
-    dropped_difficult: int = 0
-    empty_images: list[str] = field(default_factory=list)
-    issues: list[LoadIssue] = field(default_factory=list)
-
-    def count(self, action: str) -> int:
-        """Number of issues that ended with `action`."""
-        return sum(issue.action == action for issue in self.issues)
-
-    def summary(self) -> str:
-        """One line: files and objects kept, and what was skipped or clipped."""
-        text = f"{self.files} images, {self.objects} objects"
-        if self.dropped_difficult:
-            text += f" ({self.dropped_difficult} difficult objects left out)"
-        if self.empty_images:
-            text += f"; {len(self.empty_images)} images without objects"
-        if self.issues:
-            files_hit = len({issue.file for issue in self.issues})
-            text += (
-                f"; skipped {self.count('skipped object')} objects and "
-                f"{self.count('skipped file')} files, clipped {self.count('clipped box')} boxes, "
-                f"in {files_hit} files (use --verbose for details)"
-            )
-        return text
 
 
 def parse_split(split: str) -> tuple[str, str]:
@@ -142,15 +100,12 @@ def _voc_box(bndbox: etree._Element | None) -> tuple[float, float, float, float]
 class _Context:
     class_ids: dict[str, int]
     include_difficult: bool
-    strict: bool
     report: LoadReport
     # One parser per load: reusing it saves a parser set-up per file; blank text is never needed.
     parser: etree.XMLParser = field(default_factory=lambda: etree.XMLParser(remove_blank_text=True))
 
     def issue(self, file: str, problem: str, action: str) -> None:
-        if self.strict:
-            raise ValueError(f"{file}: {problem}")
-        self.report.issues.append(LoadIssue(file, problem, action))
+        self.report.issue(file, problem, action)
 
 
 def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Context) -> Sample:
@@ -236,8 +191,8 @@ def load_voc_with_report(
     root = Path(root)
     parsed = [parse_split(s) for s in splits]
     prefix_ids = len({subdir for subdir, _ in parsed}) > 1
-    report = LoadReport()
-    ctx = _Context({n: i + 1 for i, n in enumerate(class_names)}, include_difficult, strict, report)
+    report = LoadReport(strict=strict)
+    ctx = _Context({n: i + 1 for i, n in enumerate(class_names)}, include_difficult, report)
     samples: list[Sample] = []
     seen: set[str] = set()
     for subdir, set_name in parsed:
@@ -295,11 +250,7 @@ def load_voc(
     dataset, report = load_voc_with_report(
         root, splits, class_names, include_difficult, strict, check_images
     )
-    if verbose:
-        for issue in report.issues:
-            logger.warning("%s", issue)
-    log = logger.warning if report.issues else logger.info
-    log("loaded %s from %s: %s", ", ".join(splits), root, report.summary())
+    report.log(logger, f"{', '.join(splits)} from {root}", verbose)
     return dataset
 
 

@@ -20,7 +20,8 @@ class Sample:
         boxes: float32 [N, 4], "xyxy" pixels, 0-based continuous (VOC's 1-based inclusive
             (xmin, ymin, xmax, ymax) becomes (xmin - 1, ymin - 1, xmax, ymax)).
         labels: int32 [N], class ids 1..C (0 is background and never appears here).
-        difficult: bool [N], VOC's `difficult` flag.
+        difficult: bool [N], an object to ignore in evaluation (neither a hit nor a miss): VOC's
+            `difficult` flag, or COCO's `iscrowd` (sources drop crowd objects from training sets).
     """
 
     image_id: str
@@ -42,10 +43,20 @@ class Sample:
 
 @dataclass(frozen=True)
 class DetectionDataset:
-    """A dataset split: class names (ids 1..C in this order) and its samples."""
+    """A dataset split: class names (ids 1..C in this order) and its samples.
+
+    `category_ids` are the source's own id of each class (COCO's category ids, which have gaps:
+    1..90 for 80 classes), or None when the classes are simply 1..C; COCO results use them.
+    """
 
     class_names: tuple[str, ...]
     samples: tuple[Sample, ...]
+    category_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.category_ids is not None and len(self.category_ids) != len(self.class_names):
+            raise ValueError(f"DetectionDataset: {len(self.class_names)} class names but "
+                             f"{len(self.category_ids)} category ids {self.category_ids!r}")
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -1,0 +1,109 @@
+"""The bad-data policy every source shares: a named report of what was skipped, or a refusal.
+
+A source checks each file and object; a problem becomes a `LoadIssue` (file, what is wrong, what
+the loader did) in the `LoadReport`, and the load goes on without that object or file. With
+`strict=True` the first problem raises a ValueError naming the file instead. Box checks are
+vectorised (`check_boxes`) so a COCO-sized annotation file is checked in one NumPy pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Outcome of `check_boxes` per box.
+BOX_OK, BOX_CLIPPED, BOX_DEGENERATE, BOX_OUTSIDE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class LoadIssue:
+    """One problem found while loading: the file, what is wrong, and what the loader did."""
+
+    file: str
+    problem: str
+    action: str  # "skipped object", "clipped box" or "skipped file"
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.problem} ({self.action})"
+
+
+@dataclass
+class LoadReport:
+    """What a load read, dropped and repaired; `summary()` is the one line a CLI prints."""
+
+    files: int = 0
+    objects: int = 0
+    dropped_difficult: int = 0
+    dropped_crowd: int = 0
+    empty_images: list[str] = field(default_factory=list)
+    dropped_empty: int = 0
+    issues: list[LoadIssue] = field(default_factory=list)
+    strict: bool = False
+
+    def issue(self, file: str, problem: str, action: str) -> None:
+        """Record a problem, or refuse the data (ValueError naming the file) when strict."""
+        if self.strict:
+            raise ValueError(f"{file}: {problem}")
+        self.issues.append(LoadIssue(file, problem, action))
+
+    def count(self, action: str) -> int:
+        """Number of issues that ended with `action`."""
+        return sum(issue.action == action for issue in self.issues)
+
+    def summary(self) -> str:
+        """One line: files and objects kept, and what was skipped or clipped."""
+        text = f"{self.files} images, {self.objects} objects"
+        if self.dropped_difficult:
+            text += f" ({self.dropped_difficult} difficult objects left out)"
+        if self.dropped_crowd:
+            text += f" ({self.dropped_crowd} crowd objects left out)"
+        if self.empty_images:
+            text += f"; {len(self.empty_images)} images without objects"
+        if self.dropped_empty:
+            text += f"; {self.dropped_empty} images without objects left out"
+        if self.issues:
+            files_hit = len({issue.file for issue in self.issues})
+            text += (
+                f"; skipped {self.count('skipped object')} objects and "
+                f"{self.count('skipped file')} files, clipped {self.count('clipped box')} boxes, "
+                f"in {files_hit} files (use --verbose for details)"
+            )
+        return text
+
+    def log(self, logger: logging.Logger, what: str, verbose: bool) -> None:
+        """Every issue when verbose, then the summary line (a warning when anything was skipped)."""
+        if verbose:
+            for issue in self.issues:
+                logger.warning("%s", issue)
+        (logger.warning if self.issues else logger.info)("loaded %s: %s", what, self.summary())
+
+
+def check_boxes(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes clipped to their image, and each box's outcome (BOX_OK, _CLIPPED, _DEGENERATE, _OUTSIDE).
+
+    Args:
+        boxes: float [N, 4] "xyxy" pixels, 0-based continuous.
+        widths, heights: [N] size of each box's image.
+    Returns:
+        float32 [N, 4] boxes clipped to [0, width] x [0, height]; int8 [N] outcomes. A box with
+        x1 <= x0 or y1 <= y0 is degenerate (it would make the loss's ln() NaN), one with nothing
+        left after clipping is outside.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    limits = np.stack([widths, heights, widths, heights], axis=1).astype(np.float64)
+    clipped = np.clip(boxes, 0.0, limits)
+    status = np.where(np.any(clipped != boxes, axis=1), BOX_CLIPPED, BOX_OK).astype(np.int8)
+    status[(clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])] = BOX_OUTSIDE
+    status[~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))] = BOX_DEGENERATE  # NaN too
+    return clipped.astype(np.float32), status
+
+
+def box_problem(status: int, box_text: str, width: int, height: int) -> tuple[str, str]:
+    """(problem, action) words for a box `check_boxes` did not pass as BOX_OK."""
+    if status == BOX_DEGENERATE:
+        return f"degenerate box {box_text}", "skipped object"
+    if status == BOX_OUTSIDE:
+        return f"box {box_text} outside the {width}x{height} image", "skipped object"
+    return f"box {box_text} crosses the border of the {width}x{height} image", "clipped box"
