@@ -1,0 +1,243 @@
+"""COCO JSON source: an `instances_*.json` file + its image folder -> `DetectionDataset`, and the writer.
+
+Schema read (the official one; other keys are ignored):
+
+    {"images": [{"id": int, "file_name": str, "width": int, "height": int}, ...],
+     "annotations": [{"id": int, "image_id": int, "category_id": int,
+                      "bbox": [x, y, w, h], "iscrowd": 0 | 1}, ...],
+     "categories": [{"id": int, "name": str}, ...]}
+
+Classes: the categories in the file's order get ids 1..C; their own ids (COCO's 1..90, with
+gaps) are kept in `DetectionDataset.category_ids` so results can name them again.
+Boxes: `bbox` is [x, y, w, h] in continuous pixels, which is the library's "xyxy"
+(x, y, x + w, y + h) with no offset. Crowd objects (`iscrowd` 1) become `difficult` (an ignore
+region in evaluation); `include_crowd=False` leaves them out, as training does (a crowd box is not
+one object and must not be matched as a positive). Image ids are `str(id)`.
+
+Bad data follows `datasets.report`: an annotation of an unknown image or category, a malformed,
+degenerate or outside box skips the object; a duplicate image id, a missing image file or a bad
+image entry skips the image; boxes crossing the border are clipped. Categories must be sound
+(unique ids and names): they define the model's outputs, so a problem there is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datasets.report import BOX_CLIPPED, BOX_OK, LoadReport, box_problem, check_boxes
+from ssd.records import DetectionDataset, Sample
+
+logger = logging.getLogger(__name__)
+
+
+def default_image_dir(annotation_file: str | os.PathLike) -> Path:
+    """The image folder of `<root>/annotations/instances_<split>.json`: <root>/<split>, else <root>/images."""
+    path = Path(annotation_file)
+    root = path.parent.parent if path.parent.name == "annotations" else path.parent
+    split = path.stem.removeprefix("instances_")
+    candidates = [root / split, root / "images"]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"no image folder for {path}: tried {', '.join(str(c) for c in candidates)}; pass the folder explicitly")
+
+
+def read_coco_json(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed file, checked to be a COCO detection file (images and categories lists)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"COCO annotation file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
+            data.get("categories"), list):
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path}: expected a COCO object with 'images' and 'categories' lists, found {found}")
+    return data
+
+
+def coco_categories(data: dict[str, Any], path: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(class names, category ids) in the file's order; ValueError on missing, repeated or bad entries."""
+    try:
+        ids = tuple(int(c["id"]) for c in data["categories"])
+        names = tuple(str(c["name"]).strip() for c in data["categories"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: every category needs an integer 'id' and a 'name' ({err!r})") from None
+    if not ids:
+        raise ValueError(f"{path}: 'categories' is empty: the file names no classes")
+    for what, values in (("ids", ids), ("names", names)):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ValueError(f"{path}: category {what} must be unique, {repeated} repeat")
+    return names, ids
+
+
+def load_coco_with_report(
+    annotation_file: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    include_crowd: bool = True,
+    include_empty: bool = True,
+    strict: bool = False,
+    check_images: bool = True,
+) -> tuple[DetectionDataset, LoadReport]:
+    """Like `load_coco`, also returning the `LoadReport` of skipped and clipped data."""
+    path = str(annotation_file)
+    data = read_coco_json(path)
+    names, category_ids = coco_categories(data, path)
+    folder = Path(image_dir) if image_dir is not None else default_image_dir(path)
+    report = LoadReport(strict=strict)
+    images = _images(data["images"], folder, path, report, check_images)
+    index = {image_id: k for k, (image_id, *_rest) in enumerate(images)}
+    rows = _annotation_rows(data.get("annotations") or [], index, {c: k + 1 for k, c in enumerate(category_ids)},
+                            path, report)
+    image_rows, labels, crowd = rows[:, 0].astype(np.int64), rows[:, 1].astype(np.int32), rows[:, 6] != 0
+    sizes = np.array([(w, h) for _, _, w, h in images], np.float64).reshape(-1, 2)[image_rows]
+    xywh = rows[:, 2:6]
+    boxes, status = check_boxes(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
+                                sizes[:, 0], sizes[:, 1])
+    for k in np.flatnonzero(status != BOX_OK):
+        problem, action = box_problem(int(status[k]), f"xywh={xywh[k].tolist()}", *sizes[k].astype(int))
+        report.issue(path, f"annotation {int(rows[k, 7])} (image {images[image_rows[k]][0]}): {problem}", action)
+    keep = (status == BOX_OK) | (status == BOX_CLIPPED)
+    if not include_crowd:
+        report.dropped_crowd = int(np.count_nonzero(keep & crowd))
+        keep &= ~crowd
+    samples = _samples(images, folder, image_rows[keep], boxes[keep], labels[keep], crowd[keep])
+    if not include_empty:
+        report.dropped_empty = sum(not len(s.labels) for s in samples)
+        samples = [s for s in samples if len(s.labels)]
+    report.files = len(samples)
+    report.objects = sum(len(s.labels) for s in samples)
+    report.empty_images = [s.image_id for s in samples if not len(s.labels)]
+    return DetectionDataset(names, tuple(samples), category_ids), report
+
+
+def load_coco(
+    annotation_file: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    include_crowd: bool = True,
+    include_empty: bool = True,
+    strict: bool = False,
+    verbose: bool = False,
+    check_images: bool = True,
+) -> DetectionDataset:
+    """Read a COCO `instances_*.json` into a `DetectionDataset` (boxes "xyxy", pixels).
+
+    Args:
+        annotation_file: the JSON file.
+        image_dir: folder the images' `file_name`s are relative to (default: see `default_image_dir`).
+        include_crowd: False leaves out `iscrowd` objects (for training); True keeps them as difficult.
+        include_empty: False leaves out images without objects (True keeps them as negatives).
+        strict: raise ValueError naming the file and the problem instead of skipping.
+        verbose: log every issue (a summary line is logged either way).
+        check_images: skip images whose file is missing.
+    """
+    dataset, report = load_coco_with_report(annotation_file, image_dir, include_crowd, include_empty, strict,
+                                            check_images)
+    report.log(logger, str(annotation_file), verbose)
+    return dataset
+
+
+def _images(entries: list[Any], folder: Path, path: str, report: LoadReport,
+            check_images: bool) -> list[tuple[Any, str, int, int]]:
+    """(id, file_name, width, height) of each sound image entry, first of a repeated id only."""
+    present = set(os.listdir(folder)) if check_images and folder.is_dir() else None
+    images, seen = [], {}
+    for k, entry in enumerate(entries):
+        try:
+            image_id, name = entry["id"], str(entry["file_name"])
+            width, height = int(entry["width"]), int(entry["height"])
+        except (KeyError, TypeError, ValueError) as err:
+            report.issue(path, f"image entry {k} needs id, file_name, width and height ({err!r})", "skipped file")
+            continue
+        if image_id in seen:
+            report.issue(path, f"duplicate image id {image_id} ({name}; first {seen[image_id]})", "skipped file")
+            continue
+        seen[image_id] = name
+        if width <= 0 or height <= 0:
+            report.issue(path, f"image {image_id} ({name}): size must be positive, got {width}x{height}",
+                         "skipped file")
+            continue
+        if check_images and not (name in present if present is not None and "/" not in name
+                                 else (folder / name).is_file()):
+            report.issue(path, f"image {image_id}: file {folder / name} is missing", "skipped file")
+            continue
+        images.append((image_id, name, width, height))
+    return images
+
+
+def _annotation_rows(annotations: list[Any], image_index: dict[Any, int], class_of: dict[int, int], path: str,
+                     report: LoadReport) -> np.ndarray:
+    """float64 [N, 8] rows (image row, class 1..C, x, y, w, h, iscrowd, index in the file) of the
+    usable annotations."""
+    rows = []
+    for k, ann in enumerate(annotations):
+        try:  # the fast path; `_annotation_problem` finds the words when it fails
+            x, y, w, h = ann["bbox"]
+            rows.append((image_index[ann["image_id"]], class_of[ann["category_id"]],
+                         float(x), float(y), float(w), float(h), 1.0 if ann.get("iscrowd") else 0.0, k))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            problem, action = _annotation_problem(ann, image_index, class_of)
+            report.issue(path, f"annotation {k} (id {_get(ann, 'id')}): {problem}", action)
+    return np.array(rows, np.float64).reshape(-1, 8)
+
+
+def _get(ann: Any, key: str) -> Any:
+    return ann.get(key) if isinstance(ann, dict) else None
+
+
+def _annotation_problem(ann: Any, image_index: dict[Any, int], class_of: dict[int, int]) -> tuple[str, str]:
+    if not isinstance(ann, dict):
+        return f"expected an object, got {type(ann).__name__}", "skipped object"
+    if ann.get("image_id") not in image_index:
+        return f"refers to image id {ann.get('image_id')!r}, which is missing or was skipped", "skipped object"
+    if ann.get("category_id") not in class_of:
+        return f"unknown category id {ann.get('category_id')!r}", "skipped object"
+    return f"bbox must be 4 numbers [x, y, w, h], got {ann.get('bbox')!r}", "skipped object"
+
+
+def _samples(images: list[tuple[Any, str, int, int]], folder: Path, image_rows: np.ndarray, boxes: np.ndarray,
+             labels: np.ndarray, crowd: np.ndarray) -> list[Sample]:
+    """One Sample per image (file order), its objects in annotation order."""
+    order = np.argsort(image_rows, kind="stable")
+    counts = np.bincount(image_rows, minlength=len(images))
+    ends = np.cumsum(counts)
+    samples = []
+    for k, (image_id, name, width, height) in enumerate(images):
+        rows = order[ends[k] - counts[k]:ends[k]]
+        samples.append(Sample(str(image_id), str(folder / name), width, height, boxes[rows], labels[rows], crowd[rows]))
+    return samples
+
+
+def write_coco_json(
+    path: str | os.PathLike,
+    class_names: Sequence[str],
+    samples: Sequence[Sample],
+    category_ids: Sequence[int] | None = None,
+) -> None:
+    """Write samples as a COCO instances file: image ids must be integers as text, file names
+    relative to the image folder (the samples' image file names); difficult objects are written
+    as `iscrowd` 1, so they are ignore regions for pycocotools too."""
+    ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
+    images, annotations = [], []
+    for sample in samples:
+        images.append({"id": int(sample.image_id), "file_name": os.path.basename(sample.image_path),
+                       "width": int(sample.width), "height": int(sample.height)})
+        for box, label, difficult in zip(sample.boxes.tolist(), sample.labels.tolist(), sample.difficult.tolist()):
+            w, h = box[2] - box[0], box[3] - box[1]
+            annotations.append({"id": len(annotations) + 1, "image_id": int(sample.image_id),
+                                "category_id": ids[label - 1], "bbox": [box[0], box[1], w, h],
+                                "area": w * h, "iscrowd": int(difficult)})
+    categories = [{"id": i, "name": n, "supercategory": "none"} for i, n in zip(ids, class_names)]
+    Path(path).write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
