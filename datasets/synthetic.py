@@ -1,8 +1,10 @@
-"""A synthetic VOC-format dataset of coloured shapes on textured backgrounds.
+"""A synthetic dataset of coloured shapes on textured backgrounds, in VOC, COCO or YOLO format.
 
 `generate_synthetic_voc(root, ...)` writes a complete VOC-format folder (JPEGImages/,
 Annotations/ in the real VOC schema, ImageSets/Main/{train,val,trainval,test}.txt) that
-`load_voc(root, ["trainval"], SYNTHETIC_CLASSES)` (or `load_synthetic`) reads back.
+`load_voc(root, ["trainval"], SYNTHETIC_CLASSES)` (or `load_synthetic`) reads back;
+`generate_synthetic(root, "coco" | "yolo", ...)` writes the same images and boxes in the other
+formats, which `datasets.load_dataset` reads.
 
 Each class is one shape with its own hue (60 degrees apart, so even the +-18 degree hue jitter of
 the augmentation keeps them apart) on a low-saturation background (noise blobs, gradients,
@@ -22,8 +24,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from datasets.coco import write_coco_json
 from datasets.voc import CLASSES_FILE, load_voc, write_voc_annotation
-from ssd.records import DetectionDataset
+from datasets.yolo import write_yolo_labels
+from ssd.records import DetectionDataset, Sample
 
 # Class -> hue in degrees; hues 60 degrees apart keep colour a reliable cue.
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring")
@@ -205,30 +209,52 @@ def _try_place(
     return window, visible_mask, inside_fraction, covered_counts
 
 
+FORMATS = ("voc", "coco", "yolo")
+# COCO category ids of the classes: with gaps, as COCO's own, so every reader and writer of
+# COCO results has to map them.
+SYNTHETIC_CATEGORY_IDS: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
+
+
 def _write_image(
-    root: Path, image_id: str, rng: np.random.Generator, size_range: tuple[int, int]
-) -> None:
+    root: Path, fmt: str, image_id: str, rng: np.random.Generator, size_range: tuple[int, int]
+) -> Sample:
+    """Render one image, write its JPEG and (VOC, YOLO) its annotation file; its Sample."""
     width, height = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, 2))
     image, boxes, names, difficult, truncated = render_image(rng, width, height)
     ok, jpeg = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise RuntimeError(f"JPEG encoding of synthetic image {image_id} failed")
-    (root / "JPEGImages" / f"{image_id}.jpg").write_bytes(jpeg.tobytes())
-    write_voc_annotation(
-        root / "Annotations" / f"{image_id}.xml", f"{image_id}.jpg", width, height,
-        boxes, names, difficult, truncated, folder="synthetic",
-    )  # fmt: skip
+    image_path = root / ("JPEGImages" if fmt == "voc" else "images") / f"{image_id}.jpg"
+    image_path.write_bytes(jpeg.tobytes())
+    labels = np.array([SYNTHETIC_CLASSES.index(n) + 1 for n in names], np.int32)
+    if fmt == "voc":
+        write_voc_annotation(
+            root / "Annotations" / f"{image_id}.xml", f"{image_id}.jpg", width, height,
+            boxes, names, difficult, truncated, folder="synthetic",
+        )  # fmt: skip
+    elif fmt == "yolo":
+        write_yolo_labels(root / "labels" / f"{image_id}.txt", boxes, labels, width, height)
+    return Sample(image_id, str(image_path), width, height, boxes.astype(np.float32), labels, np.array(difficult, bool))
 
 
-def generate_synthetic_voc(
+def generate_synthetic(
     root: str | os.PathLike,
+    fmt: str = "voc",
     num_train: int = 800,
     num_test: int = 200,
     seed: int = 0,
     image_size_range: tuple[int, int] = (300, 500),
     progress: bool = False,
 ) -> None:
-    """Write a VOC-format synthetic dataset under `root`.
+    """Write the synthetic dataset under `root` in one of FORMATS; the same seed gives the same
+    images and boxes in every format.
+
+    Layouts, with splits train (first 90% of trainval), val, trainval and test:
+        voc:  JPEGImages/, Annotations/, ImageSets/Main/<split>.txt, classes.txt
+        coco: images/, annotations/instances_<split>.json (category ids SYNTHETIC_CATEGORY_IDS;
+              difficult objects are written as iscrowd 1: ignore regions, left out of training)
+        yolo: images/, labels/, <split>.txt (image paths), classes.txt, data.yaml
+              (YOLO has no difficult flag: those objects are ordinary ones there)
 
     Args:
         num_train: images in trainval; the first 90% form `train`, the rest `val`.
@@ -237,27 +263,49 @@ def generate_synthetic_voc(
         image_size_range: (min, max) of the width and of the height, drawn independently.
         progress: show a tqdm progress bar.
     """
+    if fmt not in FORMATS:
+        raise ValueError(f"synthetic dataset format must be one of {FORMATS}, got {fmt!r}")
     if num_train < 1 or num_test < 0:
         raise ValueError(f"need num_train >= 1 and num_test >= 0, got {num_train}, {num_test}")
     lo, hi = image_size_range
     if not 64 <= lo <= hi:
         raise ValueError(f"image_size_range must be (min, max) with 64 <= min <= max, got {image_size_range}")
     root = Path(root)
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+    folders = {"voc": ("JPEGImages", "Annotations", "ImageSets/Main"), "coco": ("images", "annotations"),
+               "yolo": ("images", "labels")}[fmt]
+    for sub in folders:
         (root / sub).mkdir(parents=True, exist_ok=True)
     ids = [f"{i:06d}" for i in range(1, num_train + num_test + 1)]
-    for index in tqdm(range(len(ids)), desc="synthetic images", unit="img", disable=not progress):
-        _write_image(root, ids[index], np.random.default_rng([seed, index]), (lo, hi))
+    samples = [
+        _write_image(root, fmt, ids[index], np.random.default_rng([seed, index]), (lo, hi))
+        for index in tqdm(range(len(ids)), desc="synthetic images", unit="img", disable=not progress)
+    ]
     num_val = num_train // 10
-    sets = {
-        "train": ids[: num_train - num_val],
-        "val": ids[num_train - num_val : num_train],
-        "trainval": ids[:num_train],
-        "test": ids[num_train:],
-    }
+    sets = {"train": slice(0, num_train - num_val), "val": slice(num_train - num_val, num_train),
+            "trainval": slice(0, num_train), "test": slice(num_train, None)}
     for name, members in sets.items():
-        (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(i + "\n" for i in members))
+        _write_split(root, fmt, name, samples[members])
     (root / CLASSES_FILE).write_text("".join(name + "\n" for name in SYNTHETIC_CLASSES))
+    if fmt == "yolo":
+        (root / "data.yaml").write_text(
+            "path: .\ntrain: train.txt\nval: val.txt\ntest: test.txt\nnames:\n"
+            + "".join(f"  {k}: {name}\n" for k, name in enumerate(SYNTHETIC_CLASSES)))
+
+
+def _write_split(root: Path, fmt: str, name: str, samples: list[Sample]) -> None:
+    if fmt == "voc":
+        (root / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(s.image_id + "\n" for s in samples))
+    elif fmt == "yolo":
+        (root / f"{name}.txt").write_text("".join(f"images/{s.image_id}.jpg\n" for s in samples))
+    else:
+        write_coco_json(root / "annotations" / f"instances_{name}.json", SYNTHETIC_CLASSES, samples,
+                        SYNTHETIC_CATEGORY_IDS)
+
+
+def generate_synthetic_voc(root: str | os.PathLike, num_train: int = 800, num_test: int = 200, seed: int = 0,
+                           image_size_range: tuple[int, int] = (300, 500), progress: bool = False) -> None:
+    """`generate_synthetic` in VOC format."""
+    generate_synthetic(root, "voc", num_train, num_test, seed, image_size_range, progress)
 
 
 def load_synthetic(

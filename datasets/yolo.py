@@ -7,8 +7,8 @@ Layout (Ultralytics / darknet):
                                              centre and size normalised to [0, 1]
     <root>/data.yaml (`names:`) or <root>/classes.txt (one name per line)
 
-A split is a list file (`train.txt`, one image path per line, relative to the root or absolute)
-or a folder under `images/` (`"train"` for images/train); `""` is images/ itself. An image's
+A split is a list file (`train.txt`, or `train` for it; one image path per line, relative to the
+root or absolute) or a folder under `images/` (`"train"` for images/train); `""` is images/ itself. An image's
 label file is its path with the last `images` folder replaced by `labels` and the suffix by .txt.
 Image sizes are read from the image headers (no decoding). Class k becomes label k + 1. Image ids
 are the image path relative to images/ without its suffix ("train/000001").
@@ -131,13 +131,14 @@ def _unquote(text: str) -> str:
 
 def split_images(root: Path, split: str) -> list[Path]:
     """The images of a split: the lines of a list file, or the image files of images/<split>, sorted."""
-    list_file = root / split if split else None
-    if list_file is not None and list_file.is_file():
-        entries = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-        return [Path(e) if os.path.isabs(e) else root / e for e in entries]
+    for list_file in (root / split, root / f"{split}.txt") if split else ():
+        if list_file.is_file():
+            entries = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+            return [Path(e) if os.path.isabs(e) else root / e for e in entries]
     folder = root / "images" / split
     if not folder.is_dir():
-        raise FileNotFoundError(f"YOLO split {split!r}: neither a list file {root / split} nor a folder {folder}")
+        raise FileNotFoundError(
+            f"YOLO split {split!r}: neither a list file {root / split}[.txt] nor a folder {folder}")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 

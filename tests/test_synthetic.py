@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 from lxml import etree
 
-from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc, load_synthetic, render_image
+from datasets import load_dataset
+from datasets.synthetic import (SYNTHETIC_CATEGORY_IDS, SYNTHETIC_CLASSES, generate_synthetic, generate_synthetic_voc,
+                                load_synthetic, render_image)
 from datasets.voc import load_voc_with_report
 from ssd.image_io import read_rgb
 
@@ -141,3 +144,35 @@ def test_cli_writes_the_dataset(tmp_path, capsys):
     assert str(out.resolve()) in capsys.readouterr().out
     assert len(read_set(out, "trainval")) == 3 and len(read_set(out, "test")) == 2
     assert tool.main(["--out", str(out), "--train", "0", "--quiet"]) == 2
+    assert tool.main(args[:1] + [str(tmp_path / "yolo"), "--format", "yolo"] + args[2:]) == 0
+    assert (tmp_path / "yolo" / "test.txt").read_text() == "images/000004.jpg\nimages/000005.jpg\n"
+    assert tool.main(args[:1] + [str(tmp_path / "coco"), "--format", "coco"] + args[2:]) == 0
+    assert len(json.loads((tmp_path / "coco" / "annotations" / "instances_test.json").read_text())["images"]) == 2
+
+
+def test_one_synthetic_set_in_three_formats_loads_to_identical_samples(small_set, tmp_path):
+    """The same seed written as VOC, COCO and YOLO: every reader gives the same images and boxes."""
+    loaded = {"voc": load_dataset(small_set, ["trainval", "test"], strict=True)}
+    for fmt in ("coco", "yolo"):
+        generate_synthetic(tmp_path / fmt, fmt, num_train=20, num_test=5, seed=7, image_size_range=SIZES)
+        loaded[fmt] = load_dataset(tmp_path / fmt, ["trainval", "test"], strict=True)  # format detected
+    assert loaded["coco"].category_ids == SYNTHETIC_CATEGORY_IDS
+    for fmt, dataset in loaded.items():
+        assert dataset.class_names == SYNTHETIC_CLASSES and len(dataset) == 25
+    voc = loaded["voc"].samples
+    assert sum(s.difficult.sum() for s in voc) > 0  # the comparison covers difficult objects
+    for fmt in ("coco", "yolo"):
+        for a, b in zip(voc, loaded[fmt].samples, strict=True):
+            assert Path(a.image_path).read_bytes() == Path(b.image_path).read_bytes()
+            assert (Path(a.image_path).stem, a.width, a.height) == (Path(b.image_path).stem, b.width, b.height)
+            np.testing.assert_array_equal(a.boxes, b.boxes)
+            np.testing.assert_array_equal(a.labels, b.labels)
+            # COCO carries difficult as iscrowd; YOLO has no such flag.
+            expected = a.difficult if fmt == "coco" else np.zeros_like(a.difficult)
+            np.testing.assert_array_equal(b.difficult, expected)
+    assert [s.image_id for s in loaded["coco"].samples[:2]] == ["1", "2"]  # COCO's integer ids
+
+
+def test_unknown_format_refused():
+    with pytest.raises(ValueError, match=r"format must be one of \('voc', 'coco', 'yolo'\), got 'kitti'"):
+        generate_synthetic("unused", "kitti")
