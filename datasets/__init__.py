@@ -20,9 +20,7 @@ from pathlib import Path
 from datasets.coco import load_coco
 from datasets.voc import dataset_class_names, load_voc
 from datasets.yolo import load_yolo
-from ssd.records import DetectionDataset, read_lines
-
-DATA_FORMATS = ("voc", "coco", "yolo")
+from ssd.records import DATA_FORMATS, DetectionDataset, read_lines
 
 
 def parse_class_names(spec: str) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from datasets.coco import write_coco_json
 from datasets.voc import CLASSES_FILE, load_voc, write_voc_annotation
 from datasets.yolo import write_yolo_labels
-from ssd.records import DetectionDataset, Sample
+from ssd.records import DATA_FORMATS, DetectionDataset, Sample
 
 # Class -> hue in degrees; hues 60 degrees apart keep colour a reliable cue.
 SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "ring")
@@ -209,7 +209,7 @@ def _try_place(
     return window, visible_mask, inside_fraction, covered_counts
 
 
-FORMATS = ("voc", "coco", "yolo")
+FORMATS = DATA_FORMATS
 # COCO category ids of the classes: with gaps, as COCO's own, so every reader and writer of
 # COCO results has to map them.
 SYNTHETIC_CATEGORY_IDS: tuple[int, ...] = (1, 3, 5, 7, 9, 11)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ssd.records import DATA_FORMATS
+
 # The Caffe VGG-16 ImageNet mean in uint8 pixel units, BGR (the order the VGG weights were trained
 # on); the network subtracts it in its graph and the augmentation fills expanded canvases with it.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -133,18 +135,33 @@ DEFAULT_BOXES: dict[str, DefaultBoxConfig] = {
 
 PRESETS = tuple(DEFAULT_BOXES)
 
+# The Caffe release's COCO default boxes (ssd_coco.py: min_ratio 15 at 300, 10 at 512, max 90,
+# smaller first level), same maps, steps and ratios as the VOC ones.
+COCO_DEFAULT_BOXES: dict[str, DefaultBoxConfig] = {
+    "vgg300": dataclasses.replace(DEFAULT_BOXES["vgg300"], min_sizes=(21, 45, 99, 153, 207, 261),
+                                  max_sizes=(45, 99, 153, 207, 261, 315)),
+    "vgg512": dataclasses.replace(DEFAULT_BOXES["vgg512"],
+                                  min_sizes=(20.48, 51.2, 133.12, 215.04, 296.96, 378.88, 460.8),
+                                  max_sizes=(51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72)),
+}
+BOX_SETS: dict[str, dict[str, DefaultBoxConfig]] = {"voc": DEFAULT_BOXES, "coco": COCO_DEFAULT_BOXES}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model: preset, classes, width and default boxes.
 
     `class_names` are the dataset's classes in order; they get ids 1..C, id 0 is background.
+    `boxes` names the default-box set ("voc" or "coco", `BOX_SETS`) `default_boxes` starts from.
+    `category_ids` are the dataset's own id of each class (COCO's, with gaps), for COCO results.
     """
 
     preset: str
     class_names: tuple[str, ...]
     width: float = 1.0
     default_boxes: DefaultBoxConfig | None = None
+    boxes: str = "voc"
+    category_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in DEFAULT_BOXES:
@@ -155,8 +172,14 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.class_names has duplicates: {self.class_names!r}")
         if not (0 < self.width and math.isfinite(self.width)):
             raise ValueError(f"ModelConfig.width must be a positive number, got {self.width!r}")
+        if self.boxes not in BOX_SETS:
+            raise ValueError(f"ModelConfig.boxes must be one of {tuple(BOX_SETS)}, got {self.boxes!r}")
+        if self.category_ids is not None and (len(self.category_ids) != len(self.class_names)
+                                              or len(set(self.category_ids)) != len(self.category_ids)):
+            raise ValueError(f"ModelConfig.category_ids needs one unique id per class ({len(self.class_names)}), "
+                             f"got {self.category_ids!r}")
         if self.default_boxes is None:
-            object.__setattr__(self, "default_boxes", DEFAULT_BOXES[self.preset])
+            object.__setattr__(self, "default_boxes", BOX_SETS[self.boxes][self.preset])
         expected = DEFAULT_BOXES[self.preset].feature_map_sizes
         if self.default_boxes.feature_map_sizes != expected:
             raise ValueError(
@@ -179,6 +202,8 @@ class ModelConfig:
             "class_names": list(self.class_names),
             "width": self.width,
             "default_boxes": self.default_boxes.to_dict(),
+            "boxes": self.boxes,
+            "category_ids": None if self.category_ids is None else list(self.category_ids),
         }
 
     @classmethod
@@ -188,6 +213,8 @@ class ModelConfig:
             class_names=tuple(data["class_names"]),
             width=float(data.get("width", 1.0)),
             default_boxes=DefaultBoxConfig.from_dict(data["default_boxes"]),
+            boxes=data.get("boxes", "voc"),  # configs written before COCO support
+            category_ids=_tuple(data.get("category_ids")),
         )
 
     def save(self, path: str | Path) -> None:
@@ -202,6 +229,14 @@ class ModelConfig:
 
 
 OPTIMIZERS = ("sgd", "adam")
+EVAL_METRICS = ("voc07", "voc10", "coco")
+# Training recipes: the TrainConfig values each one sets (flags given on the command line win).
+# COCO: the Caffe release's (400k iterations, x0.1 at 280k and 360k), on COCO 2017 train/val.
+RECIPES: dict[str, dict[str, Any]] = {
+    "voc": {"iterations": 120_000, "boundaries": (80_000, 100_000)},
+    "coco": {"iterations": 400_000, "boundaries": (280_000, 360_000), "data_format": "coco",
+             "train_splits": ("train2017",), "val_splits": ("val2017",), "eval_metric": "coco"},
+}
 PRECISIONS = ("float32", "bfloat16", "float16")
 SCHEDULES = ("constant", "step", "exponential", "polynomial", "cosine", "cyclic")
 # auto: multi_worker when TF_CONFIG is set, mirrored over several GPUs, else one device.
@@ -241,8 +276,14 @@ class TrainConfig:
     eval_confidences: tuple[float, ...] = (0.01, 0.1, 0.3, 0.5)
     checkpoint_every: int = 1000
     max_boxes: int = 100
+    data_format: str | None = None  # None: detected from the data root
+    eval_metric: str = "voc07"  # the validation number best/ is kept by
 
     def __post_init__(self) -> None:
+        if self.eval_metric not in EVAL_METRICS:
+            raise ValueError(f"TrainConfig.eval_metric must be one of {EVAL_METRICS}, got {self.eval_metric!r}")
+        if self.data_format is not None and self.data_format not in DATA_FORMATS:
+            raise ValueError(f"TrainConfig.data_format must be one of {DATA_FORMATS} or None, got {self.data_format!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.mixed_precision not in PRECISIONS:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The annotation formats `datasets/` reads (one source module each).
+DATA_FORMATS = ("voc", "coco", "yolo")
+
 
 @dataclass(frozen=True, eq=False)
 class Sample:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ssd.config import DEFAULT_BOXES, DefaultBoxConfig, ModelConfig
+from ssd.config import COCO_DEFAULT_BOXES, DEFAULT_BOXES, RECIPES, DefaultBoxConfig, ModelConfig, TrainConfig
 
 
 @pytest.mark.parametrize("preset", ["vgg300", "vgg512"])
@@ -33,3 +33,51 @@ def test_model_config_rejects_bad_input():
         ModelConfig("vgg300", ("a",), default_boxes=DEFAULT_BOXES["vgg512"])
     with pytest.raises(FileNotFoundError):
         ModelConfig.load("/nonexistent/model.json")
+
+
+def test_coco_default_boxes_are_the_caffe_releases():
+    """ssd_coco.py: min_ratio 15 (300) / 10 (512), max_ratio 90, step floor((max - min) / (m - 2)),
+    first level at half the min ratio (300: 7%) or 4% (512); sizes = ratio% of the input."""
+    def caffe(size, min_ratio, first, m):
+        step = (90 - min_ratio) // (m - 2)
+        ratios = list(range(min_ratio, 91 + step, step))[: m]  # m - 1 levels plus the last max
+        mins = [size * first / 100] + [size * r / 100 for r in ratios[: m - 1]]
+        maxs = [size * min_ratio / 100] + [size * (r + step) / 100 for r in ratios[: m - 1]]
+        return mins, maxs
+
+    for preset, size, min_ratio, first, m in (("vgg300", 300, 15, 7, 6), ("vgg512", 512, 10, 4, 7)):
+        mins, maxs = caffe(size, min_ratio, first, m)
+        boxes = COCO_DEFAULT_BOXES[preset]
+        assert boxes.min_sizes == pytest.approx(mins) and boxes.max_sizes == pytest.approx(maxs)
+        voc = DEFAULT_BOXES[preset]
+        assert (boxes.steps, boxes.aspect_ratios, boxes.num_boxes) == (voc.steps, voc.aspect_ratios, voc.num_boxes)
+    assert COCO_DEFAULT_BOXES["vgg300"].min_sizes == (21, 45, 99, 153, 207, 261)
+    assert COCO_DEFAULT_BOXES["vgg300"].max_sizes == (45, 99, 153, 207, 261, 315)
+
+
+def test_coco_model_config_round_trip_and_old_configs_load(tmp_path):
+    names = tuple(f"c{k}" for k in range(80))
+    ids = tuple(k for k in range(1, 91) if k not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83))  # COCO's gaps
+    config = ModelConfig("vgg512", names, boxes="coco", category_ids=ids)
+    assert config.default_boxes == COCO_DEFAULT_BOXES["vgg512"] and config.num_classes == 81
+    config.save(tmp_path / "model.json")
+    written = json.loads((tmp_path / "model.json").read_text())
+    assert written["boxes"] == "coco" and written["category_ids"][-1] == 90
+    assert ModelConfig.load(tmp_path / "model.json") == config
+    old = {k: v for k, v in ModelConfig("vgg300", ("a",)).to_dict().items() if k not in ("boxes", "category_ids")}
+    assert ModelConfig.from_dict(old) == ModelConfig("vgg300", ("a",))
+    with pytest.raises(ValueError, match="boxes must be one of"):
+        ModelConfig("vgg300", ("a",), boxes="kitti")
+    with pytest.raises(ValueError, match="one unique id per class"):
+        ModelConfig("vgg300", ("a", "b"), category_ids=(3,))
+
+
+def test_train_config_recipes_and_metric():
+    coco = TrainConfig(**RECIPES["coco"])
+    assert (coco.iterations, coco.boundaries, coco.eval_metric) == (400_000, (280_000, 360_000), "coco")
+    assert TrainConfig(**RECIPES["voc"]) == TrainConfig()  # the defaults are the VOC recipe
+    assert TrainConfig.from_dict(json.loads(json.dumps(coco.to_dict()))) == coco
+    with pytest.raises(ValueError, match="eval_metric must be one of"):
+        TrainConfig(eval_metric="map")
+    with pytest.raises(ValueError, match="data_format must be one of"):
+        TrainConfig(data_format="kitti")
