@@ -30,27 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from datasets.report import BOX_OK, LoadReport, box_problem, check_boxes
+from ssd.image_header import image_size
 from ssd.records import DetectionDataset, Sample
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DATA_YAML, CLASSES_TXT = "data.yaml", "classes.txt"
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from a JPEG or PNG header. TEMPORARY: replaced by ssd.image_header when it lands."""
-    with open(path, "rb") as f:
-        data = f.read(1 << 16)
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    k = 2
-    while data[:2] == b"\xff\xd8" and k + 9 < len(data):
-        marker, length = data[k + 1], int.from_bytes(data[k + 2:k + 4], "big")
-        if marker in (0xC0, 0xC1, 0xC2):
-            return int.from_bytes(data[k + 7:k + 9], "big"), int.from_bytes(data[k + 5:k + 7], "big")
-        k += 2 + length
-    raise ValueError(f"{path} is not a JPEG or PNG whose size can be read")
 
 
 def yolo_class_names(root: str | os.PathLike) -> tuple[str, ...]:
