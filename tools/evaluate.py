@@ -1,4 +1,5 @@
-"""Pascal VOC evaluation (devkit-exact AP, VOC2007 11-point and VOC2010+ area) at several confidence levels.
+"""Pascal VOC (devkit-exact AP, VOC2007 11-point and VOC2010+ area) and COCO (pycocotools)
+evaluation at several confidence levels, on a VOC, COCO or YOLO dataset.
 
 Evaluate one of:
   a trained run directory      python tools/evaluate.py --run-dir runs/ssd300 --data-root VOCdevkit --split VOC2007:test
@@ -7,7 +8,11 @@ Evaluate one of:
 
 Results files are `comp4_det_test_<class>.txt` (lines `image_id score xmin ymin xmax ymax`,
 1-based pixels). Prints AP per class and level; --out writes metrics.json and pr_curves.png,
---write-results writes the detections as results files for the VOC evaluation server.
+--write-results writes the detections as results files for the VOC evaluation server,
+--coco-results as the COCO results JSON (the dataset's own category ids) for the COCO server.
+
+  COCO metrics on COCO val2017   python tools/evaluate.py --run-dir runs/coco --data-root coco --split val2017 --metric coco
+  both on a YOLO dataset         python tools/evaluate.py --run-dir runs/mine --data-root mine --split val.txt --metric voc07 coco
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ if __package__ in (None, ""):  # run as a script: make `datasets` (not installed
 from datasets import load_dataset  # noqa: E402
 from ssd.cli import configure_logging  # noqa: E402
 from ssd.evaluation.loop import evaluate_detector, evaluate_results_files  # noqa: E402
-from ssd.evaluation.report import format_table, save_pr_curves  # noqa: E402
-from ssd.evaluation.voc import VOCEvaluator  # noqa: E402
+from ssd.config import EVAL_METRICS  # noqa: E402
+from ssd.evaluation.metrics import EvaluatorGroup, make_evaluator  # noqa: E402
+from ssd.evaluation.report import format_coco_table, format_table, save_pr_curves  # noqa: E402
+from ssd.records import DATA_FORMATS  # noqa: E402
 from ssd.evaluation.results_files import COMP4_PREFIX, write_results_files  # noqa: E402
 
 
@@ -41,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16, help="images per detector call (default: 16)")
     parser.add_argument("--prefix", default=COMP4_PREFIX, help=f"results file name prefix (default: {COMP4_PREFIX})")
     parser.add_argument("--data-root", type=Path, required=True,
-                        help="VOC-format dataset: a VOCdevkit folder or one VOC-style folder")
+                        help="the dataset: a VOCdevkit or VOC-style folder, a COCO folder (annotations/*.json) "
+                             "or a YOLO folder (images/, labels/)")
+    parser.add_argument("--data-format", choices=DATA_FORMATS, help="the dataset's format (default: detected)")
     parser.add_argument("--split", default="VOC2007:test",
-                        help='image set: "VOC2007:test" under a VOCdevkit, or "test" for a plain folder')
+                        help='VOC: "VOC2007:test" under a VOCdevkit, or "test" for a plain folder; COCO: "val2017" '
+                             '(annotations/instances_val2017.json) or a JSON file; YOLO: a list file or images/ '
+                             'subfolder (default: VOC2007:test)')
+    parser.add_argument("--metric", nargs="+", choices=EVAL_METRICS, default=["voc07", "voc10"],
+                        help="metrics to compute from one detector pass; voc07 and voc10 come together "
+                             "(default: voc07 voc10)")
     parser.add_argument("--classes", help="class names, comma-separated or a file (default: the run's or "
                         "graph's labels, else <data-root>/classes.txt, else the 20 VOC classes)")
     parser.add_argument("--confidence-levels", type=float, nargs="+", default=[0.01, 0.1, 0.3, 0.5],
@@ -52,54 +66,75 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, help="write the metrics as JSON here")
     parser.add_argument("--out", type=Path, help="write metrics.json and pr_curves.png into this folder")
     parser.add_argument("--write-results", type=Path, help="with --run-dir/--graph: also write comp4 results files here")
+    parser.add_argument("--coco-results", type=Path, metavar="JSON",
+                        help="with --metric coco: also write the COCO results JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def _detector(args: argparse.Namespace):
-    """(detector callable, its class names or None, the input size it is batched at)."""
+    """(detector callable, its class names or None, the input size it is batched at, category ids or None)."""
     if args.run_dir:
         from ssd.modeling.inference import Detector
         from ssd.modeling.run_dir import load_trained_model
 
         model, config = load_trained_model(args.run_dir, args.checkpoint)
-        return Detector(model, config).detect, config.class_names, config.image_size
+        return Detector(model, config).detect, config.class_names, config.image_size, config.category_ids
     from ssd.deploy.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
 
     path = resolve_graph_path(args.graph)
-    return FrozenGraph(path), labels_for(path) or None, args.image_size
+    return FrozenGraph(path), labels_for(path) or None, args.image_size, None
 
 
-def evaluate(args: argparse.Namespace) -> tuple[dict, VOCEvaluator]:
-    """Load the split, run the chosen source through a VOCEvaluator; its results and itself."""
-    detector, class_names, size = (None, None, None) if args.results_dir else _detector(args)
-    dataset = load_dataset(args.data_root, [args.split], args.classes or class_names)
-    evaluator = VOCEvaluator(dataset.class_names, args.confidence_levels, args.iou_threshold)
+def evaluate(args: argparse.Namespace) -> tuple[dict, EvaluatorGroup]:
+    """Load the split, run the chosen source through the metrics' evaluators; {family: results} and them."""
+    if args.results_dir and "coco" in args.metric:
+        raise ValueError("--results-dir holds VOC results files: use --metric voc07 voc10 with it")
+    detector, class_names, size, category_ids = (None,) * 4 if args.results_dir else _detector(args)
+    dataset = load_dataset(args.data_root, [args.split], args.classes or class_names, data_format=args.data_format)
+    evaluator = make_evaluator(args.metric, dataset.class_names, args.confidence_levels,
+                               dataset.category_ids or category_ids, args.iou_threshold)
     if args.results_dir:
-        return evaluate_results_files(args.results_dir, dataset, evaluator, args.prefix), evaluator
+        voc = evaluator.evaluators["voc"]
+        return {"voc": evaluate_results_files(args.results_dir, dataset, voc, args.prefix)}, evaluator
     results = evaluate_detector(detector, dataset, size, args.batch_size, evaluator, progress=not args.no_progress)
-    if args.write_results:
-        paths = write_results_files(args.write_results, dataset.class_names, *evaluator.devkit_detections(),
-                                    prefix=args.prefix)
+    if args.write_results and "voc" in evaluator.evaluators:
+        paths = write_results_files(args.write_results, dataset.class_names,
+                                    *evaluator.evaluators["voc"].devkit_detections(), prefix=args.prefix)
         print(f"wrote {len(paths)} results files to {args.write_results}")
+    if args.coco_results and "coco" in evaluator.evaluators:
+        args.coco_results.parent.mkdir(parents=True, exist_ok=True)
+        args.coco_results.write_text(json.dumps(evaluator.evaluators["coco"].results_json()))
+        print(f"wrote COCO results to {args.coco_results}")
     return results, evaluator
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
-    results, evaluator = evaluate(args)
-    print(f"{results['num_images']} images, {args.split} of {args.data_root}")
-    print(format_table(results))
-    metrics = json.dumps(results, indent=2) + "\n"
+    try:
+        results, evaluator = evaluate(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"evaluate.py: error: {error}", file=sys.stderr)
+        return 2
+    voc, coco = results.get("voc"), results.get("coco")
+    print(f"{(voc or coco)['num_images']} images, {args.split} of {args.data_root}")
+    if voc:
+        print(format_table(voc))
+    if coco:
+        print(format_coco_table(coco))
+    # VOC's numbers at the top level (as before COCO existed), COCO's under "coco".
+    metrics = json.dumps({**(voc or {}), **({"coco": coco} if coco else {})}, indent=2) + "\n"
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(metrics)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "metrics.json").write_text(metrics)
-        save_pr_curves(results, evaluator.pr_curves(), args.out / "pr_curves.png")
-        print(f"wrote {args.out / 'metrics.json'} and {args.out / 'pr_curves.png'}")
+        print(f"wrote {args.out / 'metrics.json'}")
+        if voc:
+            save_pr_curves(voc, evaluator.evaluators["voc"].pr_curves(), args.out / "pr_curves.png")
+            print(f"wrote {args.out / 'pr_curves.png'}")
     return 0
 
 

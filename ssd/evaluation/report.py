@@ -1,4 +1,5 @@
-"""Reports of a VOC evaluation (`VOCEvaluator.evaluate()`): the per-class text table, PR-curve figures."""
+"""Reports of an evaluation: the VOC per-class table and PR-curve figures (`VOCEvaluator.evaluate()`),
+the COCO table (`COCOEvaluator.evaluate()`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,27 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append(f"{'mAP':<14}{'':>6}" + "".join(f"  {cell(a)}{cell(b)}" for a, b in zip(results["map_voc07"], results["map_voc10"])))
     if results["excluded_classes"]:
         lines.append(f"not in mAP (no non-difficult ground truth): {', '.join(results['excluded_classes'])}")
+    return "\n".join(lines)
+
+
+def _percent(value: float | None, width: int = 10) -> str:
+    return f"{'—' if value is None else format(100 * value, '.2f'):>{width}}"
+
+
+def format_coco_table(results: dict[str, Any]) -> str:
+    """COCO AP@[.5:.95] and AP50 per class, then pycocotools' 12 numbers, per confidence level (percent)."""
+    levels = results["confidence_levels"]
+    head = f"{'class':<14}{'id':>5}{'#gt':>6}" + "".join(
+        f"  {'AP@' + format(c, 'g'):>10}{'AP50@' + format(c, 'g'):>10}" for c in levels)
+    lines = [head, "-" * len(head)]
+    for name, c in results["classes"].items():
+        lines.append(f"{name:<14}{c['category_id']:>5}{c['num_ground_truth']:>6}"
+                     + "".join(f"  {_percent(a)}{_percent(b)}" for a, b in zip(c["ap"], c["ap50"])))
+    lines.append("-" * len(head))
+    lines.append(f"{'metric':<25}" + "".join(f"{'@' + format(c, 'g'):>12}" for c in levels))
+    for name in results["stats"][0]:
+        if name != "AP_at_iou":
+            lines.append(f"{name:<25}" + "".join(_percent(stats[name], 12) for stats in results["stats"]))
     return "\n".join(lines)
 
 
