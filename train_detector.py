@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train SSD300 / SSD512 on Pascal VOC or any VOC-format dataset.
+"""Train SSD300 / SSD512 on Pascal VOC, COCO, or your own data in VOC, COCO JSON or YOLO txt format.
 
 The defaults are the paper's recipe (SGD 1e-3, momentum 0.9, batch 32, 120k steps, x0.1 at 80k
 and 100k, weight decay 5e-4) for VOC07+12 trainval, validated on VOC07 test. The run directory
@@ -14,6 +14,11 @@ examples:
   python train_detector.py --data-root data/synthetic --train-split trainval --val-split test \\
       --run-dir runs/synthetic --width 0.25 --from-scratch --optimizer adam --lr 1e-3 \\
       --schedule cosine --warmup-steps 200 --epochs 20 --batch-size 16
+  # the Caffe COCO recipe (COCO default boxes, 81 outputs, 400k steps, COCO AP keeps best/)
+  python train_detector.py --data-root ~/data/coco --run-dir runs/coco300 --recipe coco \
+      --vgg16-weights ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5
+  # your own YOLO-format data (images/, labels/, data.yaml; format detected)
+  python train_detector.py --data-root ~/data/mine --train-split train.txt --val-split val.txt ...
   # repeat a run elsewhere, changing one option
   python train_detector.py --config runs/ssd300/config.json --run-dir runs/again --lr 2e-3
   # find a learning rate first: writes lr_finder.csv and lr_finder.png
@@ -32,8 +37,9 @@ from pathlib import Path
 
 from datasets import load_dataset
 from ssd.cli import configure_logging
-from ssd.config import OPTIMIZERS, PRECISIONS, PRESETS, SCHEDULES, STRATEGIES, ModelConfig, TrainConfig
-from ssd.records import DetectionDataset
+from ssd.config import (BOX_SETS, EVAL_METRICS, OPTIMIZERS, PRECISIONS, PRESETS, RECIPES, SCHEDULES, STRATEGIES,
+                        ModelConfig, TrainConfig)
+from ssd.records import DATA_FORMATS, DetectionDataset
 
 DEFAULTS = TrainConfig()
 log = logging.getLogger("train_detector")
@@ -61,12 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="a run's config.json (or run directory) to repeat; the flags "
                    "given here override it (a --run-dir that already has a config.json uses its own)")
     data = p.add_argument_group("data")
-    data.add_argument("--data-root", help=f"a VOCdevkit folder, or a VOC-format dataset folder {_default('data_root')}")
+    data.add_argument("--data-root", help=f"a VOCdevkit or VOC-format folder, a COCO folder (annotations/*.json) or a "
+                      f"YOLO folder (images/, labels/) {_default('data_root')}")
+    data.add_argument("--data-format", choices=DATA_FORMATS, help="the dataset's format (default: detected from "
+                      "the folder)")
     data.add_argument("--classes", help="class names, comma-separated or a file with one per line "
                       "(default: <data-root>/classes.txt if present, else the 20 VOC classes)")
     data.add_argument("--train-split", dest="train_splits", action="append", metavar="SPLIT",
-                      help=f"a split to train on, repeatable; VOC2007:trainval inside a VOCdevkit, "
-                           f"trainval in a single dataset folder {_default('train_splits')}")
+                      help=f"a split to train on, repeatable; VOC: VOC2007:trainval inside a VOCdevkit, trainval "
+                           f"in a single folder; COCO: train2017 (annotations/instances_train2017.json) or a JSON "
+                           f"file; YOLO: a list file (train.txt) or an images/ subfolder {_default('train_splits')}")
     data.add_argument("--val-split", dest="val_splits", action="append", metavar="SPLIT",
                       help=f"a split to evaluate on, repeatable {_default('val_splits')}")
     data.add_argument("--exclude-difficult", dest="include_difficult", action="store_false",
@@ -77,11 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--max-boxes", type=int, metavar="N", help=f"boxes kept per image {_default('max_boxes')}")
     model = p.add_argument_group("model")
     model.add_argument("--preset", choices=PRESETS, help="network and input size (default: vgg300)")
+    model.add_argument("--boxes", choices=tuple(BOX_SETS), help="the Caffe release's default boxes for VOC or for "
+                       "COCO (smaller first level) (default: coco with --recipe coco, else voc)")
     model.add_argument("--width", type=float, help="channel multiplier; 1.0 is the paper's network (default: 1.0)")
     model.add_argument("--vgg16-weights", metavar="PATH", help="Keras ImageNet VGG-16 file with top "
                        "(vgg16_weights_tf_dim_ordering_tf_kernels.h5); required unless --from-scratch")
     model.add_argument("--from-scratch", action="store_true", help="train without ImageNet weights")
     opt = p.add_argument_group("optimisation")
+    opt.add_argument("--recipe", choices=tuple(RECIPES), help="start from a paper recipe: voc (120k steps, x0.1 at "
+                     "80k/100k) or coco (400k, x0.1 at 280k/360k, splits train2017/val2017, COCO metric); "
+                     "the flags given here override it")
     opt.add_argument("--batch-size", type=int, metavar="N", help=f"global batch {_default('batch_size')}")
     opt.add_argument("--iterations", type=int, metavar="N", help=f"training steps {_default('iterations')}")
     opt.add_argument("--epochs", type=int, metavar="N", help="train for this many epochs instead of --iterations")
@@ -104,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--xla", action="store_true", help="compile the train step with XLA (GPUs)")
     opt.add_argument("--seed", type=int, help=f"data order and augmentation seed {_default('seed')}")
     run = p.add_argument_group("run")
+    run.add_argument("--eval-metric", choices=EVAL_METRICS,
+                     help=f"validation metric that best/ is kept by {_default('eval_metric')}")
     run.add_argument("--eval-every", type=int, metavar="N",
                      help=f"evaluate every N epochs and at the end, 0 = never {_default('eval_every')}")
     run.add_argument("--checkpoint-every", type=int, metavar="N", help=f"save every N steps {_default('checkpoint_every')}")
@@ -127,6 +144,8 @@ def resolve_configs(args: argparse.Namespace) -> tuple[ModelConfig | None, Train
     own = args.run_dir / "config.json"
     source = own if own.is_file() else getattr(args, "config", None)
     model_config, train_config = load_run_config(source) if source else (None, DEFAULTS)
+    if hasattr(args, "recipe"):
+        train_config = dataclasses.replace(train_config, **RECIPES[args.recipe])
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if k in fields}
     return model_config, dataclasses.replace(train_config, **overrides)
@@ -135,9 +154,11 @@ def resolve_configs(args: argparse.Namespace) -> tuple[ModelConfig | None, Train
 def resolve_model_config(args: argparse.Namespace, model_config: ModelConfig | None,
                          train_set: DetectionDataset) -> ModelConfig:
     """A new run's model from the flags; a resumed run's own, refusing flags that would change it."""
-    given = {k: getattr(args, k) for k in ("preset", "width") if hasattr(args, k)}
+    given = {k: getattr(args, k) for k in ("preset", "width", "boxes") if hasattr(args, k)}
     if model_config is None:
-        return ModelConfig(given.get("preset", "vgg300"), train_set.class_names, width=given.get("width", 1.0))
+        boxes = given.get("boxes", "coco" if getattr(args, "recipe", None) == "coco" else "voc")
+        return ModelConfig(given.get("preset", "vgg300"), train_set.class_names, width=given.get("width", 1.0),
+                           boxes=boxes, category_ids=train_set.category_ids)
     if (args.run_dir / "config.json").is_file():
         changed = {k: v for k, v in given.items() if getattr(model_config, k) != v}
         if changed:
@@ -145,7 +166,8 @@ def resolve_model_config(args: argparse.Namespace, model_config: ModelConfig | N
                              f"{model_config.width}; {changed} would not fit its checkpoints: use a new --run-dir")
     elif given:
         model_config = ModelConfig(given.get("preset", model_config.preset), model_config.class_names,
-                                   width=given.get("width", model_config.width))
+                                   width=given.get("width", model_config.width),
+                                   boxes=given.get("boxes", model_config.boxes), category_ids=model_config.category_ids)
     if tuple(model_config.class_names) != tuple(train_set.class_names):
         raise ValueError(f"the run was made for classes {list(model_config.class_names)}, the data (--classes "
                          f"or classes.txt) has {list(train_set.class_names)}")
@@ -193,7 +215,8 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
     check_initialisation(config)
     train_set = load_dataset(config.data_root, config.train_splits,
                              getattr(args, "classes", None) or (model_config and model_config.class_names),
-                             include_difficult=config.include_difficult, verbose=verbose)
+                             include_difficult=config.include_difficult, verbose=verbose,
+                             data_format=config.data_format, include_crowd=False)
     check_objects(train_set)
     model_config = resolve_model_config(args, model_config, train_set)
 
@@ -209,8 +232,8 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
         suggestion = lr_range_test(trainer, args.run_dir, low, high, args.lr_finder_steps)
         print(f"suggested learning rate: {suggestion:.2e} (curve in {args.run_dir / 'lr_finder.png'})")
         return 0
-    val_set = load_dataset(config.data_root, config.val_splits, model_config.class_names,
-                           verbose=verbose) if config.val_splits else None
+    val_set = load_dataset(config.data_root, config.val_splits, model_config.class_names, verbose=verbose,
+                           data_format=config.data_format) if config.val_splits else None
     trainer = Trainer(model_config, config, args.run_dir, train_set, val_set, strategy)
     try:
         result = trainer.fit()
