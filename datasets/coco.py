@@ -22,10 +22,12 @@ image entry skips the image; boxes crossing the border are clipped. Categories m
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +52,26 @@ def default_image_dir(annotation_file: str | os.PathLike) -> Path:
         f"no image folder for {path}: tried {', '.join(str(c) for c in candidates)}; pass the folder explicitly")
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside: parsing COCO train makes millions of dicts and lists,
+    none of them garbage, and every collection pass would walk them all again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def read_coco_json(path: str | os.PathLike) -> dict[str, Any]:
     """The parsed file, checked to be a COCO detection file (images and categories lists)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"COCO annotation file {path} does not exist")
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, _gc_paused():
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
@@ -94,6 +109,12 @@ def load_coco_with_report(
     """Like `load_coco`, also returning the `LoadReport` of skipped and clipped data."""
     path = str(annotation_file)
     data = read_coco_json(path)
+    with _gc_paused():
+        return _load(data, path, image_dir, include_crowd, include_empty, strict, check_images)
+
+
+def _load(data: dict[str, Any], path: str, image_dir: str | os.PathLike | None, include_crowd: bool,
+          include_empty: bool, strict: bool, check_images: bool) -> tuple[DetectionDataset, LoadReport]:
     names, category_ids = coco_categories(data, path)
     folder = Path(image_dir) if image_dir is not None else default_image_dir(path)
     report = LoadReport(strict=strict)
@@ -181,9 +202,17 @@ def _annotation_rows(annotations: list[Any], image_index: dict[Any, int], class_
                      report: LoadReport) -> np.ndarray:
     """float64 [N, 8] rows (image row, class 1..C, x, y, w, h, iscrowd, index in the file) of the
     usable annotations."""
+    try:  # the fast path: one comprehension per column (COCO train: 860k annotations)
+        columns = ([image_index[a["image_id"]] for a in annotations], [class_of[a["category_id"]] for a in annotations],
+                   [1.0 if a.get("iscrowd") else 0.0 for a in annotations])
+        boxes = np.array([a["bbox"] for a in annotations], np.float64).reshape(len(annotations), 4)
+        return np.column_stack([np.array(columns[:2], np.float64).T.reshape(-1, 2), boxes,
+                                np.array(columns[2], np.float64), np.arange(len(annotations), dtype=np.float64)])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        pass  # some annotation is bad: the slow path below finds which, and says why
     rows = []
     for k, ann in enumerate(annotations):
-        try:  # the fast path; `_annotation_problem` finds the words when it fails
+        try:
             x, y, w, h = ann["bbox"]
             rows.append((image_index[ann["image_id"]], class_of[ann["category_id"]],
                          float(x), float(y), float(w), float(h), 1.0 if ann.get("iscrowd") else 0.0, k))
@@ -211,12 +240,14 @@ def _samples(images: list[tuple[Any, str, int, int]], folder: Path, image_rows: 
              labels: np.ndarray, crowd: np.ndarray) -> list[Sample]:
     """One Sample per image (file order), its objects in annotation order."""
     order = np.argsort(image_rows, kind="stable")
-    counts = np.bincount(image_rows, minlength=len(images))
-    ends = np.cumsum(counts)
-    samples = []
-    for k, (image_id, name, width, height) in enumerate(images):
-        rows = order[ends[k] - counts[k]:ends[k]]
-        samples.append(Sample(str(image_id), str(folder / name), width, height, boxes[rows], labels[rows], crowd[rows]))
+    boxes, labels, crowd = boxes[order], labels[order], crowd[order]  # each image's objects now contiguous
+    ends = np.cumsum(np.bincount(image_rows, minlength=len(images))).tolist()
+    folder_text = str(folder)
+    samples, start = [], 0
+    for (image_id, name, width, height), end in zip(images, ends):
+        samples.append(Sample(str(image_id), os.path.join(folder_text, name), width, height,
+                              boxes[start:end], labels[start:end], crowd[start:end]))
+        start = end
     return samples
 
 

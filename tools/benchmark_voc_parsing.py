@@ -1,8 +1,14 @@
-"""Benchmark: `datasets.voc.load_voc` against a naive xml.etree.ElementTree loader, side by side.
+"""Benchmark: the dataset sources against the obvious loaders, side by side, one case per format.
 
-Generates a VOC-format tree of N annotation files (VOC07+12 trainval has 16,551) with VOC-like
-content (1-6 objects, source/owner blocks), empty JPEG placeholders (the size comes from the
-XML), then times both loaders over the same files and reports medians, files/s and the ratio.
+voc:  a VOC-format tree of N annotation files (VOC07+12 trainval has 16,551) with VOC-like content
+      (1-6 objects, source/owner blocks), empty JPEG placeholders (the size comes from the XML);
+      `datasets.voc.load_voc` against a naive xml.etree.ElementTree loader.
+coco: one generated instances JSON the size of COCO train2017 (118,287 images, 860,001 boxes, no
+      segmentations); `datasets.coco.load_coco` (image files not checked: none are written)
+      against pycocotools' `COCO(path)`, which reads and indexes the same file.
+yolo: N tiny real JPEGs and label files; `datasets.yolo.load_yolo` (sizes from the headers)
+      against a loader that decodes every image with OpenCV to learn its size.
+Reports the median of --repeats runs, items/s and the ratio.
 """
 
 from __future__ import annotations
@@ -16,12 +22,16 @@ import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from datasets.coco import load_coco  # noqa: E402
 from datasets.voc import VOC_CLASSES, load_voc  # noqa: E402
+from datasets.yolo import label_path, load_yolo, write_yolo_labels  # noqa: E402
 
 _OBJECT = """\t<object>
 \t\t<name>{name}</name>
@@ -111,7 +121,7 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def run(root: Path, repeats: int) -> dict:
+def run_voc(root: Path, repeats: int) -> dict:
     ours = load_voc(root, ["trainval"])
     naive = naive_load(root, "trainval")
     same = len(ours) == len(naive) and all(
@@ -120,41 +130,134 @@ def run(root: Path, repeats: int) -> dict:
     )
     if not same:
         raise RuntimeError(f"the two loaders disagree on {root}: the comparison would be meaningless")
-    num_files = len(ours)
-    t_ours = median_seconds(lambda: load_voc(root, ["trainval"]), repeats)
-    t_naive = median_seconds(lambda: naive_load(root, "trainval"), repeats)
-    return {
-        "num_files": num_files,
-        "repeats": repeats,
-        "load_voc_s": t_ours,
-        "naive_elementtree_s": t_naive,
-        "load_voc_files_per_s": num_files / t_ours,
-        "naive_files_per_s": num_files / t_naive,
-        "speedup": t_naive / t_ours,
-    }
+    return _timed(len(ours), "files", lambda: load_voc(root, ["trainval"]),
+                  lambda: naive_load(root, "trainval"), repeats)
+
+
+def make_coco_json(path: Path, num_images: int, num_boxes: int, seed: int = 0) -> None:
+    """A COCO instances file with COCO's 80 category ids (1..90 with gaps) and random boxes."""
+    rng = np.random.default_rng(seed)
+    category_ids = [k for k in range(1, 91) if k not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
+    sizes = rng.integers(300, 641, (num_images, 2))
+    owners = np.sort(rng.integers(0, num_images, num_boxes))
+    x, y = rng.uniform(0, 0.8, num_boxes), rng.uniform(0, 0.8, num_boxes)
+    w, h = rng.uniform(0.01, 0.2, num_boxes), rng.uniform(0.01, 0.2, num_boxes)
+    scale_w, scale_h = sizes[owners, 0], sizes[owners, 1]
+    boxes = np.round(np.stack([x * scale_w, y * scale_h, w * scale_w, h * scale_h], 1), 2).tolist()
+    cats = rng.choice(category_ids, num_boxes).tolist()
+    crowd = (rng.random(num_boxes) < 0.01).tolist()
+    images = [{"id": int(k), "file_name": f"{k:012d}.jpg", "width": int(wh[0]), "height": int(wh[1]),
+               "license": 1} for k, wh in enumerate(sizes.tolist())]
+    annotations = [{"id": k + 1, "image_id": int(owners[k]), "category_id": cats[k], "bbox": boxes[k],
+                    "area": boxes[k][2] * boxes[k][3], "iscrowd": int(crowd[k])} for k in range(num_boxes)]
+    categories = [{"id": c, "name": f"class{c}", "supercategory": "thing"} for c in category_ids]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+
+
+def run_coco(path: Path, repeats: int) -> dict:
+    from pycocotools.coco import COCO
+    import contextlib
+    import io
+
+    def pycocotools_index() -> Any:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return COCO(str(path))
+
+    ours = load_coco(path, path.parent, check_images=False)
+    reference = pycocotools_index()
+    if len(ours) != len(reference.imgs) or sum(len(s.labels) for s in ours.samples) != len(reference.anns):
+        raise RuntimeError(f"load_coco and pycocotools disagree on {path}: the comparison would be meaningless")
+    result = _timed(len(ours), "images", lambda: load_coco(path, path.parent, check_images=False),
+                    pycocotools_index, repeats)
+    result["num_boxes"] = len(reference.anns)
+    return result
+
+
+def make_yolo_tree(root: Path, num_files: int, seed: int = 0) -> None:
+    """YOLO images/ (small real JPEGs, 300-500 px) and labels/ with 1-6 objects each."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("".join(name + "\n" for name in VOC_CLASSES))
+    for k in range(num_files):
+        width, height = (int(v) for v in rng.integers(300, 501, 2))
+        image = np.full((height, width, 3), rng.integers(0, 256, 3), np.uint8)
+        cv2.imwrite(str(root / "images" / f"{k:06d}.jpg"), image)
+        n = int(rng.integers(1, 7))
+        x0, y0 = rng.uniform(0, 0.7, n) * width, rng.uniform(0, 0.7, n) * height
+        boxes = np.stack([x0, y0, x0 + rng.uniform(5, 0.3 * width, n), y0 + rng.uniform(5, 0.3 * height, n)], 1)
+        write_yolo_labels(label_path(root / "images" / f"{k:06d}.jpg"), boxes, rng.integers(1, 21, n), width, height)
+
+
+def naive_yolo(root: Path) -> list[tuple[str, int, int, np.ndarray]]:
+    """The obvious loader: decode each image for its size, np.loadtxt its labels."""
+    samples = []
+    for image in sorted((root / "images").glob("*.jpg")):
+        height, width = cv2.imread(str(image)).shape[:2]
+        rows = np.loadtxt(label_path(image), ndmin=2)
+        samples.append((image.stem, width, height, rows))
+    return samples
+
+
+def run_yolo(root: Path, repeats: int) -> dict:
+    ours, naive = load_yolo(root, [""]), naive_yolo(root)
+    if [(s.image_id, s.width, s.height, len(s.labels)) for s in ours.samples] != [
+            (stem, w, h, len(rows)) for stem, w, h, rows in naive]:
+        raise RuntimeError(f"the two YOLO loaders disagree on {root}: the comparison would be meaningless")
+    return _timed(len(ours), "files", lambda: load_yolo(root, [""]), lambda: naive_yolo(root), repeats)
+
+
+def _timed(count: int, unit: str, ours, baseline, repeats: int) -> dict:
+    t_ours, t_base = median_seconds(ours, repeats), median_seconds(baseline, repeats)
+    return {"count": count, "unit": unit, "repeats": repeats, "ours_s": t_ours, "baseline_s": t_base,
+            "ours_per_s": count / t_ours, "baseline_per_s": count / t_base, "speedup": t_base / t_ours}
+
+
+CASES = {  # case -> (our loader, the baseline it is timed against)
+    "voc": ("datasets.voc.load_voc (lxml)", "naive ElementTree"),
+    "coco": ("datasets.coco.load_coco", "pycocotools COCO()"),
+    "yolo": ("datasets.yolo.load_yolo", "decode every image"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--num-files", type=int, default=16551, help="annotation files to generate")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", nargs="+", choices=tuple(CASES), default=list(CASES), help="formats to time")
+    parser.add_argument("--num-files", type=int, default=16551, help="VOC annotation files to generate")
+    parser.add_argument("--coco-images", type=int, default=118_287, help="images in the COCO JSON (train2017's)")
+    parser.add_argument("--coco-boxes", type=int, default=860_001, help="boxes in the COCO JSON (train2017's)")
+    parser.add_argument("--yolo-files", type=int, default=2000, help="YOLO images and label files to generate")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per loader (median reported)")
-    parser.add_argument("--workdir", type=Path, default=None, help="where to write the tree (default: a temp dir)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write the data (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.workdir or Path(tmp) / "voc"
-        if not (root / "ImageSets" / "Main" / "trainval.txt").is_file():
-            print(f"writing {args.num_files} annotation files to {root} ...")
-            make_tree(root, args.num_files)
-        result = run(root, args.repeats)
-    print(f"\nVOC annotation parsing, {result['num_files']} files, median of {args.repeats} runs")
-    print(f"{'loader':<28}{'seconds':>10}{'files/s':>12}{'ratio':>8}")
-    print(f"{'datasets.voc.load_voc (lxml)':<28}{result['load_voc_s']:>10.3f}"
-          f"{result['load_voc_files_per_s']:>12,.0f}{result['speedup']:>8.2f}")  # fmt: skip
-    print(f"{'naive ElementTree':<28}{result['naive_elementtree_s']:>10.3f}"
-          f"{result['naive_files_per_s']:>12,.0f}{1.0:>8.2f}")  # fmt: skip
+        work = args.workdir or Path(tmp)
+        if "voc" in args.case:
+            if not (work / "voc" / "ImageSets" / "Main" / "trainval.txt").is_file():
+                print(f"writing {args.num_files} VOC annotation files ...")
+                make_tree(work / "voc", args.num_files)
+            results["voc"] = run_voc(work / "voc", args.repeats)
+        if "coco" in args.case:
+            path = work / "coco" / "annotations" / "instances_train.json"
+            if not path.is_file():
+                print(f"writing a COCO JSON of {args.coco_images} images and {args.coco_boxes} boxes ...")
+                make_coco_json(path, args.coco_images, args.coco_boxes)
+            results["coco"] = run_coco(path, args.repeats)
+        if "yolo" in args.case:
+            if not (work / "yolo" / "images").is_dir():
+                print(f"writing {args.yolo_files} YOLO images and label files ...")
+                make_yolo_tree(work / "yolo", args.yolo_files)
+            results["yolo"] = run_yolo(work / "yolo", args.repeats)
+    print(f"\nDataset loading, median of {args.repeats} runs")
+    print(f"{'case':<6}{'loader':<32}{'count':>10}{'seconds':>10}{'items/s':>12}{'ratio':>8}")
+    for case, r in results.items():
+        ours, baseline = CASES[case]
+        print(f"{case:<6}{ours:<32}{r['count']:>10,}{r['ours_s']:>10.3f}{r['ours_per_s']:>12,.0f}{r['speedup']:>8.2f}")
+        print(f"{'':<6}{baseline:<32}{r['count']:>10,}{r['baseline_s']:>10.3f}{r['baseline_per_s']:>12,.0f}{1.0:>8.2f}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
