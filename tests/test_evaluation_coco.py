@@ -105,6 +105,17 @@ def test_bad_input_is_refused():
         ev.add_detections("x", np.zeros((1, 4)), [0.5], [2])
 
 
+def pycocotools_stats(ground_truth_json, results_json) -> list[float | None]:
+    """pycocotools' 12 bbox numbers straight from the two files (-1 as None)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(ground_truth_json))
+        direct = COCOeval(gt, gt.loadRes(str(results_json)), "bbox")
+        direct.evaluate()
+        direct.accumulate()
+        direct.summarize()
+    return [None if v < 0 else v for v in direct.stats]
+
+
 @pytest.fixture(scope="module")
 def synthetic_coco(tmp_path_factory):
     root = tmp_path_factory.mktemp("coco")
@@ -130,14 +141,9 @@ def test_numbers_equal_pycocotools_run_directly_on_the_written_results_json(synt
     ours = ev.evaluate()
     path = tmp_path / "detections_test_results.json"
     path.write_text(json.dumps(ev.results_json()))
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(synthetic_coco / "annotations" / "instances_test.json"))
-        direct = COCOeval(gt, gt.loadRes(str(path)), "bbox")
-        direct.evaluate()
-        direct.accumulate()
-        direct.summarize()
+    direct = pycocotools_stats(synthetic_coco / "annotations" / "instances_test.json", path)
     assert 0.2 < ours["stats"][0]["AP"] < 0.9  # a discriminating case, neither all nor nothing
-    assert [ours["stats"][0][name] for name in STAT_NAMES] == [None if v < 0 else v for v in direct.stats]
+    assert [ours["stats"][0][name] for name in STAT_NAMES] == direct
     assert ours["stats"][1]["AP"] != ours["stats"][0]["AP"]
 
 
@@ -166,10 +172,5 @@ def test_evaluate_cli_on_a_run_writes_results_json_that_pycocotools_scores_the_s
     written = json.loads(results_json.read_text())
     assert written and {r["category_id"] for r in written} <= set(SYNTHETIC_CATEGORY_IDS)
     assert all(isinstance(r["image_id"], int) for r in written)
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(synthetic_coco / "annotations" / "instances_test.json"))
-        direct = COCOeval(gt, gt.loadRes(str(results_json)), "bbox")
-        direct.evaluate()
-        direct.accumulate()
-        direct.summarize()
-    assert [metrics["coco"]["stats"][0][name] for name in STAT_NAMES] == [None if v < 0 else v for v in direct.stats]
+    direct = pycocotools_stats(synthetic_coco / "annotations" / "instances_test.json", results_json)
+    assert [metrics["coco"]["stats"][0][name] for name in STAT_NAMES] == direct
