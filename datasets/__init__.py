@@ -37,6 +37,8 @@ def detect_format(root: str | os.PathLike, splits: Sequence[str] = ()) -> str:
     """"coco" for JSON splits or an annotations/ folder of JSON, "yolo" for labels/ or data.yaml,
     "voc" for Annotations/ (in the folder or its year subfolders) or devkit splits."""
     root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data-root {root} is not a folder")
     if any(s.endswith(".json") for s in splits) or any((root / "annotations").glob("*.json")):
         return "coco"
     if (root / "labels").is_dir() or (root / "data.yaml").is_file():

@@ -179,6 +179,7 @@ def _images(entries: list[Any], folder: Path, path: str, report: LoadReport,
         try:
             image_id, name = entry["id"], str(entry["file_name"])
             width, height = int(entry["width"]), int(entry["height"])
+            hash(image_id)  # a list or object as id: TypeError, reported below
         except (KeyError, TypeError, ValueError) as err:
             report.issue(path, f"image entry {k} needs id, file_name, width and height ({err!r})", "skipped file")
             continue

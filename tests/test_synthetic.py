@@ -176,3 +176,17 @@ def test_one_synthetic_set_in_three_formats_loads_to_identical_samples(small_set
 def test_unknown_format_refused():
     with pytest.raises(ValueError, match=r"format must be one of \('voc', 'coco', 'yolo'\), got 'kitti'"):
         generate_synthetic("unused", "kitti")
+
+
+def test_format_detection_names_what_it_looked_for(tmp_path):
+    from datasets import detect_format
+
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        detect_format(tmp_path / "missing")
+    with pytest.raises(ValueError, match="cannot tell its format"):
+        detect_format(tmp_path)
+    (tmp_path / "VOC2007" / "Annotations").mkdir(parents=True)
+    assert detect_format(tmp_path, ["VOC2007:test"]) == "voc"
+    assert detect_format(tmp_path, ["x/instances_val.json"]) == "coco"
+    (tmp_path / "data.yaml").write_text("names: [a]\n")
+    assert detect_format(tmp_path, ["train.txt"]) == "yolo"
