@@ -240,7 +240,7 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
     except (NonFiniteLossError, PipelineError) as error:
         print(f"train_detector.py: error: {error}", file=sys.stderr)
         return 1
-    best = f"; best val mAP {result.best_map:.4f}" if result.best_map is not None else ""
+    best = f"; best val {config.eval_metric} {result.best_map:.4f}" if result.best_map is not None else ""
     state = "interrupted" if result.interrupted else "finished"
     print(f"{state} at step {result.step} (epoch {result.epoch}){best}; run directory: {args.run_dir}")
     return 130 if result.interrupted else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -224,3 +225,24 @@ def test_sigkill_loses_at_most_one_checkpoint_interval_and_resumes(root, tmp_pat
     assert resumed.returncode == 0, err[-3000:]
     assert f"resumed from {latest} (step {saved}" in err
     assert f"finished at step {saved + 2}" in out
+
+
+@pytest.mark.slow
+def test_coco_format_run_records_category_ids_boxes_and_keeps_best_by_coco_ap(tmp_path, capsys, caplog):
+    """A COCO-format folder (detected), COCO default boxes, validation by COCO AP."""
+    caplog.set_level(logging.INFO)
+    from datasets.synthetic import SYNTHETIC_CATEGORY_IDS, generate_synthetic
+
+    coco = tmp_path / "coco"
+    generate_synthetic(coco, "coco", num_train=8, num_test=4, image_size_range=(64, 96))
+    run_dir = tmp_path / "run"
+    assert train_detector.main([*tiny_args(coco, run_dir), "--iterations", "2", "--boxes", "coco",
+                                "--eval-metric", "coco", "--verbose"]) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"]["category_ids"] == list(SYNTHETIC_CATEGORY_IDS) and config["model"]["boxes"] == "coco"
+    assert config["model"]["default_boxes"]["min_sizes"][0] == 21 and config["train"]["eval_metric"] == "coco"
+    best = json.loads((run_dir / "best" / "best.json").read_text())
+    assert best["coco_ap"] == (best["metrics"]["stats"][0]["AP"] or 0.0)
+    assert best["metrics"]["category_ids"] == list(SYNTHETIC_CATEGORY_IDS)
+    assert "best val coco" in capsys.readouterr().out
+    assert "crowd objects left out" in caplog.text  # training never sees crowd boxes

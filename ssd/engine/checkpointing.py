@@ -20,6 +20,7 @@ import tensorflow as tf
 from ssd.config import TrainConfig
 from ssd.engine.distribute import WorkerShard
 from ssd.engine.state import TrainState
+from ssd.evaluation.metrics import HEADLINE_NAMES
 from ssd.modeling.run_dir import BEST, CHECKPOINTS
 
 log = logging.getLogger("ssd.engine.checkpointing")
@@ -92,12 +93,15 @@ def initialise(state: TrainState, checkpointer: Checkpointer, config: TrainConfi
 
 
 class BestCheckpoint:
-    """The best validation mAP so far, kept as run_dir/best/ (checkpoint) and best/best.json."""
+    """The best validation number so far (of `metric`, see TrainConfig.eval_metric), kept as
+    run_dir/best/ (checkpoint) and best/best.json under the metric's headline name."""
 
-    def __init__(self, checkpointer: Checkpointer, run_dir: Path, is_chief: bool):
+    def __init__(self, checkpointer: Checkpointer, run_dir: Path, is_chief: bool, metric: str = "voc07"):
         self.checkpointer, self.is_chief = checkpointer, is_chief
         self.path = run_dir / BEST / BEST_FILE
-        self.value: float | None = json.loads(self.path.read_text())["map_voc07"] if self.path.is_file() else None
+        self.key = HEADLINE_NAMES[metric]
+        # A run resumed with another metric has no best of it yet: the next validation sets one.
+        self.value: float | None = json.loads(self.path.read_text()).get(self.key) if self.path.is_file() else None
 
     def update(self, value: float, metrics: dict[str, Any]) -> bool:
         """Save the state if `value` beats the best so far (every worker, same decision); whether it did."""
@@ -106,6 +110,6 @@ class BestCheckpoint:
         self.value = value
         self.checkpointer.save_best()
         if self.is_chief:
-            record = {"step": self.checkpointer.state.step, "map_voc07": value, "metrics": metrics}
+            record = {"step": self.checkpointer.state.step, self.key: value, "metrics": metrics}
             self.path.write_text(json.dumps(record, indent=2) + "\n")
         return True

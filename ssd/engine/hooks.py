@@ -20,7 +20,7 @@ from ssd.detections import select_detections
 from ssd.engine.checkpointing import BestCheckpoint, Checkpointer
 from ssd.engine.state import TrainState
 from ssd.evaluation.loop import evaluate_detector, load_resized_batch
-from ssd.evaluation.voc import VOCEvaluator
+from ssd.evaluation.metrics import FAMILY, headline, make_evaluator
 from ssd.modeling.inference import Detector
 from ssd.records import DetectionDataset
 from ssd.visualize import draw_detections
@@ -100,16 +100,20 @@ class Summaries(Hook):
 
 
 def evaluate(detector: Detector, dataset: DetectionDataset, config: TrainConfig) -> dict[str, Any]:
-    """VOC evaluation of `detector` on `dataset` (see `VOCEvaluator.evaluate`)."""
-    evaluator = VOCEvaluator(dataset.class_names, confidence_levels=config.eval_confidences)
-    return evaluate_detector(detector.detect, dataset, detector.config.image_size, EVAL_BATCH_SIZE, evaluator,
-                             progress=False)
+    """Evaluation of `detector` on `dataset` by `config.eval_metric`: `VOCEvaluator.evaluate`'s dict,
+    or `COCOEvaluator.evaluate`'s for "coco"."""
+    evaluator = make_evaluator([config.eval_metric], dataset.class_names, config.eval_confidences,
+                               dataset.category_ids or detector.config.category_ids)
+    results = evaluate_detector(detector.detect, dataset, detector.config.image_size, EVAL_BATCH_SIZE, evaluator,
+                                progress=False)
+    return results[FAMILY[config.eval_metric]]
 
 
 class Validation(Hook):
     """Every `eval_every` epochs and at the end: validation mAP, its summaries, the best checkpoint.
 
-    The mAP is VOC07 11-point at the lowest confidence level. Every worker evaluates (identical
+    The number is `config.eval_metric`'s (VOC07 / VOC10 mAP, COCO AP@[.5:.95]) at the lowest
+    confidence level. Every worker evaluates (identical
     weights give identical numbers), so all take the same save decisions; only the chief's
     summaries and files are real.
     """
@@ -125,13 +129,20 @@ class Validation(Hook):
             summary["val_map"] = self.validate()
 
     def validate(self) -> float:
+        metric = self.config.eval_metric
         results = evaluate(self.detector, self.dataset, self.config)
-        value = results["map_voc07"][0] or 0.0
-        self.summaries.scalar("eval/mAP_voc07", value)
-        self.summaries.scalar("eval/mAP_voc10", results["map_voc10"][0] or 0.0)
+        value = headline({FAMILY[metric]: results}, metric)
+        if FAMILY[metric] == "coco":
+            for name, number in results["stats"][0].items():
+                if name != "AP_at_iou":
+                    self.summaries.scalar(f"eval/coco_{name}", number or 0.0)
+        else:
+            self.summaries.scalar("eval/mAP_voc07", results["map_voc07"][0] or 0.0)
+            self.summaries.scalar("eval/mAP_voc10", results["map_voc10"][0] or 0.0)
         for name, c in results["classes"].items():
-            if c["in_map"]:
-                self.summaries.scalar(f"eval_ap/{name}", c["ap_voc07"][0])
+            ap = c["ap"][0] if "ap" in c else c["ap_voc07"][0]  # COCO's, or VOC07's (None: not in mAP)
+            if ap is not None:
+                self.summaries.scalar(f"eval_ap/{name}", ap)
         if self.summaries.is_chief:
             self.summaries.images("eval/detections", drawn_examples(self.detector, self.dataset), max_outputs=4)
         self.best.update(value, results)

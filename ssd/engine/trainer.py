@@ -90,7 +90,7 @@ class Trainer:
         initialise(self.state, self.checkpointer, train_config, restore=not range_test)
         self.train_step = TrainStep(self.state, model_config, train_config, self.strategy)
         self.detector = Detector(self.state.model, model_config)
-        self.best = BestCheckpoint(self.checkpointer, self.run_dir, self.shard.is_chief)
+        self.best = BestCheckpoint(self.checkpointer, self.run_dir, self.shard.is_chief, train_config.eval_metric)
         self.hooks = self._build_hooks(val_set)
 
     def _build_hooks(self, val_set: DetectionDataset | None) -> list[Hook]:

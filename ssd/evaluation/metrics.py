@@ -64,6 +64,10 @@ def make_evaluator(metrics: Sequence[str], class_names: Sequence[str], confidenc
     return EvaluatorGroup(evaluators)
 
 
+# The name a metric's headline number is recorded under (best/best.json, summaries).
+HEADLINE_NAMES = {"voc07": "map_voc07", "voc10": "map_voc10", "coco": "coco_ap"}
+
+
 def headline(results: dict[str, dict[str, Any]], metric: str) -> float:
     """The number `metric` ranks by, at the lowest confidence level: VOC07 / VOC10 mAP or COCO
     AP@[.5:.95]; 0.0 when it is undefined (no ground truth)."""
