@@ -113,9 +113,8 @@ class Validation(Hook):
     """Every `eval_every` epochs and at the end: validation mAP, its summaries, the best checkpoint.
 
     The number is `config.eval_metric`'s (VOC07 / VOC10 mAP, COCO AP@[.5:.95]) at the lowest
-    confidence level. Every worker evaluates (identical
-    weights give identical numbers), so all take the same save decisions; only the chief's
-    summaries and files are real.
+    confidence level. Every worker evaluates (identical weights give identical numbers), so all
+    take the same save decisions; only the chief's summaries and files are real.
     """
 
     def __init__(self, detector: Detector, dataset: DetectionDataset, config: TrainConfig,
