@@ -246,3 +246,20 @@ def test_coco_format_run_records_category_ids_boxes_and_keeps_best_by_coco_ap(tm
     assert best["metrics"]["category_ids"] == list(SYNTHETIC_CATEGORY_IDS)
     assert "best val coco" in capsys.readouterr().out
     assert "crowd objects left out" in caplog.text  # training never sees crowd boxes
+
+
+def test_coco_recipe_sets_the_schedule_and_the_boxes_and_flags_still_win(tmp_path):
+    from ssd.config import COCO_DEFAULT_BOXES
+    from ssd.records import DetectionDataset
+
+    args = train_detector.build_parser().parse_args(["--run-dir", str(tmp_path / "run"), "--recipe", "coco",
+                                                     "--iterations", "5"])
+    model_config, config = train_detector.resolve_configs(args)
+    assert model_config is None
+    assert (config.iterations, config.boundaries) == (5, (280_000, 360_000))
+    assert (config.eval_metric, config.data_format, config.train_splits) == ("coco", "coco", ("train2017",))
+    data = DetectionDataset(("a", "b"), (), category_ids=(4, 9))
+    model = train_detector.resolve_model_config(args, None, data)
+    assert model.default_boxes == COCO_DEFAULT_BOXES["vgg300"] and model.category_ids == (4, 9)
+    args = train_detector.build_parser().parse_args(["--run-dir", str(tmp_path / "run"), "--preset", "vgg512"])
+    assert train_detector.resolve_model_config(args, None, data).boxes == "voc"
