@@ -209,7 +209,6 @@ def _try_place(
     return window, visible_mask, inside_fraction, covered_counts
 
 
-FORMATS = DATA_FORMATS
 # COCO category ids of the classes: with gaps, as COCO's own, so every reader and writer of
 # COCO results has to map them.
 SYNTHETIC_CATEGORY_IDS: tuple[int, ...] = (1, 3, 5, 7, 9, 11)
@@ -246,7 +245,7 @@ def generate_synthetic(
     image_size_range: tuple[int, int] = (300, 500),
     progress: bool = False,
 ) -> None:
-    """Write the synthetic dataset under `root` in one of FORMATS; the same seed gives the same
+    """Write the synthetic dataset under `root` in one of DATA_FORMATS; the same seed gives the same
     images and boxes in every format.
 
     Layouts, with splits train (first 90% of trainval), val, trainval and test:
@@ -263,8 +262,8 @@ def generate_synthetic(
         image_size_range: (min, max) of the width and of the height, drawn independently.
         progress: show a tqdm progress bar.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"synthetic dataset format must be one of {FORMATS}, got {fmt!r}")
+    if fmt not in DATA_FORMATS:
+        raise ValueError(f"synthetic dataset format must be one of {DATA_FORMATS}, got {fmt!r}")
     if num_train < 1 or num_test < 0:
         raise ValueError(f"need num_train >= 1 and num_test >= 0, got {num_train}, {num_test}")
     lo, hi = image_size_range

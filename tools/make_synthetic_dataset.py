@@ -8,7 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
 
-from datasets.synthetic import FORMATS, SYNTHETIC_CLASSES, generate_synthetic  # noqa: E402
+from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic  # noqa: E402
+from ssd.records import DATA_FORMATS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -23,7 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--format", choices=FORMATS, default="voc", help="annotation format")
+    parser.add_argument("--format", choices=DATA_FORMATS, default="voc", help="annotation format")
     parser.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder")
     parser.add_argument("--train", type=int, default=800, help="trainval images (90%% train, 10%% val)")
     parser.add_argument("--test", type=int, default=200, help="test images")
