@@ -246,6 +246,22 @@ def test_coco_format_run_records_category_ids_boxes_and_keeps_best_by_coco_ap(tm
     assert best["metrics"]["category_ids"] == list(SYNTHETIC_CATEGORY_IDS)
     assert "best val coco" in capsys.readouterr().out
     assert "crowd objects left out" in caplog.text  # training never sees crowd boxes
+    # tools/evaluate.py on this run: its COCO numbers equal pycocotools' on the results JSON it wrote.
+    from ssd.evaluation.coco import STAT_NAMES
+    from tests.test_evaluation_coco import pycocotools_stats
+    from tools import evaluate as evaluate_cli
+
+    results_json, metrics_json = tmp_path / "detections_test_results.json", tmp_path / "metrics.json"
+    assert evaluate_cli.main(["--run-dir", str(run_dir), "--data-root", str(coco), "--split", "test",
+                              "--metric", "voc07", "coco", "--coco-results", str(results_json),
+                              "--json", str(metrics_json), "--no-progress", "--confidence-levels", "0.01", "0.5"]) == 0
+    metrics = json.loads(metrics_json.read_text())
+    assert metrics["map_voc07"] and metrics["coco"]["confidence_levels"] == [0.01, 0.5]
+    written = json.loads(results_json.read_text())
+    assert written and {r["category_id"] for r in written} <= set(SYNTHETIC_CATEGORY_IDS)
+    assert all(isinstance(r["image_id"], int) for r in written)
+    direct = pycocotools_stats(coco / "annotations" / "instances_test.json", results_json)
+    assert [metrics["coco"]["stats"][0][name] for name in STAT_NAMES] == direct
 
 
 def test_coco_recipe_sets_the_schedule_and_the_boxes_and_flags_still_win(tmp_path):
