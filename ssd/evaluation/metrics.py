@@ -35,11 +35,6 @@ class EvaluatorGroup:
         for evaluator in self.evaluators.values():
             evaluator.reset()
 
-    def add_ground_truth(self, image_id: str, gt_boxes: np.ndarray, gt_labels: np.ndarray,
-                         gt_difficult: np.ndarray) -> None:
-        for evaluator in self.evaluators.values():
-            evaluator.add_ground_truth(image_id, gt_boxes, gt_labels, gt_difficult)
-
     def process(self, image_id: str, gt_boxes: np.ndarray, gt_labels: np.ndarray, gt_difficult: np.ndarray,
                 det_boxes: np.ndarray, det_scores: np.ndarray, det_labels: np.ndarray) -> None:
         for evaluator in self.evaluators.values():
