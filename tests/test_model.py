@@ -1,4 +1,5 @@
-"""Tests for ssd/model.py: topology numbers from the paper, head order vs default boxes, preprocessing."""
+"""Tests for ssd/modeling/model.py: topology numbers from the paper, Caffe padding, head order vs
+default boxes, preprocessing."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 
 from ssd.core.anchors import box_shapes, default_boxes
-from ssd.config import DEFAULT_BOXES, DefaultBoxConfig, ModelConfig
+from ssd.config import DEFAULT_BOXES, SSD_MEAN_BGR, DefaultBoxConfig, ModelConfig
 from ssd.modeling.model import (
     CaffePreprocess,
     L2Normalization,
+    PaddedConv2D,
     build_model,
     build_model_from_config,
     kernel_weights,
@@ -35,7 +37,7 @@ def slim300():
     "preset, params, boxes, maps",
     [
         ("vgg300", 26_285_486, 8732, (38, 19, 10, 5, 3, 1)),
-        ("vgg512", 26_959_300, 24564, (64, 32, 16, 8, 4, 2, 1)),
+        ("vgg512", 27_188_676, 24564, (64, 32, 16, 8, 4, 2, 1)),
     ],
 )
 def test_paper_numbers(full_models, preset, params, boxes, maps):
@@ -69,7 +71,8 @@ def test_layer_shapes_follow_the_paper(full_models):
     conv6 = model.get_layer("conv6")
     assert conv6.kernel.shape == (3, 3, 512, 1024) and conv6.dilation_rate == (6, 6)
     assert model.get_layer("conv7").kernel.shape == (1, 1, 1024, 1024)
-    assert model.get_layer("conv12_pad").output.shape[1:3] == (3, 3)
+    assert model.get_layer("conv12_1").output.shape[1:] == (2, 2, 128)
+    assert model.get_layer("conv12_2").kernel.shape == (4, 4, 128, 256)
     assert model.get_layer("conv12_2").output.shape[1:] == (1, 1, 256)
     assert model.get_layer("conv4_3_norm").scale.shape == (512,)
     assert model.get_layer("conv8_2_mbox_conf").kernel.shape == (3, 3, 512, 6 * 21)
@@ -115,8 +118,48 @@ def test_flattening_is_row_column_box_type(slim300):
     np.testing.assert_array_equal(deltas[0, start + (2 * 19 + 5) * 6 + 4], maps[1][0, 2, 5, 16:20])
 
 
-def test_preprocessing_of_the_caffe_mean_colour_is_zero():
-    mean_rgb = np.array([123.68, 116.779, 103.939], np.float32)
+def numpy_conv(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """Caffe's convolution: [H, W, C] zero-padded by `pad` on every side, (kh, kw, C, O) kernel."""
+    x = np.pad(x.astype(np.float64), ((pad, pad), (pad, pad), (0, 0)))
+    kh, kw = kernel.shape[:2]
+    rows, cols = (x.shape[0] - kh) // stride + 1, (x.shape[1] - kw) // stride + 1
+    out = np.empty((rows, cols, kernel.shape[3]))
+    for i in range(rows):
+        for j in range(cols):
+            patch = x[i * stride:i * stride + kh, j * stride:j * stride + kw]
+            out[i, j] = np.tensordot(patch, kernel, axes=3) + bias
+    return out
+
+
+@pytest.mark.parametrize("preset, layer, side", [("vgg300", "conv9_2", 10), ("vgg512", "conv8_2", 32),
+                                                 ("vgg512", "conv11_2", 4), ("vgg512", "conv12_2", 2)])
+def test_strided_and_last_convs_pad_one_pixel_on_every_side(preset, layer, side):
+    """Caffe pads (1, 1) where TensorFlow's "same" pads (0, 1) on an even side: a shifted grid."""
+    conv = build_model(preset, 3, width=SLIM).get_layer(layer)
+    assert isinstance(conv, PaddedConv2D) and conv.pad == 1
+    rng = np.random.default_rng(4)
+    kernel, bias = (rng.standard_normal(w.shape).astype(np.float32) for w in conv.get_weights())
+    conv.set_weights([kernel, bias])
+    x = rng.standard_normal((1, side, side, kernel.shape[2])).astype(np.float32)
+    expected = np.maximum(numpy_conv(x[0], kernel, bias, conv.strides[0], 1), 0)  # ReLU
+    ours = np.asarray(conv(x))[0]
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+    # TensorFlow's "same" (pad 0 before) would give another grid: the test tells them apart.
+    if conv.strides[0] == 2:
+        same = np.maximum(numpy_conv(np.pad(x[0], ((0, 1), (0, 1), (0, 0))), kernel, bias, 2, 0), 0)
+        assert not np.allclose(same, expected, atol=1e-3)
+
+
+def test_padded_conv_config_round_trip():
+    conv = PaddedConv2D(4, 3, strides=2, pad=1, name="p")
+    clone = PaddedConv2D.from_config(conv.get_config())
+    assert (clone.pad, clone.strides, clone.padding, clone.name) == (1, (2, 2), "valid", "p")
+    assert clone.compute_output_shape((None, 10, 10, 3)) == (None, 5, 5, 4)
+
+
+def test_preprocessing_of_the_mean_colour_is_zero():
+    mean_rgb = np.array(SSD_MEAN_BGR[::-1], np.float32)
     out = np.asarray(CaffePreprocess()(np.broadcast_to(mean_rgb, (1, 2, 3, 3))))
     np.testing.assert_allclose(out, 0.0, atol=1e-5)
 
@@ -124,8 +167,17 @@ def test_preprocessing_of_the_caffe_mean_colour_is_zero():
 def test_preprocessing_swaps_to_bgr_and_subtracts_the_mean():
     rgb = np.array([[[[10, 200, 255]]]], np.uint8)
     out = np.asarray(CaffePreprocess()(rgb))
+    np.testing.assert_allclose(out[0, 0, 0], [255 - 104, 200 - 117, 10 - 123], rtol=1e-6)
+    out = np.asarray(CaffePreprocess((103.939, 116.779, 123.68))(rgb))
     np.testing.assert_allclose(out[0, 0, 0], [255 - 103.939, 200 - 116.779, 10 - 123.68], rtol=1e-6)
     assert out.dtype == np.float32
+
+
+def test_model_subtracts_the_configured_mean():
+    config = ModelConfig("vgg300", ("a",), width=SLIM, mean_bgr=(1.0, 2.0, 3.0))
+    model = build_model_from_config(config)
+    assert model.get_layer("preprocess").mean_bgr == (1.0, 2.0, 3.0)
+    assert build_model("vgg300", 2, width=SLIM).get_layer("preprocess").mean_bgr == SSD_MEAN_BGR
 
 
 def test_uint8_and_float_inputs_give_the_same_outputs(slim300):
