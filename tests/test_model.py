@@ -7,6 +7,8 @@ import keras
 import numpy as np
 import pytest
 
+from numpy_reference import numpy_conv
+
 from ssd.core.anchors import box_shapes, default_boxes
 from ssd.config import DEFAULT_BOXES, SSD_MEAN_BGR, DefaultBoxConfig, ModelConfig
 from ssd.modeling.model import (
@@ -118,19 +120,6 @@ def test_flattening_is_row_column_box_type(slim300):
     np.testing.assert_array_equal(deltas[0, start + (2 * 19 + 5) * 6 + 4], maps[1][0, 2, 5, 16:20])
 
 
-def numpy_conv(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, stride: int, pad: int) -> np.ndarray:
-    """Caffe's convolution: [H, W, C] zero-padded by `pad` on every side, (kh, kw, C, O) kernel."""
-    x = np.pad(x.astype(np.float64), ((pad, pad), (pad, pad), (0, 0)))
-    kh, kw = kernel.shape[:2]
-    rows, cols = (x.shape[0] - kh) // stride + 1, (x.shape[1] - kw) // stride + 1
-    out = np.empty((rows, cols, kernel.shape[3]))
-    for i in range(rows):
-        for j in range(cols):
-            patch = x[i * stride:i * stride + kh, j * stride:j * stride + kw]
-            out[i, j] = np.tensordot(patch, kernel, axes=3) + bias
-    return out
-
-
 @pytest.mark.parametrize("preset, layer, side", [("vgg300", "conv9_2", 10), ("vgg512", "conv8_2", 32),
                                                  ("vgg512", "conv11_2", 4), ("vgg512", "conv12_2", 2)])
 def test_strided_and_last_convs_pad_one_pixel_on_every_side(preset, layer, side):
@@ -141,13 +130,14 @@ def test_strided_and_last_convs_pad_one_pixel_on_every_side(preset, layer, side)
     kernel, bias = (rng.standard_normal(w.shape).astype(np.float32) for w in conv.get_weights())
     conv.set_weights([kernel, bias])
     x = rng.standard_normal((1, side, side, kernel.shape[2])).astype(np.float32)
-    expected = np.maximum(numpy_conv(x[0], kernel, bias, conv.strides[0], 1), 0)  # ReLU
+    caffe_weight = kernel.transpose(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
+    expected = np.maximum(numpy_conv(x[0], caffe_weight, bias, conv.strides[0], 1), 0)  # ReLU
     ours = np.asarray(conv(x))[0]
     assert ours.shape == expected.shape
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
     # TensorFlow's "same" (pad 0 before) would give another grid: the test tells them apart.
     if conv.strides[0] == 2:
-        same = np.maximum(numpy_conv(np.pad(x[0], ((0, 1), (0, 1), (0, 0))), kernel, bias, 2, 0), 0)
+        same = np.maximum(numpy_conv(np.pad(x[0], ((0, 1), (0, 1), (0, 0))), caffe_weight, bias, 2, 0), 0)
         assert not np.allclose(same, expected, atol=1e-3)
 
 

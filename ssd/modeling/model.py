@@ -127,6 +127,11 @@ class L2Normalization(layers.Layer):
         return {**super().get_config(), "scale_init": self.scale_init, "epsilon": self.epsilon}
 
 
+def extra_layer_names(preset: str) -> tuple[str, ...]:
+    """The extra layers after conv7, in order (conv8_1, conv8_2, ...)."""
+    return tuple(spec[0] for spec in _EXTRAS[preset])
+
+
 def scaled_channels(channels: int, width: float) -> int:
     """Channel count of a slim/wide model: round(channels * width), at least 1."""
     return max(1, int(channels * width + 0.5))
