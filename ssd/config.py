@@ -254,6 +254,10 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 SCHEDULES = ("constant", "step", "exponential", "polynomial", "cosine", "cyclic")
 # auto: multi_worker when TF_CONFIG is set, mirrored over several GPUs, else one device.
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+# Files TrainConfig.vgg16_weights may name, by suffix: the Keras VGG-16 file, the fc-reduced
+# Caffe and ssd.pytorch bases (read by ssd.modeling.convert.convert.load_base_weights).
+KERAS_SUFFIXES, CAFFE_SUFFIXES, TORCH_SUFFIXES = (".h5", ".hdf5"), (".caffemodel",), (".pth", ".pt")
+BASE_WEIGHT_SUFFIXES = KERAS_SUFFIXES + CAFFE_SUFFIXES + TORCH_SUFFIXES
 
 
 @dataclass(frozen=True)

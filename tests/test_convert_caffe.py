@@ -271,3 +271,13 @@ def test_full_size_caffe_base_in_v1_format_initialises_the_base(tmp_path):
     np.testing.assert_array_equal(model.get_layer("conv8_1").get_weights()[0], untouched)
     with pytest.raises(ValueError, match="ImageNet VGG-16 base, not a trained SSD.*--base-weights"):
         convert_to_run_dir(path, tmp_path / "run", VOC)
+
+    # What train_detector.py --base-weights does: the trainer initialises a new run from it.
+    from ssd.config import ModelConfig, TrainConfig
+    from ssd.engine.trainer import Trainer
+    from ssd.records import DetectionDataset, Sample
+
+    images = DetectionDataset(("a",), tuple(Sample(str(i), f"/nonexistent/{i}.jpg", 10, 10) for i in range(32)))
+    trainer = Trainer(ModelConfig("vgg300", ("a",)), TrainConfig(vgg16_weights=str(path)), tmp_path / "train", images)
+    np.testing.assert_array_equal(trainer.model.get_layer("conv7").get_weights()[0],
+                                  weights["conv7"][0].transpose(2, 3, 1, 0))

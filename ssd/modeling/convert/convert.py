@@ -25,7 +25,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssd.config import DEFAULT_BOXES, SSD_MEAN_BGR, ModelConfig, TrainConfig
+from ssd.config import (
+    CAFFE_SUFFIXES,
+    DEFAULT_BOXES,
+    KERAS_SUFFIXES,
+    SSD_MEAN_BGR,
+    TORCH_SUFFIXES,
+    ModelConfig,
+    TrainConfig,
+)
 from ssd.modeling.convert.caffe import read_caffemodel
 from ssd.modeling.convert.mapping import (
     BASE_LAYERS,
@@ -41,8 +49,6 @@ from ssd.modeling.convert.mapping import (
 from ssd.modeling.convert.torch_pickle import read_state_dict
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import BEST, save_run_config
-
-CAFFE_SUFFIXES, TORCH_SUFFIXES, KERAS_SUFFIXES = (".caffemodel",), (".pth", ".pt"), (".h5", ".hdf5")
 
 
 @dataclass(frozen=True)
