@@ -230,30 +230,6 @@ def test_missing_extra_and_misshaped_tensors_are_named(tmp_path):
 # -- full width: the published files' shapes
 
 @pytest.mark.slow
-def test_full_size_caffe_ssd300_converts_to_a_run_directory(tmp_path):
-    reference = build_model("vgg300", 21)
-    weights = caffe_weights(reference, detector_layers("vgg300"), seed=3)
-    path = write_caffemodel(tmp_path / "VGG_VOC0712_SSD_300x300_iter_120000.caffemodel", weights)
-    from tools.convert_weights import main
-
-    assert main([str(path), "--run-dir", str(tmp_path / "run")]) == 0
-    model, config = load_trained_model(tmp_path / "run")
-    assert (config.preset, config.class_names, config.mean_bgr) == ("vgg300", VOC, (104.0, 117.0, 123.0))
-    assert model.count_params() == 26_285_486
-    for name in ("conv1_1", "conv6", "conv9_2", "conv11_2", "conv7_mbox_loc", "conv11_2_mbox_conf"):
-        kernel, bias = model.get_layer(name).get_weights()
-        np.testing.assert_array_equal(kernel, weights[name][0].transpose(2, 3, 1, 0))
-        np.testing.assert_array_equal(bias, weights[name][1])
-    x = np.random.default_rng(4).standard_normal((1, 5, 5, 512)).astype(np.float32)
-    layer = model.get_layer("conv9_2")  # Caffe's conv7_2: 3x3 stride 2 pad 1
-    x = x[..., :layer.kernel.shape[2]]
-    np.testing.assert_allclose(np.asarray(layer(x))[0],
-                               np.maximum(numpy_conv(x[0], *weights["conv9_2"], 2, 1), 0), rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="already holds a run"):
-        convert_to_run_dir(path, tmp_path / "run", VOC)
-
-
-@pytest.mark.slow
 def test_full_size_caffe_base_in_v1_format_initialises_the_base(tmp_path):
     """VGG_ILSVRC_16_layers_fc_reduced.caffemodel: V1 layers, legacy 4-D blob dims, an fc8 classifier."""
     model = build_model("vgg300", 21)
@@ -281,3 +257,47 @@ def test_full_size_caffe_base_in_v1_format_initialises_the_base(tmp_path):
     trainer = Trainer(ModelConfig("vgg300", ("a",)), TrainConfig(vgg16_weights=str(path)), tmp_path / "train", images)
     np.testing.assert_array_equal(trainer.model.get_layer("conv7").get_weights()[0],
                                   weights["conv7"][0].transpose(2, 3, 1, 0))
+
+
+@pytest.mark.slow
+def test_the_whole_chain_on_a_converted_full_size_model(tmp_path, capsys):
+    """convert -> evaluate -> export -> detect on a video, each through its CLI, at full width (the
+    published SSD300's shapes, with the synthetic set's 6 classes)."""
+    import cv2
+
+    import detect
+    import export_graph
+    from datasets.synthetic import SYNTHETIC_CLASSES
+    from tools import convert_weights, evaluate, make_synthetic_dataset, make_synthetic_video
+
+    classes = SYNTHETIC_CLASSES
+    weights = caffe_weights(build_model("vgg300", len(classes) + 1), detector_layers("vgg300"), seed=7)
+    path = write_caffemodel(tmp_path / "ssd300_shapes.caffemodel", weights)
+    run, data, export = tmp_path / "run", tmp_path / "data", tmp_path / "export"
+    assert convert_weights.main([str(path), "--run-dir", str(run), "--classes", ",".join(classes)]) == 0
+    assert "conv11_2_mbox_conf" in capsys.readouterr().out
+    model, config = load_trained_model(run)
+    assert (config.preset, config.class_names, config.mean_bgr) == ("vgg300", classes, (104.0, 117.0, 123.0))
+    for name in ("conv1_1", "conv6", "conv9_2", "conv11_2", "conv7_mbox_loc", "conv11_2_mbox_conf"):
+        kernel, bias = model.get_layer(name).get_weights()
+        np.testing.assert_array_equal(kernel, weights[name][0].transpose(2, 3, 1, 0), err_msg=name)
+        np.testing.assert_array_equal(bias, weights[name][1], err_msg=name)
+    with pytest.raises(ValueError, match="already holds a run"):
+        convert_to_run_dir(path, run, classes)
+    assert convert_weights.main([str(path), "--run-dir", str(tmp_path / "voc")]) == 2  # 20 VOC names, 7 outputs
+    assert "has 7 outputs per box (background + 6 classes); 20 class names were given" in capsys.readouterr().err
+
+    assert make_synthetic_dataset.main(["--out", str(data), "--train", "2", "--test", "3", "--quiet"]) == 0
+    assert evaluate.main(["--run-dir", str(run), "--data-root", str(data), "--split", "test",
+                          "--json", str(tmp_path / "metrics.json"), "--no-progress"]) == 0
+    assert "map_voc07" in (tmp_path / "metrics.json").read_text()
+
+    assert export_graph.main(["--run-dir", str(run), "--out", str(export)]) == 0
+    video = tmp_path / "clip.mp4"
+    assert make_synthetic_video.main(["--out", str(video), "--frames", "4", "--width", "160", "--height", "120"]) == 0
+    assert detect.main(["--graph", str(export), str(video), "--out", str(tmp_path / "detections"),
+                        "--threshold", "0.0", "--quiet"]) == 0
+    lines = (tmp_path / "detections" / "clip.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    annotated = cv2.VideoCapture(str(tmp_path / "detections" / "clip.mp4"))
+    assert annotated.get(cv2.CAP_PROP_FRAME_COUNT) == 4
