@@ -141,6 +141,16 @@ def test_malformed_files_are_refused_with_the_file_name(tmp_path, data, message)
     assert str(path) in str(info.value)
 
 
+def test_cli_help_names_the_sources(capsys):
+    from tools import convert_weights
+
+    with pytest.raises(SystemExit) as info:
+        convert_weights.main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert ".caffemodel" in text and ".pth" in text and "--run-dir" in text and "--base-weights" in text
+
+
 def test_missing_file_and_file_without_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.caffemodel"):
         read_caffemodel(tmp_path / "nope.caffemodel")
