@@ -231,6 +231,12 @@ def test_missing_extra_and_misshaped_tensors_are_named(tmp_path):
     np.testing.assert_array_equal(model.get_layer("conv1_1").get_weights()[0], before)  # nothing assigned
 
     weights = caffe_weights(model, detector_layers("vgg300"))
+    del weights["conv4_3_norm_mbox_conf"]
+    path = write_caffemodel(tmp_path / "headless.caffemodel", weights)
+    with pytest.raises(ValueError, match="headless.caffemodel: missing conv4_3_norm_mbox_conf"):
+        convert_to_run_dir(path, tmp_path / "run", VOC)
+
+    weights = caffe_weights(model, detector_layers("vgg300"))
     weights["conv5_4"] = weights["conv5_3"]
     path = write_caffemodel(tmp_path / "extra.caffemodel", weights)
     with pytest.raises(ValueError, match=r"tensors \['conv5_4'\] map to no layer of a vgg300 SSD"):

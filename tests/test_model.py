@@ -141,6 +141,23 @@ def test_strided_and_last_convs_pad_one_pixel_on_every_side(preset, layer, side)
         assert not np.allclose(same, expected, atol=1e-3)
 
 
+def test_checkpoint_of_a_same_padded_conv_restores_into_a_padded_conv(tmp_path):
+    """Run directories saved when the strided convs were "same" Conv2D layers still load."""
+    import tensorflow as tf
+
+    def net(conv):
+        inputs = keras.Input((10, 10, 3))
+        return keras.Model(inputs, conv(inputs))
+
+    old = net(keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv9_2"))
+    old.get_layer("conv9_2").set_weights([np.full((3, 3, 3, 4), 0.5, np.float32), np.arange(4, dtype=np.float32)])
+    path = tf.train.Checkpoint(model=old).save(str(tmp_path / "ckpt"))
+    new = net(PaddedConv2D(4, 3, strides=2, pad=1, name="conv9_2"))
+    tf.train.Checkpoint(model=new).restore(path).assert_existing_objects_matched()
+    for before, after in zip(old.get_layer("conv9_2").get_weights(), new.get_layer("conv9_2").get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
 def test_padded_conv_config_round_trip():
     conv = PaddedConv2D(4, 3, strides=2, pad=1, name="p")
     clone = PaddedConv2D.from_config(conv.get_config())

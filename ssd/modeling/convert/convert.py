@@ -64,8 +64,11 @@ class SourceWeights:
     @property
     def num_classes(self) -> int:
         """Outputs per box of a detector's class heads, background included."""
-        conf = self.tensors[f"{NORM}_mbox_conf"][1]
-        return conf.size // DEFAULT_BOXES[self.preset].boxes_per_location[0]
+        head = f"{NORM}_mbox_conf"
+        if head not in self.tensors:
+            raise ValueError(f"{self.path}: missing {self.names[head]} (the first class head), which "
+                             f"tells the number of classes")
+        return self.tensors[head][1].size // DEFAULT_BOXES[self.preset].boxes_per_location[0]
 
 
 def _layer_arrays(layer: str, arrays: list[np.ndarray]) -> list[np.ndarray]:

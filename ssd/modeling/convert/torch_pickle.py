@@ -156,7 +156,7 @@ def _read_legacy(path: Path) -> Any:
     with open(path, "rb") as f:
         try:
             magic = _unpickle(f)
-        except Exception:
+        except Exception:  # arbitrary bytes fail in many ways; all mean "not a legacy torch file"
             magic = None
         if magic != LEGACY_MAGIC:
             raise ValueError("neither a zip nor a legacy torch file (no torch magic number)")
