@@ -317,3 +317,44 @@ def test_the_whole_chain_on_a_converted_full_size_model(tmp_path, capsys):
     assert len(lines) == 4
     annotated = cv2.VideoCapture(str(tmp_path / "detections" / "clip.mp4"))
     assert annotated.get(cv2.CAP_PROP_FRAME_COUNT) == 4
+
+
+def write_ssd_keras_h5(path, weights: dict[str, list[np.ndarray]]):
+    """ssd_keras's save_weights layout (Keras 2): root `layer_names`, per layer `weight_names` paths."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([b"input_1", *(caffe_name(n).encode() for n in weights)])
+        f.create_group("input_1").attrs["weight_names"] = np.array([], dtype="S1")
+        for ours, arrays in weights.items():
+            name = caffe_name(ours)
+            group = f.create_group(name)
+            if ours == NORM:
+                kinds, values = [f"{name}_gamma"], [arrays[0]]
+            else:
+                kinds, values = ["kernel", "bias"], [arrays[0].transpose(2, 3, 1, 0), arrays[1]]
+            group.attrs["weight_names"] = np.array([f"{name}/{k}:0".encode() for k in kinds])
+            for kind, value in zip(kinds, values):
+                group[f"{name}/{kind}:0"] = value
+    return path
+
+
+def test_ssd_keras_h5_converts_with_caffe_names(tmp_path):
+    from ssd.modeling.convert.convert import read_weights
+
+    model = build_model("vgg512", 21, width=SLIM)
+    weights = caffe_weights(model, detector_layers("vgg512"), seed=8)
+    source = read_weights(write_ssd_keras_h5(tmp_path / "VGG_VOC0712_SSD_512x512_iter_120000.h5", weights))
+    assert (source.preset, source.num_classes, source.unused) == ("vgg512", 21, ())
+    assign(model, source.tensors, source.names, detector_layers("vgg512"), "test")
+    layer = model.get_layer("conv12_2")  # ssd_keras's conv10_2: 4x4, pad 1
+    x = np.random.default_rng(9).standard_normal((1, 2, 2, layer.kernel.shape[2])).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(layer(x))[0], np.maximum(numpy_conv(x[0], *weights["conv12_2"], pad=1), 0),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(model.get_layer(NORM).get_weights()[0], weights[NORM][0])
+    (tmp_path / "broken.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="broken.h5: not an HDF5 file"):
+        read_weights(tmp_path / "broken.h5")
+    base = write_ssd_keras_h5(tmp_path / "base.h5", {"conv1_1": weights["conv1_1"]})
+    with pytest.raises(ValueError, match="base.h5: no layer conv4_3_norm_mbox_conf.*--base-weights"):
+        read_weights(base)

@@ -1,4 +1,4 @@
-"""Convert a published trained SSD (Caffe .caffemodel or ssd.pytorch .pth) into a run directory.
+"""Convert a published trained SSD (Caffe .caffemodel, ssd.pytorch .pth, ssd_keras .h5) into a run directory.
 
     python tools/convert_weights.py VGG_VOC0712_SSD_300x300_iter_120000.caffemodel --run-dir runs/caffe300
     python tools/convert_weights.py ssd300_mAP_77.43_v2.pth --run-dir runs/pytorch300
@@ -26,7 +26,7 @@ from ssd.cli import configure_logging  # noqa: E402
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("weights", type=Path, help="a .caffemodel or .pth file of a trained SSD300 / SSD512")
+    p.add_argument("weights", type=Path, help="a .caffemodel, .pth or ssd_keras .h5 file of a trained SSD300 / SSD512")
     p.add_argument("--run-dir", type=Path, required=True, help="the run directory to create")
     p.add_argument("--classes", help="the model's class names in output order, comma-separated or a file "
                                      "(default: the 20 VOC classes)")

@@ -4,5 +4,6 @@
     caffe.py          .caffemodel -> {Caffe layer name: [blobs]} (V2 `layer` and V1 `layers`)
     torch_pickle.py   .pth (zip and legacy torch formats) -> {key: array}, allow-list unpickler
     mapping.py        source names -> this library's layers, Caffe/torch layouts -> Keras
-    convert.py        a whole file -> a run directory, or an ImageNet base -> a model's base
+    convert.py        a whole file (also ssd_keras .h5) -> a run directory, or an ImageNet base ->
+                      a model's base
 """

@@ -4,7 +4,8 @@ Sources, by file suffix:
     .caffemodel  the Caffe release: VGG_VOC0712_SSD_300x300_iter_120000.caffemodel, the 512 one,
                  or the ImageNet base VGG_ILSVRC_16_layers_fc_reduced.caffemodel
     .pth / .pt   ssd.pytorch: ssd300_mAP_77.43_v2.pth, or the base vgg16_reducedfc.pth
-    .h5          (bases only) the Keras VGG-16 ImageNet file, see `ssd.modeling.vgg16_weights`
+    .h5 / .hdf5  a trained SSD: ssd_keras's converted Caffe weights (Caffe's names, Keras layouts,
+                 the same BGR input); a base: the Keras VGG-16 ImageNet file (`ssd.modeling.vgg16_weights`)
 
 A trained detector's preset and class count come from the file (vgg512 has a conv10_2 /
 `extras.8`; classes = the first class head's channels / its 4 boxes per location).
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
@@ -49,6 +51,7 @@ from ssd.modeling.convert.mapping import (
 from ssd.modeling.convert.torch_pickle import read_state_dict
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import BEST, save_run_config
+from ssd.modeling.vgg16_weights import load_vgg16_weights, read_layer_weights
 
 
 @dataclass(frozen=True)
@@ -105,16 +108,39 @@ def torch_source(state: dict[str, np.ndarray], path: Path) -> SourceWeights:
     return SourceWeights(path, preset, tensors, {o: f"{m}.weight" for o, m in modules.items()}, unused)
 
 
+def read_ssd_keras(path: Path) -> SourceWeights:
+    """ssd_keras's converted Caffe SSD (.h5): Caffe's layer names, Keras layouts, the same BGR input."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Keras weights file {path}: no such file")
+    if not h5py.is_hdf5(path):
+        raise ValueError(f"Keras weights file {path}: not an HDF5 file")
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs else f
+        layers = {name: [np.asarray(d) for d in read_layer_weights(f, name)] for name in root}
+    layers = {name: arrays for name, arrays in layers.items() if arrays}
+    if f"{NORM}_mbox_conf" not in layers:
+        raise ValueError(f"Keras weights file {path}: no layer {NORM}_mbox_conf; expected ssd_keras's SSD300 / "
+                         f"SSD512 weights (for the Keras VGG-16 ImageNet file use train_detector.py --base-weights)")
+    preset = "vgg512" if "conv10_2" in layers else "vgg300"
+    names = {ours: caffe_name(ours) for ours in detector_layers(preset)}
+    tensors = {ours: [a.reshape(-1) for a in layers[name]] if ours == NORM else layers[name]
+               for ours, name in names.items() if name in layers}
+    unused = tuple(n for n in layers if n not in names.values())
+    return SourceWeights(path, preset, tensors, names, unused)
+
+
 def read_weights(path: str | Path) -> SourceWeights:
-    """A Caffe or ssd.pytorch weights file, chosen by its suffix."""
+    """A trained SSD (Caffe, ssd.pytorch, ssd_keras) or a VGG-16 base (Caffe, ssd.pytorch), by suffix."""
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
     if suffix in CAFFE_SUFFIXES:
         return read_caffe(path)
     if suffix in TORCH_SUFFIXES:
         return read_torch(path)
-    raise ValueError(f"weights file {path}: expected a Caffe {CAFFE_SUFFIXES} or PyTorch {TORCH_SUFFIXES} file, "
-                     f"got suffix {suffix!r}")
+    if suffix in KERAS_SUFFIXES:
+        return read_ssd_keras(path)
+    raise ValueError(f"weights file {path}: expected a Caffe {CAFFE_SUFFIXES}, PyTorch {TORCH_SUFFIXES} or "
+                     f"ssd_keras {KERAS_SUFFIXES} file, got suffix {suffix!r}")
 
 
 def _refuse_unused(source: SourceWeights) -> None:
@@ -167,7 +193,6 @@ def load_base_weights(model: keras.Model, path: str | Path) -> list[str]:
     """
     path = Path(path).expanduser()
     if path.suffix.lower() in KERAS_SUFFIXES:
-        from ssd.modeling.vgg16_weights import load_vgg16_weights
         return [f"{ours} <- {source}" for ours, source in load_vgg16_weights(model, path).items()]
     source = read_weights(path)
     if source.preset is None:
