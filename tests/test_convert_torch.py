@@ -8,7 +8,6 @@ layer configuration, and converted layers are checked against a NumPy convolutio
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import zipfile

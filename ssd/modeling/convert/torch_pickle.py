@@ -116,7 +116,8 @@ def _materialise(obj: Any, storages: dict[str, np.ndarray]) -> Any:
         empty = not all(obj.size)
         last = obj.offset + sum((n - 1) * s for n, s in zip(obj.size, obj.stride))
         if obj.offset < 0 or any(s < 0 for s in obj.stride) or (not empty and last >= len(flat)):
-            raise pickle.UnpicklingError(f"tensor {obj.size} at offset {obj.offset} runs past its storage of {len(flat)}")
+            raise pickle.UnpicklingError(
+                f"tensor {obj.size} at offset {obj.offset} runs past its storage of {len(flat)}")
         view = np.lib.stride_tricks.as_strided(
             flat[obj.offset:], obj.size, tuple(s * flat.itemsize for s in obj.stride), writeable=False)
         return np.array(view)
