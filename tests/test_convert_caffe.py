@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from numpy_reference import numpy_conv
 
-from ssd.config import DEFAULT_BOXES
+from ssd.config import COCO_DEFAULT_BOXES, DEFAULT_BOXES
 from ssd.modeling.convert.caffe import parse_net, read_caffemodel
 from ssd.modeling.convert.convert import convert_to_run_dir, load_base_weights, read_caffe
 from ssd.modeling.convert.mapping import BASE_LAYERS, NORM, assign, caffe_name, detector_layers
@@ -290,10 +290,12 @@ def test_the_whole_chain_on_a_converted_full_size_model(tmp_path, capsys):
     weights = caffe_weights(build_model("vgg300", len(classes) + 1), detector_layers("vgg300"), seed=7)
     path = write_caffemodel(tmp_path / "ssd300_shapes.caffemodel", weights)
     run, data, export = tmp_path / "run", tmp_path / "data", tmp_path / "export"
-    assert convert_weights.main([str(path), "--run-dir", str(run), "--classes", ",".join(classes)]) == 0
+    assert convert_weights.main([str(path), "--run-dir", str(run), "--classes", ",".join(classes),
+                                 "--boxes", "coco"]) == 0
     assert "conv11_2_mbox_conf" in capsys.readouterr().out
     model, config = load_trained_model(run)
     assert (config.preset, config.class_names, config.mean_bgr) == ("vgg300", classes, (104.0, 117.0, 123.0))
+    assert config.default_boxes == COCO_DEFAULT_BOXES["vgg300"]  # as a COCO model's must be
     for name in ("conv1_1", "conv6", "conv9_2", "conv11_2", "conv7_mbox_loc", "conv11_2_mbox_conf"):
         kernel, bias = model.get_layer(name).get_weights()
         np.testing.assert_array_equal(kernel, weights[name][0].transpose(2, 3, 1, 0), err_msg=name)

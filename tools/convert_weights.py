@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make `datasets` (not installed
 from datasets import parse_class_names  # noqa: E402
 from datasets.voc import VOC_CLASSES  # noqa: E402
 from ssd.cli import configure_logging  # noqa: E402
+from ssd.config import BOX_SETS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, required=True, help="the run directory to create")
     p.add_argument("--classes", help="the model's class names in output order, comma-separated or a file "
                                      "(default: the 20 VOC classes)")
+    p.add_argument("--boxes", choices=tuple(BOX_SETS), default="voc",
+                   help="the default boxes the model was trained with: the Caffe VOC or COCO configuration "
+                        "(default: voc)")
     return p
 
 
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         classes = parse_class_names(args.classes) if args.classes else VOC_CLASSES
-        lines = convert_to_run_dir(args.weights, args.run_dir, classes)
+        lines = convert_to_run_dir(args.weights, args.run_dir, classes, args.boxes)
     except (ValueError, FileNotFoundError) as error:
         print(f"convert_weights.py: error: {error}", file=sys.stderr)
         return 2

@@ -155,7 +155,8 @@ def _lines(mapped: list[tuple[str, str, tuple[int, ...]]]) -> list[str]:
     return [f"{ours:<22} <- {name} {shape}" for ours, name, shape in mapped]
 
 
-def convert_to_run_dir(path: str | Path, run_dir: str | Path, class_names: Sequence[str]) -> list[str]:
+def convert_to_run_dir(path: str | Path, run_dir: str | Path, class_names: Sequence[str],
+                       boxes: str = "voc") -> list[str]:
     """Write a trained Caffe / ssd.pytorch SSD as a run directory (config.json, best/ checkpoint).
 
     Args:
@@ -163,6 +164,7 @@ def convert_to_run_dir(path: str | Path, run_dir: str | Path, class_names: Seque
         run_dir: a new directory; `ssd.modeling.run_dir.load_trained_model` reads it.
         class_names: the model's classes in its output order, background excluded (the 20 VOC
             classes for the VOC models).
+        boxes: the default-box set the model was trained with, "voc" or "coco" (`ssd.config.BOX_SETS`).
     Returns:
         One "our layer <- name in the file (Keras kernel shape)" line per layer set.
     """
@@ -177,7 +179,7 @@ def convert_to_run_dir(path: str | Path, run_dir: str | Path, class_names: Seque
     if len(class_names) + 1 != source.num_classes:
         raise ValueError(f"{source.path} has {source.num_classes} outputs per box (background + "
                          f"{source.num_classes - 1} classes); {len(class_names)} class names were given")
-    config = ModelConfig(source.preset, tuple(class_names), mean_bgr=SSD_MEAN_BGR)
+    config = ModelConfig(source.preset, tuple(class_names), boxes=boxes, mean_bgr=SSD_MEAN_BGR)
     model = build_model_from_config(config)
     mapped = assign(model, source.tensors, source.names, detector_layers(source.preset), str(source.path))
     save_run_config(run_dir, config, TrainConfig())
