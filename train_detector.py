@@ -9,7 +9,9 @@ Running the same command again resumes from the last checkpoint; Ctrl-C saves on
 examples:
   # the paper's recipe on VOC07+12 (all visible GPUs are used)
   python train_detector.py --data-root ~/data/VOCdevkit --run-dir runs/ssd300 \\
-      --vgg16-weights ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5
+      --base-weights ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5
+  # the references' own start: Caffe's fc-reduced base (or ssd.pytorch's vgg16_reducedfc.pth)
+  python train_detector.py ... --base-weights VGG_ILSVRC_16_layers_fc_reduced.caffemodel
   # a slim model on the synthetic set, from scratch, on a CPU
   python train_detector.py --data-root data/synthetic --train-split trainval --val-split test \\
       --run-dir runs/synthetic --width 0.25 --from-scratch --optimizer adam --lr 1e-3 \\
@@ -37,8 +39,8 @@ from pathlib import Path
 
 from datasets import load_dataset
 from ssd.cli import configure_logging
-from ssd.config import (BOX_SETS, EVAL_METRICS, OPTIMIZERS, PRECISIONS, PRESETS, RECIPES, SCHEDULES, STRATEGIES,
-                        ModelConfig, TrainConfig)
+from ssd.config import (BASE_WEIGHT_SUFFIXES, BOX_SETS, EVAL_METRICS, OPTIMIZERS, PRECISIONS, PRESETS, RECIPES,
+                        SCHEDULES, STRATEGIES, ModelConfig, TrainConfig)
 from ssd.records import DATA_FORMATS, DetectionDataset
 
 DEFAULTS = TrainConfig()
@@ -90,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--boxes", choices=tuple(BOX_SETS), help="the Caffe release's default boxes for VOC or for "
                        "COCO (smaller first level) (default: coco with --recipe coco, else voc)")
     model.add_argument("--width", type=float, help="channel multiplier; 1.0 is the paper's network (default: 1.0)")
-    model.add_argument("--vgg16-weights", metavar="PATH", help="Keras ImageNet VGG-16 file with top "
-                       "(vgg16_weights_tf_dim_ordering_tf_kernels.h5); required unless --from-scratch")
+    model.add_argument("--base-weights", "--vgg16-weights", dest="vgg16_weights", metavar="PATH",
+                       help="ImageNet VGG-16 base: the Keras file with top (vgg16_weights_tf_dim_ordering_tf_kernels.h5), "
+                       "Caffe's VGG_ILSVRC_16_layers_fc_reduced.caffemodel or ssd.pytorch's vgg16_reducedfc.pth; "
+                       "required unless --from-scratch (--vgg16-weights is an alias)")
     model.add_argument("--from-scratch", action="store_true", help="train without ImageNet weights")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--recipe", choices=tuple(RECIPES), help="start from a paper recipe: voc (120k steps, x0.1 at "
@@ -188,10 +192,14 @@ def check_objects(train_set: DetectionDataset) -> None:
 def check_initialisation(config: TrainConfig) -> None:
     """Before anything slow: VGG-16 weights that exist, or an explicit --from-scratch."""
     if config.vgg16_weights and not Path(config.vgg16_weights).expanduser().is_file():
-        raise FileNotFoundError(f"--vgg16-weights {config.vgg16_weights}: no such file")
+        raise FileNotFoundError(f"--base-weights {config.vgg16_weights}: no such file")
+    if config.vgg16_weights and Path(config.vgg16_weights).suffix.lower() not in BASE_WEIGHT_SUFFIXES:
+        raise ValueError(f"--base-weights {config.vgg16_weights}: expected a file ending in "
+                         f"{', '.join(BASE_WEIGHT_SUFFIXES)} (Keras, Caffe or PyTorch VGG-16)")
     if not config.vgg16_weights and not config.from_scratch:
-        raise ValueError("no ImageNet weights: pass --vgg16-weights PATH (the Keras file "
-                         "vgg16_weights_tf_dim_ordering_tf_kernels.h5) or --from-scratch")
+        raise ValueError("no ImageNet weights: pass --base-weights PATH (the Keras file "
+                         "vgg16_weights_tf_dim_ordering_tf_kernels.h5, Caffe's fc-reduced .caffemodel or "
+                         "vgg16_reducedfc.pth) or --from-scratch")
 
 
 def main(argv: list[str] | None = None) -> int:

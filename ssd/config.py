@@ -15,8 +15,13 @@ from typing import Any
 
 from ssd.records import DATA_FORMATS
 
-# The Caffe VGG-16 ImageNet mean in uint8 pixel units, BGR (the order the VGG weights were trained
-# on); the network subtracts it in its graph and the augmentation fills expanded canvases with it.
+# Input means in uint8 pixel units, BGR (the order the VGG weights were trained on); the network
+# subtracts its ModelConfig.mean_bgr in its graph.
+# The SSD references' (Caffe ssd_pascal.py, ssd.pytorch): the default of a new model.
+SSD_MEAN_BGR = (104.0, 117.0, 123.0)
+# The Caffe VGG-16 ImageNet mean (the Keras VGG-16 file's): the augmentation fills expanded
+# canvases with it, and run directories written before the mean was part of ModelConfig were
+# trained with it, so a config.json without "mean_bgr" loads with it.
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
@@ -149,11 +154,12 @@ BOX_SETS: dict[str, dict[str, DefaultBoxConfig]] = {"voc": DEFAULT_BOXES, "coco"
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model: preset, classes, width and default boxes.
+    """Everything needed to rebuild a model: preset, classes, width, default boxes, input mean.
 
     `class_names` are the dataset's classes in order; they get ids 1..C, id 0 is background.
     `boxes` names the default-box set ("voc" or "coco", `BOX_SETS`) `default_boxes` starts from.
     `category_ids` are the dataset's own id of each class (COCO's, with gaps), for COCO results.
+    `mean_bgr` is subtracted from the BGR input pixels (see `ssd.modeling.model.CaffePreprocess`).
     """
 
     preset: str
@@ -162,6 +168,7 @@ class ModelConfig:
     default_boxes: DefaultBoxConfig | None = None
     boxes: str = "voc"
     category_ids: tuple[int, ...] | None = None
+    mean_bgr: tuple[float, float, float] = SSD_MEAN_BGR
 
     def __post_init__(self) -> None:
         if self.preset not in DEFAULT_BOXES:
@@ -178,6 +185,10 @@ class ModelConfig:
                                               or len(set(self.category_ids)) != len(self.category_ids)):
             raise ValueError(f"ModelConfig.category_ids needs one unique id per class ({len(self.class_names)}), "
                              f"got {self.category_ids!r}")
+        mean = tuple(float(m) for m in self.mean_bgr)
+        if len(mean) != 3 or not all(math.isfinite(m) for m in mean):
+            raise ValueError(f"ModelConfig.mean_bgr must be 3 finite numbers (B, G, R), got {self.mean_bgr!r}")
+        object.__setattr__(self, "mean_bgr", mean)
         if self.default_boxes is None:
             object.__setattr__(self, "default_boxes", BOX_SETS[self.boxes][self.preset])
         expected = DEFAULT_BOXES[self.preset].feature_map_sizes
@@ -204,6 +215,7 @@ class ModelConfig:
             "default_boxes": self.default_boxes.to_dict(),
             "boxes": self.boxes,
             "category_ids": None if self.category_ids is None else list(self.category_ids),
+            "mean_bgr": list(self.mean_bgr),
         }
 
     @classmethod
@@ -215,6 +227,7 @@ class ModelConfig:
             default_boxes=DefaultBoxConfig.from_dict(data["default_boxes"]),
             boxes=data.get("boxes", "voc"),  # configs written before COCO support
             category_ids=_tuple(data.get("category_ids")),
+            mean_bgr=tuple(data.get("mean_bgr", CAFFE_BGR_MEAN)),
         )
 
     def save(self, path: str | Path) -> None:
@@ -241,6 +254,10 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 SCHEDULES = ("constant", "step", "exponential", "polynomial", "cosine", "cyclic")
 # auto: multi_worker when TF_CONFIG is set, mirrored over several GPUs, else one device.
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+# Files TrainConfig.vgg16_weights may name, by suffix: the Keras VGG-16 file, the fc-reduced
+# Caffe and ssd.pytorch bases (read by ssd.modeling.convert.convert.load_base_weights).
+KERAS_SUFFIXES, CAFFE_SUFFIXES, TORCH_SUFFIXES = (".h5", ".hdf5"), (".caffemodel",), (".pth", ".pt")
+BASE_WEIGHT_SUFFIXES = KERAS_SUFFIXES + CAFFE_SUFFIXES + TORCH_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,23 @@ def test_model_config_json_round_trip(tmp_path, preset):
     assert json.loads((tmp_path / "model.json").read_text())["class_names"] == ["cat", "dog"]
 
 
+def test_mean_is_stored_and_defaults_to_the_ssd_references(tmp_path):
+    config = ModelConfig("vgg300", ("cat",))
+    assert config.mean_bgr == (104.0, 117.0, 123.0)
+    config.save(tmp_path / "model.json")
+    assert json.loads((tmp_path / "model.json").read_text())["mean_bgr"] == [104.0, 117.0, 123.0]
+    custom = ModelConfig("vgg300", ("cat",), mean_bgr=(1, 2, 3.5))
+    assert ModelConfig.from_dict(json.loads(json.dumps(custom.to_dict()))).mean_bgr == (1.0, 2.0, 3.5)
+
+
+def test_config_written_before_the_mean_was_stored_keeps_its_training_mean(tmp_path):
+    data = ModelConfig("vgg300", ("cat",)).to_dict()
+    del data["mean_bgr"]
+    (tmp_path / "model.json").write_text(json.dumps(data))
+    # The Keras VGG-16 file's mean, which every model was trained with before.
+    assert ModelConfig.load(tmp_path / "model.json").mean_bgr == (103.939, 116.779, 123.68)
+
+
 def test_default_box_config_round_trip_keeps_tuples():
     config = DefaultBoxConfig.linear_scale(300, (38, 19), (8, 16), ((2,), (2, 3)))
     again = DefaultBoxConfig.from_dict(json.loads(json.dumps(config.to_dict())))
@@ -33,6 +50,8 @@ def test_model_config_rejects_bad_input():
         ModelConfig("vgg300", ("a",), default_boxes=DEFAULT_BOXES["vgg512"])
     with pytest.raises(FileNotFoundError):
         ModelConfig.load("/nonexistent/model.json")
+    with pytest.raises(ValueError, match=r"mean_bgr must be 3 finite numbers.*\(1, 2\)"):
+        ModelConfig("vgg300", ("a",), mean_bgr=(1, 2))
 
 
 def test_coco_default_boxes_are_the_caffe_releases():

@@ -1,4 +1,5 @@
-"""Tests for ssd/model.py: topology numbers from the paper, head order vs default boxes, preprocessing."""
+"""Tests for ssd/modeling/model.py: topology numbers from the paper, Caffe padding, head order vs
+default boxes, preprocessing."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import keras
 import numpy as np
 import pytest
 
+from numpy_reference import numpy_conv
+
 from ssd.core.anchors import box_shapes, default_boxes
-from ssd.config import DEFAULT_BOXES, DefaultBoxConfig, ModelConfig
+from ssd.config import DEFAULT_BOXES, SSD_MEAN_BGR, DefaultBoxConfig, ModelConfig
 from ssd.modeling.model import (
     CaffePreprocess,
     L2Normalization,
+    PaddedConv2D,
     build_model,
     build_model_from_config,
     kernel_weights,
@@ -35,7 +39,7 @@ def slim300():
     "preset, params, boxes, maps",
     [
         ("vgg300", 26_285_486, 8732, (38, 19, 10, 5, 3, 1)),
-        ("vgg512", 26_959_300, 24564, (64, 32, 16, 8, 4, 2, 1)),
+        ("vgg512", 27_188_676, 24564, (64, 32, 16, 8, 4, 2, 1)),
     ],
 )
 def test_paper_numbers(full_models, preset, params, boxes, maps):
@@ -69,7 +73,8 @@ def test_layer_shapes_follow_the_paper(full_models):
     conv6 = model.get_layer("conv6")
     assert conv6.kernel.shape == (3, 3, 512, 1024) and conv6.dilation_rate == (6, 6)
     assert model.get_layer("conv7").kernel.shape == (1, 1, 1024, 1024)
-    assert model.get_layer("conv12_pad").output.shape[1:3] == (3, 3)
+    assert model.get_layer("conv12_1").output.shape[1:] == (2, 2, 128)
+    assert model.get_layer("conv12_2").kernel.shape == (4, 4, 128, 256)
     assert model.get_layer("conv12_2").output.shape[1:] == (1, 1, 256)
     assert model.get_layer("conv4_3_norm").scale.shape == (512,)
     assert model.get_layer("conv8_2_mbox_conf").kernel.shape == (3, 3, 512, 6 * 21)
@@ -115,8 +120,53 @@ def test_flattening_is_row_column_box_type(slim300):
     np.testing.assert_array_equal(deltas[0, start + (2 * 19 + 5) * 6 + 4], maps[1][0, 2, 5, 16:20])
 
 
-def test_preprocessing_of_the_caffe_mean_colour_is_zero():
-    mean_rgb = np.array([123.68, 116.779, 103.939], np.float32)
+@pytest.mark.parametrize("preset, layer, side", [("vgg300", "conv9_2", 10), ("vgg512", "conv8_2", 32),
+                                                 ("vgg512", "conv11_2", 4), ("vgg512", "conv12_2", 2)])
+def test_strided_and_last_convs_pad_one_pixel_on_every_side(preset, layer, side):
+    """Caffe pads (1, 1) where TensorFlow's "same" pads (0, 1) on an even side: a shifted grid."""
+    conv = build_model(preset, 3, width=SLIM).get_layer(layer)
+    assert isinstance(conv, PaddedConv2D) and conv.pad == 1
+    rng = np.random.default_rng(4)
+    kernel, bias = (rng.standard_normal(w.shape).astype(np.float32) for w in conv.get_weights())
+    conv.set_weights([kernel, bias])
+    x = rng.standard_normal((1, side, side, kernel.shape[2])).astype(np.float32)
+    caffe_weight = kernel.transpose(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
+    expected = np.maximum(numpy_conv(x[0], caffe_weight, bias, conv.strides[0], 1), 0)  # ReLU
+    ours = np.asarray(conv(x))[0]
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+    # TensorFlow's "same" (pad 0 before) would give another grid: the test tells them apart.
+    if conv.strides[0] == 2:
+        same = np.maximum(numpy_conv(np.pad(x[0], ((0, 1), (0, 1), (0, 0))), caffe_weight, bias, 2, 0), 0)
+        assert not np.allclose(same, expected, atol=1e-3)
+
+
+def test_checkpoint_of_a_same_padded_conv_restores_into_a_padded_conv(tmp_path):
+    """Run directories saved when the strided convs were "same" Conv2D layers still load."""
+    import tensorflow as tf
+
+    def net(conv):
+        inputs = keras.Input((10, 10, 3))
+        return keras.Model(inputs, conv(inputs))
+
+    old = net(keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv9_2"))
+    old.get_layer("conv9_2").set_weights([np.full((3, 3, 3, 4), 0.5, np.float32), np.arange(4, dtype=np.float32)])
+    path = tf.train.Checkpoint(model=old).save(str(tmp_path / "ckpt"))
+    new = net(PaddedConv2D(4, 3, strides=2, pad=1, name="conv9_2"))
+    tf.train.Checkpoint(model=new).restore(path).assert_existing_objects_matched()
+    for before, after in zip(old.get_layer("conv9_2").get_weights(), new.get_layer("conv9_2").get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_padded_conv_config_round_trip():
+    conv = PaddedConv2D(4, 3, strides=2, pad=1, name="p")
+    clone = PaddedConv2D.from_config(conv.get_config())
+    assert (clone.pad, clone.strides, clone.padding, clone.name) == (1, (2, 2), "valid", "p")
+    assert clone.compute_output_shape((None, 10, 10, 3)) == (None, 5, 5, 4)
+
+
+def test_preprocessing_of_the_mean_colour_is_zero():
+    mean_rgb = np.array(SSD_MEAN_BGR[::-1], np.float32)
     out = np.asarray(CaffePreprocess()(np.broadcast_to(mean_rgb, (1, 2, 3, 3))))
     np.testing.assert_allclose(out, 0.0, atol=1e-5)
 
@@ -124,8 +174,17 @@ def test_preprocessing_of_the_caffe_mean_colour_is_zero():
 def test_preprocessing_swaps_to_bgr_and_subtracts_the_mean():
     rgb = np.array([[[[10, 200, 255]]]], np.uint8)
     out = np.asarray(CaffePreprocess()(rgb))
+    np.testing.assert_allclose(out[0, 0, 0], [255 - 104, 200 - 117, 10 - 123], rtol=1e-6)
+    out = np.asarray(CaffePreprocess((103.939, 116.779, 123.68))(rgb))
     np.testing.assert_allclose(out[0, 0, 0], [255 - 103.939, 200 - 116.779, 10 - 123.68], rtol=1e-6)
     assert out.dtype == np.float32
+
+
+def test_model_subtracts_the_configured_mean():
+    config = ModelConfig("vgg300", ("a",), width=SLIM, mean_bgr=(1.0, 2.0, 3.0))
+    model = build_model_from_config(config)
+    assert model.get_layer("preprocess").mean_bgr == (1.0, 2.0, 3.0)
+    assert build_model("vgg300", 2, width=SLIM).get_layer("preprocess").mean_bgr == SSD_MEAN_BGR
 
 
 def test_uint8_and_float_inputs_give_the_same_outputs(slim300):

@@ -42,7 +42,7 @@ def test_help_lists_the_options_a_user_needs(capsys):
         train_detector.main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--run-dir", "--config", "--data-root", "--vgg16-weights", "--from-scratch", "--epochs",
+    for flag in ("--run-dir", "--config", "--data-root", "--base-weights", "--vgg16-weights", "--from-scratch", "--epochs",
                  "--schedule", "--warmup-steps", "--mixed-precision", "--lr-finder", "--strategy", "examples:"):
         assert flag in text
     assert "(default: 80000,100000)" in text and "(default: VOC2007:trainval VOC2012:trainval)" in text
@@ -52,14 +52,18 @@ def test_no_weights_and_no_from_scratch_names_the_flag(root, tmp_path, capsys):
     args = [a for a in tiny_args(root, tmp_path / "run") if a != "--from-scratch"]
     assert train_detector.main(args) == 2
     err = capsys.readouterr().err
-    assert "--vgg16-weights" in err and "--from-scratch" in err
+    assert "--base-weights" in err and "--from-scratch" in err
     assert not (tmp_path / "run").exists()
 
 
-def test_missing_weights_file_is_named(root, tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--base-weights", "--vgg16-weights"])
+def test_missing_or_unknown_base_weights_file_is_named(root, tmp_path, capsys, flag):
     args = [a for a in tiny_args(root, tmp_path / "run") if a != "--from-scratch"]
-    assert train_detector.main([*args, "--vgg16-weights", str(tmp_path / "vgg.h5")]) == 2
-    assert f"--vgg16-weights {tmp_path / 'vgg.h5'}: no such file" in capsys.readouterr().err
+    assert train_detector.main([*args, flag, str(tmp_path / "vgg.h5")]) == 2
+    assert f"--base-weights {tmp_path / 'vgg.h5'}: no such file" in capsys.readouterr().err
+    (tmp_path / "vgg.npz").write_bytes(b"x")
+    assert train_detector.main([*args, flag, str(tmp_path / "vgg.npz")]) == 2
+    assert "vgg.npz: expected a file ending in .h5, .hdf5, .caffemodel, .pth, .pt" in capsys.readouterr().err
 
 
 def test_classes_the_annotations_do_not_have_are_refused(root, tmp_path, capsys):

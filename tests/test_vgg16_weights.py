@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from ssd.config import CAFFE_BGR_MEAN
 from ssd.modeling.model import build_model
 from ssd.modeling.vgg16_weights import (
     EXPECTED_FILE,
@@ -81,7 +82,8 @@ def vgg_file(tmp_path_factory, vgg_weights):
 
 @pytest.fixture(scope="module")
 def model():
-    return build_model("vgg300", 21)
+    # The Keras VGG-16 file's own mean, so conv3_3 can be compared with keras.applications' preprocessing.
+    return build_model("vgg300", 21, mean_bgr=CAFFE_BGR_MEAN)
 
 
 def test_decimate_fc6_on_full_shape():

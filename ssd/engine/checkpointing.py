@@ -83,8 +83,8 @@ def initialise(state: TrainState, checkpointer: Checkpointer, config: TrainConfi
     if restore and checkpointer.restore_run():
         return
     if config.vgg16_weights:
-        from ssd.modeling.vgg16_weights import load_vgg16_weights
-        load_vgg16_weights(state.model, config.vgg16_weights)
+        from ssd.modeling.convert.convert import load_base_weights
+        load_base_weights(state.model, config.vgg16_weights)
         log.info("initialised the VGG-16 base from %s", config.vgg16_weights)
     elif not config.from_scratch:
         raise ValueError(

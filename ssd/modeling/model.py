@@ -2,13 +2,18 @@
 
 `build_model` returns a Keras functional model. Its input is a batch of images, RGB, values in
 the uint8 range [0, 255], shape [B, S, S, 3] (uint8 or float); the Caffe preprocessing (RGB ->
-BGR, minus the ImageNet mean, no scaling) happens inside. Its output is a dict of raw head
+BGR, minus the configured mean, no scaling) happens inside. Its output is a dict of raw head
 outputs, always float32 (also under a mixed-precision policy):
 
     {"box_deltas": float32 [B, A, 4], "class_logits": float32 [B, A, num_classes]}
 
 with A default boxes in the order of `ssd.core.anchors.default_boxes` (location-major). Decoding,
 softmax and the loss live elsewhere; the outputs never depend on a mode.
+
+The geometry is Caffe's, pixel for pixel, so weights trained in Caffe compute the same outputs:
+every strided 3x3 convolution pads one pixel on every side (`PaddedConv2D`; TensorFlow's "same"
+pads 0 before and 1 after on an even side, a grid shifted by one pixel), and vgg512 ends with
+conv12_2, a 4x4 convolution with pad 1 (2x2 -> 1x1).
 
 Layer names follow the paper and the Caffe release (conv1_1 ... conv5_3, conv6 = fc6,
 conv7 = fc7, conv8_1 ..., conv4_3_norm, `<source>_mbox_loc` / `<source>_mbox_conf`), so
@@ -20,7 +25,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ssd.config import CAFFE_BGR_MEAN, DEFAULT_BOXES, PRESETS, DefaultBoxConfig, ModelConfig
+from ssd.config import DEFAULT_BOXES, PRESETS, SSD_MEAN_BGR, DefaultBoxConfig, ModelConfig
 
 # Feature maps the heads read, in default-box order, per preset.
 SOURCE_LAYERS: dict[str, tuple[str, ...]] = {
@@ -31,33 +36,66 @@ SOURCE_LAYERS: dict[str, tuple[str, ...]] = {
 # VGG-16 blocks: (number of 3x3 convs, channels).
 _VGG_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
 
-# Extra layers after conv7: (name, kernel, channels, stride, padding). A "pad" row pads the
-# bottom and right by one pixel (vgg512's conv12).
-_EXTRAS: dict[str, tuple[tuple, ...]] = {
+# Extra layers after conv7: (name, kernel, channels, stride, pad), pad = zero pixels on every
+# side as in Caffe's prototxt (ssd_pascal.py / ssd_pascal_512.py).
+_EXTRAS: dict[str, tuple[tuple[str, int, int, int, int], ...]] = {
     "vgg300": (
-        ("conv8_1", 1, 256, 1, "same"), ("conv8_2", 3, 512, 2, "same"),
-        ("conv9_1", 1, 128, 1, "same"), ("conv9_2", 3, 256, 2, "same"),
-        ("conv10_1", 1, 128, 1, "same"), ("conv10_2", 3, 256, 1, "valid"),
-        ("conv11_1", 1, 128, 1, "same"), ("conv11_2", 3, 256, 1, "valid"),
+        ("conv8_1", 1, 256, 1, 0), ("conv8_2", 3, 512, 2, 1),
+        ("conv9_1", 1, 128, 1, 0), ("conv9_2", 3, 256, 2, 1),
+        ("conv10_1", 1, 128, 1, 0), ("conv10_2", 3, 256, 1, 0),
+        ("conv11_1", 1, 128, 1, 0), ("conv11_2", 3, 256, 1, 0),
     ),
     "vgg512": (
-        ("conv8_1", 1, 256, 1, "same"), ("conv8_2", 3, 512, 2, "same"),
-        ("conv9_1", 1, 128, 1, "same"), ("conv9_2", 3, 256, 2, "same"),
-        ("conv10_1", 1, 128, 1, "same"), ("conv10_2", 3, 256, 2, "same"),
-        ("conv11_1", 1, 128, 1, "same"), ("conv11_2", 3, 256, 2, "same"),
-        ("conv12_1", 1, 128, 1, "same"), ("conv12_pad", "pad"), ("conv12_2", 3, 256, 1, "valid"),
+        ("conv8_1", 1, 256, 1, 0), ("conv8_2", 3, 512, 2, 1),
+        ("conv9_1", 1, 128, 1, 0), ("conv9_2", 3, 256, 2, 1),
+        ("conv10_1", 1, 128, 1, 0), ("conv10_2", 3, 256, 2, 1),
+        ("conv11_1", 1, 128, 1, 0), ("conv11_2", 3, 256, 2, 1),
+        ("conv12_1", 1, 128, 1, 0), ("conv12_2", 4, 256, 1, 1),
     ),
 }
 
 
 @keras.saving.register_keras_serializable(package="ssd")
 class CaffePreprocess(layers.Layer):
-    """RGB images in [0, 255] [B, H, W, 3] -> float32 BGR minus the Caffe mean (no scaling)."""
+    """RGB images in [0, 255] [B, H, W, 3] -> float32 BGR minus `mean_bgr` (no scaling)."""
+
+    def __init__(self, mean_bgr: tuple[float, float, float] = SSD_MEAN_BGR, **kwargs):
+        super().__init__(**kwargs)
+        self.mean_bgr = tuple(float(m) for m in mean_bgr)
 
     def call(self, images):
         x = ops.cast(images, "float32")
         x = ops.flip(x, axis=-1)  # RGB -> BGR, the channel order the VGG weights were trained on
-        return x - ops.convert_to_tensor(CAFFE_BGR_MEAN, "float32")
+        return x - ops.convert_to_tensor(self.mean_bgr, "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "mean_bgr": list(self.mean_bgr)}
+
+
+@keras.saving.register_keras_serializable(package="ssd")
+class PaddedConv2D(layers.Conv2D):
+    """A 'valid' Conv2D after `pad` zero pixels on every side: Caffe's convolution padding.
+
+    The layer's variables are those of a Conv2D (no extra layer in the graph), so checkpoints
+    written when these convolutions used "same" padding still restore.
+    """
+
+    def __init__(self, *args, pad: int = 1, **kwargs):
+        kwargs.pop("padding", None)
+        super().__init__(*args, padding="valid", **kwargs)
+        self.pad = int(pad)
+
+    def call(self, inputs):
+        p = self.pad
+        return super().call(ops.pad(inputs, ((0, 0), (p, p), (p, p), (0, 0))))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        grow = (lambda side: None if side is None else side + 2 * self.pad)
+        return super().compute_output_shape((batch, grow(height), grow(width), channels))
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad}
 
 
 @keras.saving.register_keras_serializable(package="ssd")
@@ -89,20 +127,29 @@ class L2Normalization(layers.Layer):
         return {**super().get_config(), "scale_init": self.scale_init, "epsilon": self.epsilon}
 
 
+def extra_layer_names(preset: str) -> tuple[str, ...]:
+    """The extra layers after conv7, in order (conv8_1, conv8_2, ...)."""
+    return tuple(spec[0] for spec in _EXTRAS[preset])
+
+
 def scaled_channels(channels: int, width: float) -> int:
     """Channel count of a slim/wide model: round(channels * width), at least 1."""
     return max(1, int(channels * width + 0.5))
 
 
-def _conv(x, name: str, channels: int, kernel: int, stride: int = 1, padding: str = "same",
+def _conv(x, name: str, channels: int, kernel: int, stride: int = 1, pad: int | str = "same",
           dilation: int = 1, activation: str | None = "relu"):
-    """A Conv2D with Caffe SSD's initialisation: "xavier" (uniform, fan-in) kernels, zero biases."""
+    """A convolution with Caffe SSD's initialisation: "xavier" (uniform, fan-in) kernels, zero biases.
+
+    `pad` is "same" (stride 1 only, where it equals Caffe's symmetric padding) or Caffe's pixels
+    on every side.
+    """
     # Caffe's xavier filler with its default variance_norm (FAN_IN) is Keras' LeCun uniform.
-    return layers.Conv2D(
-        channels, kernel, strides=stride, padding=padding, dilation_rate=dilation,
-        activation=activation, kernel_initializer="lecun_uniform", bias_initializer="zeros",
-        name=name,
-    )(x)
+    options = dict(strides=stride, dilation_rate=dilation, activation=activation, name=name,
+                   kernel_initializer="lecun_uniform", bias_initializer="zeros")
+    if pad == "same" or pad == 0:
+        return layers.Conv2D(channels, kernel, padding="valid" if pad == 0 else "same", **options)(x)
+    return PaddedConv2D(channels, kernel, pad=pad, **options)(x)
 
 
 def _vgg16_base(x, width: float):
@@ -126,13 +173,8 @@ def _vgg16_base(x, width: float):
 def _extras(x, preset: str, width: float) -> dict:
     """The extra feature layers after conv7; returns every layer's output by name."""
     outputs = {}
-    for spec in _EXTRAS[preset]:
-        if spec[1] == "pad":
-            x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=spec[0])(x)
-        else:
-            name, kernel, channels, stride, padding = spec
-            x = _conv(x, name, scaled_channels(channels, width), kernel, stride, padding)
-        outputs[spec[0]] = x
+    for name, kernel, channels, stride, pad in _EXTRAS[preset]:
+        x = outputs[name] = _conv(x, name, scaled_channels(channels, width), kernel, stride, pad)
     return outputs
 
 
@@ -179,6 +221,7 @@ def build_model(
     width: float = 1.0,
     default_boxes: DefaultBoxConfig | None = None,
     name: str | None = None,
+    mean_bgr: tuple[float, float, float] = SSD_MEAN_BGR,
 ) -> keras.Model:
     """The SSD network of `preset` ("vgg300" or "vgg512").
 
@@ -189,6 +232,7 @@ def build_model(
             the number of default boxes stay the same. 1.0 is the paper's network.
         default_boxes: only its boxes per location are used; the preset's Caffe config if None.
         name: model name; `ssd_<preset>` if None.
+        mean_bgr: subtracted from the BGR pixels (uint8 units); the SSD references' by default.
     Returns:
         A model mapping images [B, S, S, 3] (RGB, 0..255) to {"box_deltas": float32 [B, A, 4],
         "class_logits": float32 [B, A, num_classes]}.
@@ -197,7 +241,7 @@ def build_model(
     _check_args(preset, num_classes, width, boxes)
     size = boxes.image_size
     images = keras.Input((size, size, 3), name="images")
-    x = CaffePreprocess(name="preprocess", dtype="float32")(images)
+    x = CaffePreprocess(mean_bgr, name="preprocess", dtype="float32")(images)
     conv4_3, conv7 = _vgg16_base(x, width)
     # The norm is computed in float32: a sum of 512 squares is too coarse in bfloat16.
     sources = {"conv4_3_norm": L2Normalization(20.0, name="conv4_3_norm", dtype="float32")(conv4_3),
@@ -212,7 +256,8 @@ def build_model(
 
 def build_model_from_config(config: ModelConfig) -> keras.Model:
     """`build_model` from a `ModelConfig` (whose num_classes already includes background)."""
-    return build_model(config.preset, config.num_classes, config.width, config.default_boxes)
+    return build_model(config.preset, config.num_classes, config.width, config.default_boxes,
+                       mean_bgr=config.mean_bgr)
 
 
 def source_map_sizes(model: keras.Model) -> tuple[int, ...]:

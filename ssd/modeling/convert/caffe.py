@@ -1,0 +1,100 @@
+"""Read the learned blobs of a Caffe `.caffemodel` (a binary NetParameter) without Caffe.
+
+Field numbers, from Caffe's src/caffe/proto/caffe.proto:
+
+    NetParameter      name 1, layers 2 (V1LayerParameter, deprecated), layer 100 (LayerParameter)
+    LayerParameter    name 1, type 2 (string), blobs 7
+    V1LayerParameter  name 4, type 5 (enum), blobs 6
+    BlobProto         num 1, channels 2, height 3, width 4 (legacy 4-D shape), data 5 (float,
+                      packed), diff 6, shape 7 (BlobShape), double_data 8 (packed), double_diff 9
+    BlobShape         dim 1 (int64, packed)
+
+Blobs are returned in Caffe's layout: a convolution's weights (out, in, kh, kw), its bias (out,).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ssd.modeling.convert.protobuf_wire import (
+    FIXED32,
+    FIXED64,
+    LENGTH_DELIMITED,
+    WireFormatError,
+    iter_fields,
+    packed_varints,
+)
+
+NET_V1_LAYERS, NET_LAYER = 2, 100
+# (name field, blobs field) of LayerParameter and V1LayerParameter.
+_LAYER_FIELDS = {NET_LAYER: (1, 7), NET_V1_LAYERS: (4, 6)}
+BLOB_LEGACY_DIMS = (1, 2, 3, 4)  # num, channels, height, width
+BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
+
+
+def _floats(value: int | memoryview, wire: int, dtype: str) -> np.ndarray:
+    """A repeated float/double field: a packed run, or one unpacked value."""
+    if wire == LENGTH_DELIMITED or wire in (FIXED32, FIXED64):
+        return np.frombuffer(value, dtype)
+    raise WireFormatError(f"float data with wire type {wire}")
+
+
+def parse_blob(buf: memoryview) -> np.ndarray:
+    """A BlobProto -> float32 array in its declared shape (`shape`, else num/channels/height/width)."""
+    chunks, shape, legacy = [], None, {}
+    for field, wire, value in iter_fields(buf):
+        if field == BLOB_DATA:
+            chunks.append(_floats(value, wire, "<f4"))
+        elif field == BLOB_DOUBLE_DATA:
+            chunks.append(_floats(value, wire, "<f8"))
+        elif field == BLOB_SHAPE:
+            shape = [d for f, _, v in iter_fields(value) if f == 1 for d in packed_varints(v)]
+        elif field in BLOB_LEGACY_DIMS:
+            legacy[field] = value
+    if shape is None:
+        shape = [legacy.get(f, 0) for f in BLOB_LEGACY_DIMS] if legacy else [0]
+    data = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if data.size != int(np.prod(shape)):
+        raise WireFormatError(f"blob of shape {tuple(shape)} holds {data.size} values")
+    return data.reshape(shape)
+
+
+def _parse_layer(buf: memoryview, name_field: int, blobs_field: int) -> tuple[str, list[np.ndarray]]:
+    name, blobs = "", []
+    for field, wire, value in iter_fields(buf):
+        if field == name_field and wire == LENGTH_DELIMITED:
+            name = bytes(value).decode("utf8")
+        elif field == blobs_field and wire == LENGTH_DELIMITED:
+            blobs.append(parse_blob(value))
+    return name, blobs
+
+
+def parse_net(data: bytes) -> dict[str, list[np.ndarray]]:
+    """Every layer that has blobs, in file order: {layer name: [blob, ...]} (V1 and V2 layers)."""
+    layers: dict[str, list[np.ndarray]] = {}
+    for field, wire, value in iter_fields(memoryview(data)):
+        if field not in _LAYER_FIELDS or wire != LENGTH_DELIMITED:
+            continue
+        name, blobs = _parse_layer(value, *_LAYER_FIELDS[field])
+        if not blobs:
+            continue
+        if name in layers:
+            raise WireFormatError(f"two layers named {name!r} have weights")
+        layers[name] = blobs
+    return layers
+
+
+def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
+    """{layer name: blobs} of a `.caffemodel` file; errors name the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Caffe model {path}: no such file")
+    try:
+        layers = parse_net(path.read_bytes())
+    except WireFormatError as error:
+        raise ValueError(f"Caffe model {path}: not a binary NetParameter (.caffemodel): {error}") from None
+    if not layers:
+        raise ValueError(f"Caffe model {path}: no layer with weights (is it a .prototxt, or empty?)")
+    return layers
