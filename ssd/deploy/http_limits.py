@@ -1,13 +1,13 @@
 """The server's limits, and uvicorn's h11 protocol enforcing those that live below the application.
 
-uvicorn already bounds the size of a request head (h11), rejects malformed framing (two
-conflicting Content-Length headers, bad chunking) and closes idle keep-alive connections. This
-protocol adds what it lacks, per connection, before the application sees a request:
+uvicorn (through h11) already bounds a request head that is still incomplete after a read,
+rejects malformed framing (two conflicting Content-Length headers, bad chunking) and closes idle
+keep-alive connections. This protocol adds what it lacks, per connection:
 
-- a connection cap: connection `max_connections + 1` gets a JSON 503 and is closed at once;
+- a connection cap: connection `max_connections + 1` is answered a JSON 503 at once and closed;
 - a request-head deadline: the request line and headers must be complete within `head_timeout`
   seconds of the connection opening (or of the previous response), however slowly the bytes
-  trickle in (uvicorn has no such timer: each byte restarts nothing, but nothing stops it);
+  trickle in (uvicorn's only timer, the keep-alive one, stops at the first byte of a request);
 - JSON bodies on the errors it answers itself: 400 (malformed), 414 (request line too long),
   431 (headers too large), 408 (head deadline), 503 (cap), and a 400 at once when a client
   closes its side before sending the body its Content-Length promised;
@@ -26,6 +26,7 @@ from http import HTTPStatus
 from typing import Any
 
 import h11
+from starlette.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ssd.image_header import DEFAULT_MAX_PIXELS
@@ -55,17 +56,12 @@ class ServerLimits:
             if not getattr(self, name) > 0:
                 raise ValueError(f"ServerLimits.{name} must be > 0 seconds, got {getattr(self, name)!r}")
 
-    @property
-    def decoded_bytes(self) -> int:
-        """Upper bound of decoded RGB pixels held at once by requests (the graph's copies aside)."""
-        return self.decode_slots * self.max_pixels * 3
 
-
-def json_response_bytes(status: int, message: str, extra_headers: str = "") -> bytes:
+def json_response_bytes(status: int, message: str) -> bytes:
     """A complete HTTP/1.1 response {"error": message} that closes the connection."""
     body = json.dumps({"error": message}).encode()
     head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n{extra_headers}\r\n")
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
     return head.encode("latin-1") + body
 
 
@@ -84,7 +80,8 @@ class HeadSizeLimit:
             error = self._check(scope)
             if error is not None:
                 self._on_error()
-                await _send_json_error(send, *error)
+                status, message = error
+                await JSONResponse({"error": message}, status, headers={"connection": "close"})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -98,14 +95,6 @@ class HeadSizeLimit:
         if head > limit:
             return 431, f"request headers longer than {limit} bytes"
         return None
-
-
-async def _send_json_error(send: Callable, status: int, message: str) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 class LimitedH11Protocol(H11Protocol):
@@ -124,7 +113,7 @@ class LimitedH11Protocol(H11Protocol):
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
-            self.transport = transport  # connection_lost (called next) closes it
+            self.transport = transport  # all the base class would set that _refuse and connection_lost use
             self._refuse(503, f"too many open connections (limit {self.limits.max_connections}): retry later")
             return
         super().connection_made(transport)

@@ -42,13 +42,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ssd.deploy import tf_serving
-from ssd.deploy.http_limits import DEFAULT_MAX_BYTES, HeadSizeLimit, LimitedH11Protocol, ServerLimits
+from ssd.deploy.http_limits import HeadSizeLimit, LimitedH11Protocol, ServerLimits
 from ssd.detections import DetectFn, detection_records
 from ssd.image_header import ImageHeaderError, TooManyPixels, UnknownImageFormat, check_pixels, image_size
 from ssd.image_io import decode_rgb
-
-__all__ = ["DEFAULT_MAX_BYTES", "DetectionServer", "HTTPError", "ServerLimits", "make_server", "parse_size",
-           "post_image"]
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +83,13 @@ class DetectionService:
         self.counts_lock = threading.Lock()
         self.requests = self.errors = 0
         self.started = time.time()
-        self._paths = {"/detect": "POST", "/health": "GET", f"/v1/models/{model_name}": "GET",
-                       f"/v1/models/{model_name}:predict": "POST"}
+        self._routes = [("/detect", "POST", self._detect), ("/health", "GET", self._health),
+                        (f"/v1/models/{model_name}:predict", "POST", self._predict),
+                        (f"/v1/models/{model_name}", "GET", self._status)]
+        self._paths = {path: method for path, method, _ in self._routes}
 
     def app(self) -> Starlette:
-        routes = [Route(path, _json_endpoint(self, endpoint), methods=[method])
-                  for (path, method), endpoint in zip(self._paths.items(),
-                                                      (self._detect, self._health, self._status, self._predict))]
+        routes = [Route(path, _json_endpoint(self, handler), methods=[method]) for path, method, handler in self._routes]
         return Starlette(routes=routes, exception_handlers={HTTPException: self._routing_error})
 
     def count(self, ok: bool) -> None:
@@ -125,10 +122,10 @@ class DetectionService:
             raise HTTPError(413, str(err)) from err
         except ValueError as err:
             raise HTTPError(400, str(err)) from err
-        outputs = await anyio.to_thread.run_sync(self._run_in_slot, images)
+        outputs, _ = await anyio.to_thread.run_sync(self._run_in_slot, images)
         return tf_serving.predict_response(outputs, columnar)
 
-    def _run_in_slot(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _run_in_slot(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
         with self.decode_slots:
             return self._run_graph(images)
 
@@ -147,16 +144,17 @@ class DetectionService:
             if image is None:
                 raise HTTPError(422, f"the image ({len(body)} bytes) has a valid header but cannot be decoded")
             height, width = image.shape[:2]
-            outputs, model_ms = self._run_graph(image[None], timed=True)
+            outputs, model_ms = self._run_graph(image[None])
         records = detection_records(outputs, 0, width, height, self.class_names, threshold)
         return {"width": width, "height": height, "num_detections": len(records), "detections": records,
                 "model_ms": round(model_ms, 2)}
 
-    def _run_graph(self, images: np.ndarray, timed: bool = False):
+    def _run_graph(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """The graph's outputs for uint8 RGB [B, H, W, 3], and the milliseconds the call took."""
         with self.graph_lock:
             tic = time.perf_counter()
             outputs = self.detect(images)
-        return (outputs, 1000 * (time.perf_counter() - tic)) if timed else outputs
+            return outputs, 1000 * (time.perf_counter() - tic)
 
     def _threshold(self, request: Request) -> float:
         text = request.query_params.get("threshold")
@@ -170,9 +168,8 @@ class DetectionService:
             raise HTTPError(400, f"threshold must be a number in [0, 1], got {text!r}")
         return threshold
 
-    async def _routing_error(self, request: Request, exc: Exception) -> JSONResponse:
+    async def _routing_error(self, request: Request, exc: HTTPException) -> JSONResponse:
         """Starlette's 404 / 405 as JSON naming what to use instead."""
-        assert isinstance(exc, HTTPException)
         path = request.url.path
         headers = exc.headers
         if exc.status_code == 405:
