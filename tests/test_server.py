@@ -166,6 +166,15 @@ def test_serve_cli_needs_a_graph(capsys):
     assert serve.main([]) == 2
     assert serve.main(["--graph", "g.pb", "--max-bytes", "lots"]) == 2
     assert "--max-bytes" in capsys.readouterr().err
+    assert serve.main(["--graph", "g.pb", "--max-pixels", "many"]) == 2
+    assert "--max-pixels" in capsys.readouterr().err
+    assert serve.main(["--graph", "g.pb", "--head-timeout", "0"]) == 2
+    assert "ServerLimits.head_timeout must be > 0" in capsys.readouterr().err
+
+
+def test_model_names_must_fit_in_a_url_path(graph):
+    with pytest.raises(ValueError, match=r"model name must be .* got 'my/model'"):
+        make_server(graph, CLASSES, port=0, model_name="my/model")
 
 
 # --- Issue 13 items 1 and 8: pixels checked from the header, deadlines, framing, methods, caps ---

@@ -76,6 +76,9 @@ class DetectionService:
                  graph_name: str, model_name: str):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
+            raise ValueError(f"model name must be letters, digits, '_', '.' or '-' (it is part of a URL path), "
+                             f"got {model_name!r}")
         self.detect, self.class_names, self.limits = detect, tuple(class_names), limits
         self.threshold, self.graph_name, self.model_name = threshold, graph_name, model_name
         self.graph_lock = threading.Lock()
