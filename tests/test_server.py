@@ -399,3 +399,21 @@ def test_tensorflow_serving_predict_api_gives_the_graph_outputs(strict, graph):
     assert request(strict, "GET", "/v1/models/ssd")[1]["model_version_status"][0]["state"] == "AVAILABLE"
     assert request(strict, "POST", path, b'{"instances": [[[1, 2]]]}')[0] == 400
     assert request(strict, "POST", "/v1/models/other:predict", b"{}")[0] == 404
+
+
+def test_oversized_bodies_are_refused_before_100_continue_and_the_connection_stays_usable(strict):
+    """curl asks before sending a large body: the 413 comes instead of 100 Continue."""
+    data = b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\nExpect: 100-continue\r\n\r\n"
+    status, headers, body, _ = exchange(strict, data)
+    assert status == 413 and "exceeds the limit of 200000 bytes" in json_error(headers, body)
+    # A client that sent the whole body anyway reads its 413, and its next request is served.
+    connection = http.client.HTTPConnection(*strict.server_address, timeout=10)
+    try:
+        connection.request("POST", "/detect", body=b"x" * (MAX_BYTES + 1))
+        response = connection.getresponse()
+        assert (response.status, "exceeds" in json.loads(response.read())["error"]) == (413, True)
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())["status"]) == (200, "ok")
+    finally:
+        connection.close()
