@@ -391,7 +391,8 @@ def test_tensorflow_serving_predict_api_gives_the_graph_outputs(strict, graph):
     path = "/v1/models/ssd:predict"
     status, rows = request(strict, "POST", path, json.dumps({"instances": [first.tolist(), second.tolist()]}).encode())
     assert status == 200 and len(rows["predictions"]) == 2
-    status, columns = request(strict, "POST", path, json.dumps({"inputs": {"image_tensor": [second.tolist()]}}).encode())
+    columnar = json.dumps({"inputs": {"image_tensor": [second.tolist()]}}).encode()
+    status, columns = request(strict, "POST", path, columnar)
     assert status == 200
     for name, value in want.items():
         np.testing.assert_allclose(rows["predictions"][1][name], value[1], rtol=1e-6)

@@ -1,7 +1,8 @@
 """The HTTP detection server (uvicorn + Starlette), and its client.
 
-    POST /detect[?threshold=0.3]   body: JPEG/PNG/BMP/WebP bytes -> 200 {"width", "height", "detections": [...], "model_ms"}
-    GET  /health                                                 -> 200 {"status": "ok", "graph", "classes", "requests", ...}
+    POST /detect[?threshold=0.3]    body: JPEG/PNG/BMP/WebP bytes
+                                    -> 200 {"width", "height", "detections": [...], "model_ms"}
+    GET  /health                    -> 200 {"status": "ok", "graph", "classes", "requests", ...}
     POST /v1/models/<name>:predict  TensorFlow Serving's REST predict API on the SavedModel's contract
     GET  /v1/models/<name>          its model status
 
@@ -92,7 +93,8 @@ class DetectionService:
         self._paths = {path: method for path, method, _ in self._routes}
 
     def app(self) -> Starlette:
-        routes = [Route(path, _json_endpoint(self, handler), methods=[method]) for path, method, handler in self._routes]
+        routes = [Route(path, _json_endpoint(self, handler), methods=[method])
+                  for path, method, handler in self._routes]
         return Starlette(routes=routes, exception_handlers={HTTPException: self._routing_error})
 
     def count(self, ok: bool) -> None:
@@ -137,7 +139,7 @@ class DetectionService:
         try:
             check_pixels(*image_size(body, name="the image"), self.limits.max_pixels, "the image")
         except TooManyPixels as err:
-            raise HTTPError(413, f"{err}: send a smaller image (--max-pixels)") from err
+            raise HTTPError(413, f"{err}: send a smaller image") from err
         except UnknownImageFormat as err:
             raise HTTPError(400, f"the body ({len(body)} bytes): {err}") from err
         except ImageHeaderError as err:
@@ -220,7 +222,7 @@ async def read_body(request: Request, limits: ServerLimits) -> bytes:
     if length == 0:
         raise HTTPError(400, "empty body: POST the image bytes, e.g. curl --data-binary @img.jpg")
     if length > limits.max_bytes:  # answered before the body is read; uvicorn discards it
-        raise HTTPError(413, f"body of {length} bytes exceeds the limit of {limits.max_bytes} bytes (--max-bytes)")
+        raise HTTPError(413, f"body of {length} bytes exceeds the limit of {limits.max_bytes} bytes")
     chunks, received = [], 0
     deadline = time.monotonic() + limits.body_timeout
     while True:
@@ -250,7 +252,8 @@ class DetectionServer:
         self.server_address = self.socket.getsockname()[:2]
         on_error = functools.partial(service.count, False)
         protocol = functools.partial(LimitedH11Protocol, limits=self.limits, on_error=on_error)
-        config = uvicorn.Config(HeadSizeLimit(service.app(), self.limits, on_error), http=protocol, lifespan="off", log_config=None,
+        app = HeadSizeLimit(service.app(), self.limits, on_error)
+        config = uvicorn.Config(app, http=protocol, lifespan="off", log_config=None,
                                 timeout_keep_alive=self.limits.head_timeout,
                                 h11_max_incomplete_event_size=self.limits.max_head_bytes,
                                 timeout_graceful_shutdown=5)
