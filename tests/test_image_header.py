@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 
 import cv2
 import numpy as np
@@ -19,6 +18,7 @@ from ssd.image_header import (
     check_pixels,
     image_size,
 )
+from tests.image_bombs import jpeg_bomb, png_bomb
 
 SIZES = [(1, 1), (37, 23), (300, 7), (641, 479)]
 
@@ -31,29 +31,6 @@ def pillow_bytes(width: int, height: int, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels(width, height)).save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid PNG signature and IHDR declaring width x height, written here by hand, and a tiny IDAT."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
-
-
-def jpeg_bomb(width: int, height: int, app_segments: int = 3) -> bytes:
-    """SOI, a few APPn segments, fill bytes, and a baseline SOF0 declaring width x height, by hand."""
-    data = b"\xff\xd8"
-    # A DHT (0xC4, inside the SOF range but not a frame header) first, as some cameras write it.
-    table = bytes([0x00]) + bytes(range(1, 17)) + bytes(range(136))
-    data += b"\xff\xc4" + struct.pack(">H", len(table) + 2) + table
-    for k in range(app_segments):
-        body = bytes(100 + k)
-        data += bytes([0xFF, 0xE0 + k]) + struct.pack(">H", len(body) + 2) + body
-    sof = struct.pack(">BHHB", 8, height, width, 3) + b"\x01\x22\x00\x02\x11\x01\x03\x11\x01"
-    return data + b"\xff\xff" + b"\xff\xc0" + struct.pack(">H", len(sof) + 2) + sof + b"\xff\xd9"
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp", ".webp"])

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,10 +23,14 @@ from ssd.deploy.export import export_module, frozen_graph_def
 from ssd.deploy.frozen_graph import FrozenGraph
 from ssd.detections import detection_records
 from ssd.modeling.model import build_model_from_config
+from ssd.deploy.http_limits import ServerLimits
 from ssd.deploy.server import make_server, parse_size, post_image
+from tests.image_bombs import jpeg_bomb, png_bomb, png_chunk, png_header, zero_png
 
 CLASSES = ("circle", "square", "triangle")
 MAX_BYTES = 200_000
+STRICT_PIXELS = 300 * 200
+STRICT_CONNECTIONS = 6
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +43,27 @@ def graph(tmp_path_factory) -> FrozenGraph:
     return FrozenGraph(out)
 
 
-@pytest.fixture(scope="module")
-def server(graph):
-    server = make_server(graph, CLASSES, port=0, max_bytes=MAX_BYTES, threshold=0.3)
+def serving(server):
+    """Run `server` on a thread for the duration of a fixture."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
     server.shutdown()
     server.server_close()
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(graph):
+    yield from serving(make_server(graph, CLASSES, port=0, limits=ServerLimits(max_bytes=MAX_BYTES), threshold=0.3))
+
+
+@pytest.fixture(scope="module")
+def strict(graph):
+    """A server with short deadlines and a small connection cap, for the limit tests."""
+    limits = ServerLimits(max_bytes=MAX_BYTES, max_pixels=STRICT_PIXELS, head_timeout=1.0, body_timeout=2.0,
+                          idle_timeout=0.5, max_connections=STRICT_CONNECTIONS)
+    yield from serving(make_server(graph, CLASSES, port=0, limits=limits))
 
 
 def jpeg(seed: int, width: int = 120, height: int = 90) -> tuple[bytes, np.ndarray]:
@@ -146,3 +166,255 @@ def test_serve_cli_needs_a_graph(capsys):
     assert serve.main([]) == 2
     assert serve.main(["--graph", "g.pb", "--max-bytes", "lots"]) == 2
     assert "--max-bytes" in capsys.readouterr().err
+    assert serve.main(["--graph", "g.pb", "--max-pixels", "many"]) == 2
+    assert "--max-pixels" in capsys.readouterr().err
+    assert serve.main(["--graph", "g.pb", "--head-timeout", "0"]) == 2
+    assert "ServerLimits.head_timeout must be > 0" in capsys.readouterr().err
+
+
+def test_model_names_must_fit_in_a_url_path(graph):
+    with pytest.raises(ValueError, match=r"model name must be .* got 'my/model'"):
+        make_server(graph, CLASSES, port=0, model_name="my/model")
+
+
+# --- Issue 13 items 1 and 8: pixels checked from the header, deadlines, framing, methods, caps ---
+
+
+def exchange(server, data: bytes | list[bytes], half_close: bool = False) -> tuple[int, dict[str, str], bytes, float]:
+    """Send raw bytes (a list: in pieces 0.1 s apart), read until the server closes: status, headers,
+    body, and the seconds it took."""
+    tic = time.monotonic()
+    with socket.create_connection(server.server_address, timeout=10) as sock:
+        for k, piece in enumerate([data] if isinstance(data, bytes) else data):
+            time.sleep(0.1 * (k > 0))
+            sock.sendall(piece)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        reply = read_until_closed(sock)
+    return (*parse_reply(reply), time.monotonic() - tic)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    reply = b""
+    while chunk := sock.recv(65536):
+        reply += chunk
+    return reply
+
+
+def parse_reply(reply: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    if not head:
+        return 0, {}, b""
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict((key.strip().lower(), value.strip()) for key, value in (line.split(":", 1) for line in lines))
+    return int(status_line.split()[1]), headers, body
+
+
+def json_error(headers: dict[str, str], body: bytes) -> str:
+    assert headers["content-type"] == "application/json"
+    return json.loads(body)["error"]
+
+
+def test_pixel_bombs_are_refused_from_the_header_before_decoding(server):
+    """Item 1: a 5 KB PNG declaring 50000^2 got a 500 with OpenCV's assertion; now a JSON 413."""
+    cases = [
+        (png_bomb(50000, 50000), 413, "50000x50000 = 2,500,000,000 pixels"),
+        (jpeg_bomb(60000, 40000), 413, "60000x40000"),
+        (b"II*\0" + bytes(64), 400, "is not a JPEG, PNG, BMP or WebP image"),  # TIFF: its size is not checked
+        (png_bomb(40, 30)[:20], 422, "truncated"),
+        (png_header(40, 30) + png_chunk(b"IDAT", b"not deflate") + png_chunk(b"IEND", b""), 422,
+         "cannot be decoded"),  # a sane header, broken pixel data
+    ]
+    for body, status, message in cases:
+        reply = post_image(server.url, body)
+        assert (reply["status"], message in reply["error"]) == (status, True), reply
+
+
+def test_the_pixel_limit_is_inclusive(strict):
+    assert post_image(strict.url, zero_png(300, 200))["status"] == 200  # exactly STRICT_PIXELS
+    reply = post_image(strict.url, zero_png(300, 201))
+    assert reply["status"] == 413 and "60,300 pixels" in reply["error"]
+
+
+def test_trickling_request_heads_are_cut_at_the_head_deadline(strict):
+    """Item 8: 5 sockets trickling header lines held 5 threads past 43 s; now 408 at the deadline (1 s)."""
+
+    def trickle() -> tuple[bytes, float]:
+        tic = time.monotonic()
+        with socket.create_connection(strict.server_address, timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+            for k in range(50):  # 10 s of header lines, unless the server answers
+                if select.select([sock], [], [], 0.2)[0]:
+                    break
+                sock.sendall(b"X-Slow-%d: 1\r\n" % k)
+            return read_until_closed(sock), time.monotonic() - tic
+
+    with ThreadPoolExecutor(5) as pool:
+        slow = [pool.submit(trickle) for _ in range(5)]
+        time.sleep(0.3)
+        assert request(strict, "GET", "/health")[0] == 200  # served meanwhile
+        results = [future.result() for future in slow]
+    for reply, seconds in results:
+        status, headers, body = parse_reply(reply)
+        assert status == 408 and "not complete within 1 s" in json_error(headers, body)
+        assert 0.9 <= seconds < 2.5
+
+
+def test_idle_connections_are_closed_quietly_at_the_head_deadline(strict):
+    status, _, _, seconds = exchange(strict, b"")
+    assert status == 0 and 0.9 <= seconds < 2.5
+
+
+def test_a_trickled_body_is_cut_at_the_body_deadline(strict):
+    tic = time.monotonic()
+    with socket.create_connection(strict.server_address, timeout=10) as sock:
+        sock.sendall(b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(50):  # 5 bytes every 0.2 s: never idle for 0.5 s, never done
+            if select.select([sock], [], [], 0.2)[0]:
+                break
+            sock.sendall(b"x" * 5)
+        status, headers, body = parse_reply(read_until_closed(sock))
+    assert status == 408 and "body not complete within 2 s" in json_error(headers, body)
+    assert 1.9 <= time.monotonic() - tic < 3.5
+
+
+@pytest.mark.parametrize("half_close", [True, False])
+def test_a_content_length_larger_than_the_body_gets_a_json_400_quickly(strict, half_close):
+    """Item 8: this got a 500 after 30 s."""
+    head = b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+    status, headers, body, seconds = exchange(strict, head + b"x" * 10, half_close=half_close)
+    assert status == 400
+    if half_close:  # the client said it is done: answered at once
+        assert "ended before the Content-Length" in json_error(headers, body) and seconds < 0.4
+    else:  # nothing more for idle_timeout (0.5 s)
+        assert "after 10 of the 1000 bytes" in json_error(headers, body) and 0.45 <= seconds < 1.5
+
+
+def test_conflicting_content_lengths_get_a_json_400_at_once(strict):
+    """Item 8: two different Content-Length headers were accepted."""
+    data = b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+    status, headers, body, seconds = exchange(strict, data)
+    assert status == 400 and "Content-Length" in json_error(headers, body) and seconds < 0.4
+
+
+@pytest.mark.parametrize("method, path, allowed", [
+    ("OPTIONS", "/detect", "POST"), ("TRACE", "/detect", "POST"), ("HEAD", "/detect", "POST"),
+    ("OPTIONS", "/health", "GET, HEAD"), ("TRACE", "/health", "GET, HEAD"), ("PATCH", "/health", "GET, HEAD"),
+])  # fmt: skip
+def test_other_methods_get_a_json_405_naming_the_allowed_ones(strict, method, path, allowed):
+    """Item 8: OPTIONS/HEAD/TRACE got HTML 501s."""
+    data = f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    status, headers, body, _ = exchange(strict, data)
+    assert status == 405 and headers["allow"] == allowed
+    if method == "HEAD":  # a HEAD reply has the headers of the JSON error but no body
+        assert headers["content-type"] == "application/json" and body == b""
+    else:
+        assert json_error(headers, body).startswith(f"{method} {path} is not allowed")
+
+
+def test_head_of_health_is_answered_without_a_body(strict):
+    status, headers, body, _ = exchange(strict, b"HEAD /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (status, headers["content-type"], body) == (200, "application/json", b"")
+
+
+@pytest.mark.parametrize("pieces", [1, 2])  # whole (measured by the app) or in pieces (by h11)
+def test_oversized_request_lines_and_headers_get_json_414_and_431(strict, pieces):
+    """Item 8: these were HTML."""
+
+    def split(data: bytes) -> list[bytes]:
+        return [data] if pieces == 1 else [data[:16500], data[16500:]]  # h11 sees 16500 bytes of an incomplete head
+
+    status, headers, body, _ = exchange(strict, split(b"GET /" + b"a" * 17000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert status == 414 and "request line longer than 16384 bytes" in json_error(headers, body)
+    big = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 17000 + b"\r\n\r\n"
+    status, headers, body, _ = exchange(strict, split(big))
+    assert status == 431 and "headers longer than 16384 bytes" in json_error(headers, body)
+    assert exchange(strict, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 16000 + b"\r\n\r\n")[0] == 200
+
+
+def test_connections_beyond_the_cap_get_a_json_503(strict):
+    """Item 8: there was no connection cap."""
+    time.sleep(0.3)  # the connections of earlier tests are gone
+    idle = [socket.create_connection(strict.server_address, timeout=10) for _ in range(STRICT_CONNECTIONS)]
+    try:
+        time.sleep(0.3)  # accepted by the server
+        status, headers, body, seconds = exchange(strict, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == 503 and f"limit {STRICT_CONNECTIONS}" in json_error(headers, body) and seconds < 0.8
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    assert request(strict, "GET", "/health")[0] == 200
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process `pid` (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+@pytest.mark.slow
+def test_server_memory_stays_flat_under_pixel_bombs(graph):
+    """Item 1: one 140 KB PNG declaring 12000^2 took the server from 0.8 to 3.5 GB, and it stayed.
+
+    tools/serve.py in its own process: RSS after 20 pixel bombs (decodable 8000^2 PNGs of 190 KB,
+    and 12000^2 headers), 4 at a time, stays within 100 MB of its RSS after 20 valid images.
+    """
+    serve = Path(__file__).parents[1] / "tools" / "serve.py"
+    process = subprocess.Popen([sys.executable, str(serve), "--graph", str(graph.path), "--port", "0",
+                                "--max-bytes", "1MB"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()  # "serving ... on http://127.0.0.1:PORT ..."
+        assert " on http://127.0.0.1:" in line, line
+        url = line.split(" on ")[1].split()[0]
+        valid = [jpeg(seed, 640, 480)[0] for seed in range(4)] * 5
+        bombs = [zero_png(8000, 8000), png_bomb(12000, 12000)] * 10
+        assert len(bombs[0]) < 10**6
+        with ThreadPoolExecutor(4) as pool:
+            assert [reply["status"] for reply in pool.map(lambda body: post_image(url, body), valid)] == [200] * 20
+            after_valid = rss_bytes(process.pid)
+            replies = list(pool.map(lambda body: post_image(url, body), bombs))
+        after_bombs = rss_bytes(process.pid)
+        assert [reply["status"] for reply in replies] == [413] * 20
+        assert after_bombs <= after_valid + 100 * 2**20, (after_valid / 2**20, after_bombs / 2**20)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_tensorflow_serving_predict_api_gives_the_graph_outputs(strict, graph):
+    _, first = jpeg(3, 64, 48)
+    _, second = jpeg(4, 64, 48)
+    want = graph(np.stack([first, second]))
+    path = "/v1/models/ssd:predict"
+    status, rows = request(strict, "POST", path, json.dumps({"instances": [first.tolist(), second.tolist()]}).encode())
+    assert status == 200 and len(rows["predictions"]) == 2
+    columnar = json.dumps({"inputs": {"image_tensor": [second.tolist()]}}).encode()
+    status, columns = request(strict, "POST", path, columnar)
+    assert status == 200
+    for name, value in want.items():
+        np.testing.assert_allclose(rows["predictions"][1][name], value[1], rtol=1e-6)
+        np.testing.assert_allclose(columns["outputs"][name], value[1:], rtol=1e-6)
+    assert request(strict, "GET", "/v1/models/ssd")[1]["model_version_status"][0]["state"] == "AVAILABLE"
+    assert request(strict, "POST", path, b'{"instances": [[[1, 2]]]}')[0] == 400
+    assert request(strict, "POST", "/v1/models/other:predict", b"{}")[0] == 404
+
+
+def test_oversized_bodies_are_refused_before_100_continue_and_the_connection_stays_usable(strict):
+    """curl asks before sending a large body: the 413 comes instead of 100 Continue."""
+    data = b"POST /detect HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\nExpect: 100-continue\r\n\r\n"
+    status, headers, body, _ = exchange(strict, data)
+    assert status == 413 and "exceeds the limit of 200000 bytes" in json_error(headers, body)
+    # A client that sent the whole body anyway reads its 413, and its next request is served.
+    connection = http.client.HTTPConnection(*strict.server_address, timeout=10)
+    try:
+        connection.request("POST", "/detect", body=b"x" * (MAX_BYTES + 1))
+        response = connection.getresponse()
+        assert (response.status, "exceeds" in json.loads(response.read())["error"]) == (413, True)
+        connection.request("GET", "/health")
+        response = connection.getresponse()
+        assert (response.status, json.loads(response.read())["status"]) == (200, "ok")
+    finally:
+        connection.close()

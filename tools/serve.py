@@ -1,6 +1,7 @@
-"""Serve an exported frozen graph over HTTP (POST /detect, GET /health), or post an image to one.
+"""Serve an exported frozen graph over HTTP (POST /detect, GET /health, TensorFlow Serving's
+POST /v1/models/ssd:predict), or post an image to one.
 
-    python tools/serve.py --graph export/frozen_inference_graph.pb [--port 8080] [--max-bytes 10MB]
+    python tools/serve.py --graph export/frozen_inference_graph.pb [--port 8080] [--max-bytes 10MB] [--max-pixels 40M]
     curl --data-binary @img.jpg http://127.0.0.1:8080/detect
     python tools/serve.py --post img.jpg [--url http://127.0.0.1:8080] [--threshold 0.3]
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
 
 from ssd.cli import configure_logging  # noqa: E402
+from ssd.deploy.http_limits import ServerLimits  # noqa: E402
+from ssd.deploy.tf_serving import DEFAULT_MODEL_NAME  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one (default: 8080)")
     p.add_argument("--max-bytes", default="10MB", help="largest accepted body, e.g. 10MB, 512KiB (default: 10MB)")
+    limits = ServerLimits()
+    p.add_argument("--max-pixels", default=str(limits.max_pixels),
+                   help="largest width x height an image header may declare, e.g. 40M, 12000000; checked "
+                        "before decoding (default: %(default)s)")
+    p.add_argument("--max-connections", type=int, default=limits.max_connections,
+                   help="open connections; more get 503 (default: %(default)s)")
+    p.add_argument("--decode-slots", type=int, default=limits.decode_slots,
+                   help="images decoded / run at once, the bound on decoded memory (default: %(default)s)")
+    p.add_argument("--head-timeout", type=float, default=limits.head_timeout,
+                   help="seconds for a request line + headers, and keep-alive idle time (default: %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=limits.body_timeout,
+                   help="seconds for a whole request body (default: %(default)s)")
+    p.add_argument("--idle-timeout", type=float, default=limits.idle_timeout,
+                   help="longest pause inside a request body (default: %(default)s)")
+    p.add_argument("--model-name", default=DEFAULT_MODEL_NAME,
+                   help="model name of the TensorFlow Serving API, /v1/models/NAME:predict (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0,
                    help="TensorFlow threads per graph call; 0 lets TensorFlow choose (default: 0)")
     p.add_argument("--threshold", type=float, default=0.5,
@@ -48,13 +67,31 @@ def post(args: argparse.Namespace) -> int:
     return 0 if reply.get("status") == 200 else 1
 
 
-def serve(args: argparse.Namespace) -> int:
-    from ssd.deploy.server import make_server, parse_size
+def server_limits(args: argparse.Namespace) -> ServerLimits | None:
+    """The limits from the flags; None after printing which flag is wrong."""
+    from ssd.deploy.server import parse_size
 
+    sizes = {}
+    for name in ("max_bytes", "max_pixels"):
+        try:
+            sizes[name] = parse_size(getattr(args, name))
+        except ValueError as err:
+            print(f"error: --{name.replace('_', '-')}: {err}", file=sys.stderr)
+            return None
     try:
-        max_bytes = parse_size(args.max_bytes)
-    except ValueError as err:
-        print(f"error: --max-bytes: {err}", file=sys.stderr)
+        return ServerLimits(**sizes, head_timeout=args.head_timeout, body_timeout=args.body_timeout,
+                            idle_timeout=args.idle_timeout, max_connections=args.max_connections,
+                            decode_slots=args.decode_slots)
+    except ValueError as err:  # names the field, e.g. ServerLimits.head_timeout
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
+def serve(args: argparse.Namespace) -> int:
+    from ssd.deploy.server import make_server
+
+    limits = server_limits(args)
+    if limits is None:
         return 2
     import tensorflow as tf
 
@@ -67,11 +104,13 @@ def serve(args: argparse.Namespace) -> int:
     try:
         graph = FrozenGraph(graph_path)
         class_names = labels_for(graph_path, args.labels)
-        server = make_server(graph, class_names, args.host, args.port, max_bytes, args.threshold, str(graph_path))
+        server = make_server(graph, class_names, args.host, args.port, limits, args.threshold, str(graph_path),
+                             args.model_name)
     except (FileNotFoundError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"serving {graph_path} on {server.url}  (POST /detect, GET /health; Ctrl-C stops)", flush=True)
+    print(f"serving {graph_path} on {server.url}  (POST /detect, GET /health, "
+          f"POST /v1/models/{args.model_name}:predict; Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,37 +1,55 @@
-"""A small HTTP detection server on the standard library, and its client.
+"""The HTTP detection server (uvicorn + Starlette), and its client.
 
-    POST /detect[?threshold=0.3]   body: JPEG/PNG bytes  -> 200 {"width", "height", "detections": [...], "model_ms"}
-    GET  /health                                         -> 200 {"status": "ok", "graph", "classes", "requests", ...}
+    POST /detect[?threshold=0.3]    body: JPEG/PNG/BMP/WebP bytes
+                                    -> 200 {"width", "height", "detections": [...], "model_ms"}
+    GET  /health                    -> 200 {"status": "ok", "graph", "classes", "requests", ...}
+    POST /v1/models/<name>:predict  TensorFlow Serving's REST predict API on the SavedModel's contract
+    GET  /v1/models/<name>          its model status
 
-The graph is loaded once; requests are handled on threads (`ThreadingHTTPServer`) that decode
-their image concurrently and take turns at the graph behind one lock (on a CPU the graph call
-already uses every core). The request size is checked from Content-Length before any body
-byte is read (413); any malformed request gets a 4xx JSON {"error": message}, and an
-unexpected failure a 500, after which the server keeps serving.
+Every answer is JSON; an error is {"error": message} with its status. The graph is loaded once.
+Requests run on uvicorn's event loop; each image is decoded and run through the graph on a worker
+thread, at most `limits.decode_slots` at a time (the bound on decoded memory), and the graph
+calls take turns behind one lock (on a CPU one call already uses every core).
+
+Before an image is decoded: its declared body size is checked against `max_bytes` (413, from
+Content-Length, before a body byte is read), the body must arrive within `body_timeout` with no
+pause over `idle_timeout` (408 / 400), and its width x height, read from the image header, must
+not exceed `max_pixels` (413); formats other than JPEG, PNG, BMP and WebP are refused (400), a
+header or pixel data the decoder rejects is 422. The limits below the application (connection
+cap, request-head deadline, head size) are in `ssd.deploy.http_limits`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
+import socket
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
+import anyio
+import numpy as np
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
+from ssd.deploy import tf_serving
+from ssd.deploy.http_limits import HeadSizeLimit, LimitedH11Protocol, ServerLimits
 from ssd.detections import DetectFn, detection_records
+from ssd.image_header import ImageHeaderError, TooManyPixels, UnknownImageFormat, check_pixels, image_size
 from ssd.image_io import decode_rgb
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 10 * 10**6
-_DRAIN_BYTES, _DRAIN_SECONDS = 16 * 2**20, 1.0  # see _Handler.finish
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "KIB": 2**10, "M": 10**6, "MB": 10**6, "MIB": 2**20,
           "G": 10**9, "GB": 10**9, "GIB": 2**30}
 
@@ -47,186 +65,222 @@ def parse_size(text: str) -> int:
 class HTTPError(Exception):
     """A request the server refuses: HTTP status and a message for the JSON body."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, close: bool = False):
         super().__init__(message)
-        self.status = status
+        self.status, self.close = status, close
 
 
-class DetectionServer(ThreadingHTTPServer):
-    """HTTP server holding one detection callable (e.g. `FrozenGraph`), shared by all requests."""
+class DetectionService:
+    """The application: one detection callable (e.g. `FrozenGraph`) shared by all requests."""
 
-    daemon_threads = True  # a stuck client never keeps the process alive on shutdown
-    allow_reuse_address = True
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        detect: DetectFn,
-        class_names: Sequence[str] = (),
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        threshold: float = 0.5,
-        graph_name: str = "",
-    ):
-        if max_bytes < 1 or not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"max_bytes must be >= 1 and threshold in [0, 1], got {max_bytes}, {threshold}")
-        super().__init__(address, _Handler)
-        self.detect, self.class_names = detect, tuple(class_names)
-        self.max_bytes, self.threshold, self.graph_name = max_bytes, threshold, graph_name
+    def __init__(self, detect: DetectFn, class_names: Sequence[str], limits: ServerLimits, threshold: float,
+                 graph_name: str, model_name: str):
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", model_name):
+            raise ValueError(f"model name must be letters, digits, '_', '.' or '-' (it is part of a URL path), "
+                             f"got {model_name!r}")
+        self.detect, self.class_names, self.limits = detect, tuple(class_names), limits
+        self.threshold, self.graph_name, self.model_name = threshold, graph_name, model_name
         self.graph_lock = threading.Lock()
+        self.decode_slots = threading.BoundedSemaphore(limits.decode_slots)
         self.counts_lock = threading.Lock()
         self.requests = self.errors = 0
         self.started = time.time()
+        self._routes = [("/detect", "POST", self._detect), ("/health", "GET", self._health),
+                        (f"/v1/models/{model_name}:predict", "POST", self._predict),
+                        (f"/v1/models/{model_name}", "GET", self._status)]
+        self._paths = {path: method for path, method, _ in self._routes}
 
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+    def app(self) -> Starlette:
+        routes = [Route(path, _json_endpoint(self, handler), methods=[method])
+                  for path, method, handler in self._routes]
+        return Starlette(routes=routes, exception_handlers={HTTPException: self._routing_error})
 
     def count(self, ok: bool) -> None:
         with self.counts_lock:
             self.requests += 1
             self.errors += not ok
 
+    def health(self) -> dict[str, Any]:
+        limits = self.limits
+        return {"status": "ok", "graph": self.graph_name, "model": self.model_name, "classes": list(self.class_names),
+                "threshold": self.threshold, "max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
+                "requests": self.requests, "errors": self.errors, "uptime_s": round(time.time() - self.started, 1)}
+
+    async def _health(self, request: Request) -> dict[str, Any]:
+        return self.health()
+
+    async def _status(self, request: Request) -> dict[str, Any]:
+        return tf_serving.model_status()
+
+    async def _detect(self, request: Request) -> dict[str, Any]:
+        threshold = self._threshold(request)
+        body = await read_body(request, self.limits)
+        return await anyio.to_thread.run_sync(self.detect_image, body, threshold)
+
+    async def _predict(self, request: Request) -> dict[str, Any]:
+        body = await read_body(request, self.limits)
+        try:
+            images, columnar = tf_serving.parse_predict_request(body, self.limits.max_pixels)
+        except TooManyPixels as err:
+            raise HTTPError(413, str(err)) from err
+        except ValueError as err:
+            raise HTTPError(400, str(err)) from err
+        outputs, _ = await anyio.to_thread.run_sync(self._run_in_slot, images)
+        return tf_serving.predict_response(outputs, columnar)
+
+    def _run_in_slot(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        with self.decode_slots:
+            return self._run_graph(images)
+
     def detect_image(self, body: bytes, threshold: float) -> dict[str, Any]:
-        """JPEG/PNG bytes -> the response dict; HTTPError 400 if they are not an image."""
-        image = decode_rgb(body)
-        if image is None:
-            raise HTTPError(400, f"the body ({len(body)} bytes) is not a decodable image: send JPEG or PNG bytes")
-        height, width = image.shape[:2]
-        with self.graph_lock:
-            tic = time.perf_counter()
-            outputs = self.detect(image[None])
-            model_ms = 1000 * (time.perf_counter() - tic)
+        """Image bytes -> the response dict; 400/413/422 HTTPError for bytes that are refused."""
+        try:
+            check_pixels(*image_size(body, name="the image"), self.limits.max_pixels, "the image")
+        except TooManyPixels as err:
+            raise HTTPError(413, f"{err}: send a smaller image") from err
+        except UnknownImageFormat as err:
+            raise HTTPError(400, f"the body ({len(body)} bytes): {err}") from err
+        except ImageHeaderError as err:
+            raise HTTPError(422, str(err)) from err
+        with self.decode_slots:  # decoded pixels held at once: decode_slots x max_pixels x 3 bytes
+            image = decode_rgb(body)
+            if image is None:
+                raise HTTPError(422, f"the image ({len(body)} bytes) has a valid header but cannot be decoded")
+            height, width = image.shape[:2]
+            outputs, model_ms = self._run_graph(image[None])
         records = detection_records(outputs, 0, width, height, self.class_names, threshold)
         return {"width": width, "height": height, "num_detections": len(records), "detections": records,
                 "model_ms": round(model_ms, 2)}
 
-    def health(self) -> dict[str, Any]:
-        return {"status": "ok", "graph": self.graph_name, "classes": list(self.class_names),
-                "threshold": self.threshold, "max_bytes": self.max_bytes, "requests": self.requests,
-                "errors": self.errors, "uptime_s": round(time.time() - self.started, 1)}
+    def _run_graph(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """The graph's outputs for uint8 RGB [B, H, W, 3], and the milliseconds the call took."""
+        with self.graph_lock:
+            tic = time.perf_counter()
+            outputs = self.detect(images)
+            return outputs, 1000 * (time.perf_counter() - tic)
 
-
-class _Handler(BaseHTTPRequestHandler):
-    server: DetectionServer
-    server_version = "ssd-detect/1.0"
-    protocol_version = "HTTP/1.1"  # keep-alive for clients that reuse connections
-    timeout = 30  # seconds a client may stall mid-request before its thread gives up
-
-    def handle_expect_100(self) -> bool:
-        """Refuse an oversized body before the client sends it (curl asks first for large uploads)."""
-        declared = self.headers.get("Content-Length", "")
-        if declared.strip().isdigit() and int(declared) > self.server.max_bytes:
-            self.close_connection = True
-            self._send(413, {"error": f"body of {declared} bytes exceeds the limit of {self.server.max_bytes} bytes"})
-            return False
-        return super().handle_expect_100()
-
-    def do_GET(self) -> None:
-        self._answer({"/health": self.server.health}, allowed={"/detect": "POST"})
-
-    def do_POST(self) -> None:
-        self._answer({"/detect": self._detect}, allowed={"/health": "GET"})
-
-    def do_PUT(self) -> None:
-        self._answer({}, allowed={"/detect": "POST", "/health": "GET"})
-
-    do_DELETE = do_PATCH = do_PUT
-
-    def _answer(self, routes: dict[str, Callable[[], dict]], allowed: dict[str, str]) -> None:
-        """Route, run, and always reply with JSON: the result, a 4xx message or a 500."""
-        path = urlsplit(self.path).path
+    def _threshold(self, request: Request) -> float:
+        text = request.query_params.get("threshold")
+        if text is None:
+            return self.threshold
         try:
-            if path in routes:
-                self._send(200, routes[path]())
-                return
-            if path in allowed:
-                raise HTTPError(405, f"{self.command} {path} is not allowed: use {allowed[path]} {path}")
-            raise HTTPError(404, f"no such path {path!r}: use POST /detect or GET /health")
-        except HTTPError as err:
-            self._send(err.status, {"error": str(err)})
-        except Exception as err:  # keep serving whatever went wrong in one request
-            log.exception("request %s %s failed", self.command, self.path)
-            self._send(500, {"error": f"internal error: {type(err).__name__}: {err}"})
-
-    def _detect(self) -> dict[str, Any]:
-        threshold = self._threshold()
-        return self.server.detect_image(self._body(), threshold)
-
-    def _threshold(self) -> float:
-        values = parse_qs(urlsplit(self.path).query).get("threshold")
-        if not values:
-            return self.server.threshold
-        try:
-            threshold = float(values[0])
+            threshold = float(text)
         except ValueError:
             threshold = -1.0
         if not 0.0 <= threshold <= 1.0:
-            raise HTTPError(400, f"threshold must be a number in [0, 1], got {values[0]!r}")
+            raise HTTPError(400, f"threshold must be a number in [0, 1], got {text!r}")
         return threshold
 
-    def _body(self) -> bytes:
-        """The request body, refused before reading if its declared size is missing or too large."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True
-            raise HTTPError(411, "chunked bodies are not accepted: send Content-Length")
-        declared = self.headers.get("Content-Length")
-        if declared is None:
-            self.close_connection = True
-            raise HTTPError(411, "Content-Length is required: POST the image bytes as the body")
-        if not declared.strip().isdigit():
-            self.close_connection = True
-            raise HTTPError(400, f"Content-Length must be a non-negative integer, got {declared!r}")
-        length = int(declared)
-        if length == 0:
-            raise HTTPError(400, "empty body: POST the JPEG/PNG bytes, e.g. curl --data-binary @img.jpg")
-        if length > self.server.max_bytes:
-            self.close_connection = True  # the unread body must not be parsed as the next request
-            self._unread = length
-            raise HTTPError(413, f"body of {length} bytes exceeds the limit of {self.server.max_bytes} bytes")
-        body = self.rfile.read(length)
-        if len(body) < length:
-            self.close_connection = True
-            raise HTTPError(400, f"body ended after {len(body)} of the {length} bytes declared")
-        return body
+    async def _routing_error(self, request: Request, exc: HTTPException) -> JSONResponse:
+        """Starlette's 404 / 405 as JSON naming what to use instead."""
+        path = request.url.path
+        headers = exc.headers
+        if exc.status_code == 405:
+            message = f"{request.method} {path} is not allowed: use {self._paths[path]} {path}"
+            headers = {"Allow": ", ".join(sorted(headers["Allow"].split(", ")))}  # Starlette's comes from a set
+        else:
+            message = f"no such path {path!r}: use " + ", ".join(f"{m} {p}" for p, m in self._paths.items())
+        self.count(False)
+        return JSONResponse({"error": message}, exc.status_code, headers=headers)
 
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.server.count(status < 400)
-        if status >= 400:
-            # The request may have been refused before its body was read: never parse the rest
-            # of that body as the next request on this connection.
-            self.close_connection = True
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
 
-    _unread = 0  # body bytes a refused request left on the socket
+def _json_endpoint(service: DetectionService, handler: Callable[[Request], Awaitable[dict]]):
+    """A Starlette endpoint that answers the handler's dict, its HTTPError, or a 500 - always JSON."""
 
-    def finish(self) -> None:
-        """After a 413, discard a bounded part of the unread body so the client reads the reply.
-
-        Closing a socket with unread input makes the kernel send a reset, which can destroy the
-        413 reply before a client that sends its body first ever reads it.
-        """
-        super().finish()
-        budget, deadline = min(self._unread, _DRAIN_BYTES), time.monotonic() + _DRAIN_SECONDS
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> JSONResponse:
+        headers = {}
         try:
-            self.connection.settimeout(_DRAIN_SECONDS)
-            while budget > 0 and time.monotonic() < deadline:
-                chunk = self.connection.recv(min(budget, 65536))
-                if not chunk:
-                    break
-                budget -= len(chunk)
-        except OSError:
-            pass
+            status, payload = 200, await handler(request)
+        except HTTPError as err:
+            status, payload = err.status, {"error": str(err)}
+            if err.close:  # the rest of the body must not be read as the next request
+                headers["connection"] = "close"
+        except Exception as err:  # keep serving whatever went wrong in one request
+            log.exception("request %s %s failed", request.method, request.url.path)
+            status, payload = 500, {"error": f"internal error: {type(err).__name__}: {err}"}
+        service.count(status < 400)
+        return JSONResponse(payload, status, headers=headers)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        log.info("%s %s", self.address_string(), format % args)
+    return endpoint
+
+
+async def read_body(request: Request, limits: ServerLimits) -> bytes:
+    """The request body, refused before reading if its declared size is missing or too large.
+
+    Must arrive within `limits.body_timeout` seconds with no pause over `limits.idle_timeout`.
+    (h11 has already refused a malformed or conflicting Content-Length.)
+    """
+    if "chunked" in request.headers.get("transfer-encoding", "").lower():
+        raise HTTPError(411, "chunked bodies are not accepted: send Content-Length")
+    declared = request.headers.get("content-length")
+    if declared is None:
+        raise HTTPError(411, "Content-Length is required: POST the image bytes as the body")
+    length = int(declared)
+    if length == 0:
+        raise HTTPError(400, "empty body: POST the image bytes, e.g. curl --data-binary @img.jpg")
+    if length > limits.max_bytes:  # answered before the body is read; uvicorn discards it
+        raise HTTPError(413, f"body of {length} bytes exceeds the limit of {limits.max_bytes} bytes")
+    chunks, received = [], 0
+    deadline = time.monotonic() + limits.body_timeout
+    while True:
+        left = deadline - time.monotonic()
+        with anyio.move_on_after(min(limits.idle_timeout, left)) as waited:
+            message = await request.receive()
+        if waited.cancelled_caught:
+            if left <= limits.idle_timeout:
+                raise HTTPError(408, f"body not complete within {limits.body_timeout:g} s "
+                                     f"({received} of {length} bytes arrived)", close=True)
+            raise HTTPError(400, f"body ended after {received} of the {length} bytes declared "
+                                 f"(nothing more for {limits.idle_timeout:g} s)", close=True)
+        if message["type"] == "http.disconnect":
+            raise HTTPError(400, "the client went away before sending its body", close=True)
+        chunks.append(message.get("body", b""))
+        received += len(chunks[-1])
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class DetectionServer:
+    """uvicorn serving a `DetectionService` on a socket bound at construction (port 0: a free port)."""
+
+    def __init__(self, address: tuple[str, int], service: DetectionService):
+        self.service, self.limits = service, service.limits
+        self.socket = socket.create_server(address, backlog=2 * self.limits.max_connections)
+        self.server_address = self.socket.getsockname()[:2]
+        on_error = functools.partial(service.count, False)
+        protocol = functools.partial(LimitedH11Protocol, limits=self.limits, on_error=on_error)
+        app = HeadSizeLimit(service.app(), self.limits, on_error)
+        config = uvicorn.Config(app, http=protocol, lifespan="off", log_config=None,
+                                timeout_keep_alive=self.limits.head_timeout,
+                                h11_max_incomplete_event_size=self.limits.max_head_bytes,
+                                timeout_graceful_shutdown=5)
+        self._uvicorn = uvicorn.Server(config)
+        self._stopped = threading.Event()
+        self._stopped.set()
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address
+        return f"http://{host}:{port}"
+
+    def serve_forever(self) -> None:
+        """Serve until `shutdown()` (from another thread) or Ctrl-C."""
+        self._stopped.clear()
+        try:
+            self._uvicorn.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop serving_forever and wait for it to return."""
+        self._uvicorn.should_exit = True
+        self._stopped.wait(timeout)
+
+    def server_close(self) -> None:
+        self.socket.close()
 
 
 def make_server(
@@ -234,12 +288,14 @@ def make_server(
     class_names: Sequence[str] = (),
     host: str = "127.0.0.1",
     port: int = 8080,
-    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: ServerLimits = ServerLimits(),
     threshold: float = 0.5,
     graph_name: str = "",
+    model_name: str = tf_serving.DEFAULT_MODEL_NAME,
 ) -> DetectionServer:
     """A bound server (port 0 picks a free port; see `.url`); call `.serve_forever()` to run it."""
-    return DetectionServer((host, port), detect, class_names, max_bytes, threshold, graph_name)
+    service = DetectionService(detect, class_names, limits, threshold, graph_name, model_name)
+    return DetectionServer((host, port), service)
 
 
 def post_image(url: str, body: bytes, threshold: float | None = None, timeout: float = 60.0) -> dict[str, Any]:
