@@ -237,3 +237,59 @@ def test_name_files_must_be_utf8_and_errors_name_the_file(tmp_path):
     assert parse_class_names(str(tmp_path / "classes.txt")) == ("cat", "dog")
     with pytest.raises(ValueError, match="names no classes"):
         parse_class_names(" , ")
+
+
+def write_annotation_text(folder: Path, stem: str, size: str, objects: str) -> None:
+    """A raw annotation (for values the writer would never produce) and its JPEG placeholder."""
+    (folder / "Annotations" / f"{stem}.xml").write_text(
+        f"<annotation><filename>{stem}.jpg</filename><size>{size}<depth>3</depth></size>{objects}</annotation>")
+    (folder / "JPEGImages" / f"{stem}.jpg").write_bytes((folder / "JPEGImages" / "000007.jpg").read_bytes())
+
+
+def voc_object(name: str, xmin: str, ymin: str = "3", xmax: str = "306", ymax: str = "118") -> str:
+    return (f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{xmin}</xmin>"
+            f"<ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>")
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e400"])
+def test_non_finite_coordinate_skips_the_object_with_a_named_report(devkit, value):
+    folder = devkit / "VOC2007"
+    write_annotation_text(folder, "nanbox", "<width>400</width><height>300</height>",
+                          voc_object("dog", value) + voc_object("cat", "10"))
+    write_set(folder, "nan", ["nanbox"])
+    dataset, report = load_voc_with_report(devkit, ["VOC2007:nan"])
+    np.testing.assert_array_equal(dataset.samples[0].boxes, [[9, 2, 306, 118]])  # only the cat
+    assert dataset.samples[0].labels.tolist() == [cls("cat")]
+    [issue] = report.issues
+    assert Path(issue.file).name == "nanbox.xml" and issue.action == "skipped object"
+    assert "dog" in issue.problem and "<xmin>" in issue.problem and value in issue.problem
+    with pytest.raises(ValueError, match=r"nanbox\.xml.*<xmin>.*finite"):
+        load_voc(devkit, ["VOC2007:nan"], strict=True)
+
+
+@pytest.mark.parametrize("size", [
+    "<width>nan</width><height>300</height>", "<width>400</width><height>1e400</height>",
+    "<width>inf</width><height>300</height>", "<width>400</width><height>70000</height>",
+])  # fmt: skip
+def test_non_finite_or_absurd_size_skips_the_file_not_the_load(devkit, size):
+    folder = devkit / "VOC2007"
+    write_annotation_text(folder, "badsize", size, voc_object("dog", "10"))
+    write_set(folder, "badsize", ["badsize", "000007"])
+    dataset, report = load_voc_with_report(devkit, ["VOC2007:badsize"])
+    assert [s.image_id for s in dataset.samples] == ["000007"]
+    [issue] = report.issues
+    assert Path(issue.file).name == "badsize.xml" and issue.action == "skipped file" and "<size>" in issue.problem
+    with pytest.raises(ValueError, match=r"badsize\.xml.*size"):
+        load_voc(devkit, ["VOC2007:badsize"], strict=True)
+
+
+def test_non_utf8_image_set_is_named(devkit):
+    (devkit / "VOC2007" / "ImageSets" / "Main" / "latin1.txt").write_bytes("000007\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"image set file \S+latin1\.txt is not UTF-8"):
+        load_voc(devkit, ["VOC2007:latin1"])
+
+
+def test_empty_split_is_named_as_such(devkit):
+    write_set(devkit / "VOC2007", "empty", [])
+    with pytest.raises(ValueError, match=r"empty\.txt lists no image ids: the split is empty"):
+        load_voc(devkit, ["VOC2007:empty"])
