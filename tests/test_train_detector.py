@@ -279,3 +279,39 @@ def test_coco_recipe_sets_the_schedule_and_the_boxes_and_flags_still_win(tmp_pat
     assert model.default_boxes == COCO_DEFAULT_BOXES["vgg300"] and model.category_ids == (4, 9)
     args = train_detector.build_parser().parse_args(["--run-dir", str(tmp_path / "run"), "--preset", "vgg512"])
     assert train_detector.resolve_model_config(args, None, data).boxes == "voc"
+
+
+def damaged_copy(root: Path, tmp_path: Path) -> Path:
+    """The synthetic set with one training annotation's xmin made "nan" and a split of it alone."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    stem = (copy / "ImageSets" / "Main" / "trainval.txt").read_text().split()[0]
+    xml = copy / "Annotations" / f"{stem}.xml"
+    xml.write_text(re.sub(r"<xmin>\d+</xmin>", "<xmin>nan</xmin>", xml.read_text(), count=1))
+    (copy / "ImageSets" / "Main" / "nanonly.txt").write_text(stem + "\n")
+    return copy
+
+
+def test_strict_refuses_a_nan_coordinate_naming_the_file(root, tmp_path, capsys):
+    data = damaged_copy(root, tmp_path)
+    args = tiny_args(data, tmp_path / "run", "--strict")
+    assert train_detector.main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"Annotations/\S+\.xml: object 0 .*<xmin> is not a finite number: 'nan'", err), err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_empty_or_wholly_skipped_split_is_named_not_blamed_on_classes(root, tmp_path, capsys):
+    data = damaged_copy(root, tmp_path)
+    (data / "ImageSets" / "Main" / "empty.txt").write_text("\n")
+    (data / "Annotations" / ((data / "ImageSets" / "Main" / "nanonly.txt").read_text().strip() + ".xml")
+     ).write_text("<annotation><size><width>nan</width>")  # the only image of the split: broken XML
+    for split, message in (("empty", r"empty\.txt lists no image ids: the split is empty"),
+                           ("nanonly", r"splits \['nanonly'\] .* have no usable image")):
+        args = tiny_args(data, tmp_path / "run")
+        args[args.index("--train-split") + 1] = split
+        assert train_detector.main(args) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "classes" not in err, err
