@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
+from datasets.image_check import image_file_problem
 from datasets.report import LoadReport
 from ssd.records import DetectionDataset, Sample, read_lines
 
@@ -227,6 +228,10 @@ def load_voc_with_report(
             except _Problem as problem:
                 ctx.issue(xml_path, str(problem), "skipped file")
                 continue
+            problem = image_file_problem(sample.image_path, sample.width, sample.height) if check_images else None
+            if problem:
+                ctx.issue(xml_path, problem, "skipped file")
+                continue
             samples.append(sample)
             report.files += 1
             report.objects += len(sample.labels)
@@ -253,12 +258,14 @@ def load_voc(
         include_difficult: False leaves out objects marked difficult (for training).
         strict: raise ValueError naming the file and the problem instead of skipping.
         verbose: log every issue (a summary line is logged either way).
-        check_images: skip annotations whose JPEG is missing.
+        check_images: skip annotations whose JPEG is missing, empty, truncated (no end marker),
+            unreadable from its header, too large or of another size than <size> (a cheap check
+            of a few hundred bytes per file, `datasets.image_check`; nothing is decoded).
 
-    Broken XML, a missing, non-finite or absurd size (not 1..65535) and a missing JPEG skip the
-    file; unknown classes, non-finite coordinates ("nan", "1e400"), degenerate boxes and boxes
-    entirely outside the image skip the object; boxes crossing the
-    border are clipped to it. Images left without objects are kept (and counted in the report).
+    Broken XML, a missing, non-finite or absurd size (not 1..65535) and a missing JPEG or one
+    failing the cheap check skip the file; unknown classes, non-finite coordinates ("nan",
+    "1e400"), degenerate boxes and boxes entirely outside the image skip the object; boxes
+    crossing the border are clipped to it. Images left without objects are kept (and counted in the report).
     """
     dataset, report = load_voc_with_report(
         root, splits, class_names, include_difficult, strict, check_images
