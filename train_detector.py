@@ -229,6 +229,7 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
     from ssd.data.pipeline import PipelineError
     from ssd.engine.distribute import make_strategy
     from ssd.engine.trainer import NonFiniteLossError, Trainer
+    from ssd.modeling.run_dir import StorageFullError
 
     strategy = make_strategy(args.strategy)
     if getattr(args, "lr_finder", False):
@@ -245,6 +246,9 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
         result = trainer.fit()
     except (NonFiniteLossError, PipelineError) as error:
         print(f"train_detector.py: error: {error}", file=sys.stderr)
+        return 1
+    except StorageFullError as error:
+        print(f"train_detector.py: error: {error.strerror}", file=sys.stderr)
         return 1
     best = f"; best val {config.eval_metric} {result.best_map:.4f}" if result.best_map is not None else ""
     state = "interrupted" if result.interrupted else "finished"

@@ -315,3 +315,39 @@ def test_empty_or_wholly_skipped_split_is_named_not_blamed_on_classes(root, tmp_
         assert train_detector.main(args) == 2
         err = capsys.readouterr().err
         assert re.search(message, err) and "classes" not in err, err
+
+
+@pytest.mark.slow
+def test_full_disk_is_one_message_keeps_the_last_checkpoint_and_the_next_start_cleans_up(root, tmp_path):
+    import resource
+
+    run_dir = tmp_path / "run"
+    args = ("--checkpoint-every", "2", "--eval-every", "0")
+    first = start(root, run_dir, "--iterations", "2", *args)
+    _, err = first.communicate(timeout=180)
+    assert first.returncode == 0, err[-3000:]
+    good = run_dir / "checkpoints" / "ckpt-2"
+    size = sum(p.stat().st_size for p in run_dir.glob("checkpoints/ckpt-2.*"))
+    limit = 2 << 20  # above a pipeline slot (4 x 300 x 300 x 3 bytes) and config.json, below a checkpoint
+    assert size > limit, size
+
+    def full_disk():  # a file may not grow past `limit` (EFBIG, as ENOSPC would stop it); no root needed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    full = subprocess.run([sys.executable, str(REPO / "train_detector.py"),
+                           *tiny_args(root, run_dir, "--iterations", "4", *args)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180, preexec_fn=full_disk)
+    assert full.returncode == 1, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr, full.stderr[-3000:]
+    [message] = [line for line in full.stderr.splitlines() if line.startswith("train_detector.py: error:")]
+    assert re.search(rf"cannot write {re.escape(str(run_dir / 'checkpoints'))}: file too large \(it needs about "
+                     rf"[\d.]+ MB; [\d.]+ MB free on that disk\); the last good checkpoint {re.escape(str(good))} "
+                     "is intact: free some space and run the same command to resume", message), message
+    assert checkpoint_step(str(good)) == 2 and (run_dir / "checkpoints" / "ckpt-4_temp").is_dir()
+    resumed = start(root, run_dir, "--iterations", "3", *args)
+    out, err = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, err[-3000:]
+    assert f"removed {run_dir / 'checkpoints' / 'ckpt-4_temp'}" in err and f"resumed from {good} (step 2" in err
+    assert "finished at step 3" in out and not list(run_dir.rglob("*_temp"))
