@@ -265,7 +265,8 @@ def load_voc(
     Broken XML, a missing, non-finite or absurd size (not 1..65535) and a missing JPEG or one
     failing the cheap check skip the file; unknown classes, non-finite coordinates ("nan",
     "1e400"), degenerate boxes and boxes entirely outside the image skip the object; boxes
-    crossing the border are clipped to it. Images left without objects are kept (and counted in the report).
+    crossing the border are clipped to it. Images left without objects are kept (and counted in
+    the report).
     """
     dataset, report = load_voc_with_report(
         root, splits, class_names, include_difficult, strict, check_images
