@@ -223,6 +223,10 @@ def test_cli_refuses_an_out_that_is_a_file_or_under_one_and_an_empty_labels_file
     assert detect.main([str(image), "--graph", str(graph_dir), "--labels", str(tmp_path / "labels.txt"),
                         "--out", str(tmp_path / "out")]) == 2
     assert f"labels file {tmp_path / 'labels.txt'} names no classes" in capsys.readouterr().err
+    (tmp_path / "bare").mkdir()  # a graph without labels.txt: ids are shown, and it says so
+    (tmp_path / "bare" / "frozen_inference_graph.pb").write_bytes((graph_dir / "frozen_inference_graph.pb").read_bytes())
+    assert detect.main([str(image), "--graph", str(tmp_path / "bare"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert f"warning: no labels file ({tmp_path / 'bare' / 'labels.txt'} does not exist)" in capsys.readouterr().err
 
 
 def test_synthetic_video_tool_refuses_odd_mp4_and_writes_odd_avi_at_its_true_size(tmp_path):
