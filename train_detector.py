@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"a split to evaluate on, repeatable {_default('val_splits')}")
     data.add_argument("--exclude-difficult", dest="include_difficult", action="store_false",
                       help="drop objects marked difficult from training (kept by default, as in Caffe)")
+    data.add_argument("--strict", action="store_true",
+                      help="refuse the data on the first bad annotation or image (default: skip and report "
+                           "them; an image that cannot be decoded during training is skipped and counted)")
     data.add_argument("--expand-probability", type=float, metavar="P",
                       help=f"probability of the zoom-out augmentation {_default('expand_probability')}")
     data.add_argument("--workers", type=int, metavar="N", help=f"data worker processes {_default('workers')}")
@@ -178,8 +181,11 @@ def resolve_model_config(args: argparse.Namespace, model_config: ModelConfig | N
     return model_config
 
 
-def check_objects(train_set: DetectionDataset) -> None:
-    """Refuse a training set without objects of its classes; warn about classes never seen."""
+def check_objects(train_set: DetectionDataset, config: TrainConfig) -> None:
+    """Refuse a training set without images or objects of its classes; warn about classes never seen."""
+    if not train_set.samples:
+        raise ValueError(f"the training splits {list(config.train_splits)} of {config.data_root} have no usable "
+                         "image: every one was skipped (the summary above says why; --verbose lists each)")
     counts = Counter(int(label) for s in train_set.samples for label in s.labels)
     if not counts:
         raise ValueError(f"the training split has no objects of the classes {list(train_set.class_names)}: "
@@ -223,14 +229,15 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
     check_initialisation(config)
     train_set = load_dataset(config.data_root, config.train_splits,
                              getattr(args, "classes", None) or (model_config and model_config.class_names),
-                             include_difficult=config.include_difficult, verbose=verbose,
+                             include_difficult=config.include_difficult, strict=config.strict, verbose=verbose,
                              data_format=config.data_format, include_crowd=False)
-    check_objects(train_set)
+    check_objects(train_set, config)
     model_config = resolve_model_config(args, model_config, train_set)
 
     from ssd.data.pipeline import PipelineError
     from ssd.engine.distribute import make_strategy
     from ssd.engine.trainer import NonFiniteLossError, Trainer
+    from ssd.modeling.run_dir import StorageFullError
 
     strategy = make_strategy(args.strategy)
     if getattr(args, "lr_finder", False):
@@ -240,13 +247,16 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
         suggestion = lr_range_test(trainer, args.run_dir, low, high, args.lr_finder_steps)
         print(f"suggested learning rate: {suggestion:.2e} (curve in {args.run_dir / 'lr_finder.png'})")
         return 0
-    val_set = load_dataset(config.data_root, config.val_splits, model_config.class_names, verbose=verbose,
-                           data_format=config.data_format) if config.val_splits else None
+    val_set = load_dataset(config.data_root, config.val_splits, model_config.class_names, strict=config.strict,
+                           verbose=verbose, data_format=config.data_format) if config.val_splits else None
     trainer = Trainer(model_config, config, args.run_dir, train_set, val_set, strategy)
     try:
         result = trainer.fit()
     except (NonFiniteLossError, PipelineError) as error:
         print(f"train_detector.py: error: {error}", file=sys.stderr)
+        return 1
+    except StorageFullError as error:
+        print(f"train_detector.py: error: {error.strerror}", file=sys.stderr)
         return 1
     best = f"; best val {config.eval_metric} {result.best_map:.4f}" if result.best_map is not None else ""
     state = "interrupted" if result.interrupted else "finished"

@@ -23,6 +23,7 @@ folders, so ids stay unique across the union.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
+from datasets.image_check import image_file_problem
 from datasets.report import LoadReport
 from ssd.records import DetectionDataset, Sample, read_lines
 
@@ -44,6 +46,8 @@ VOC_CLASSES: tuple[str, ...] = (
 
 # A dataset folder may name its classes, one per line, in this file at its root.
 CLASSES_FILE = "classes.txt"
+# The largest side a JPEG can declare (its header stores 16 bits): a larger <size> is absurd.
+MAX_IMAGE_SIDE = 65535
 
 
 def parse_split(split: str) -> tuple[str, str]:
@@ -58,7 +62,10 @@ def parse_split(split: str) -> tuple[str, str]:
 
 def read_image_set(path: Path) -> list[str]:
     """Image ids listed in an ImageSets file (first token of each non-empty line)."""
-    return [line.split()[0] for line in read_lines(path, "image set file")]
+    ids = [line.split()[0] for line in read_lines(path, "image set file")]
+    if not ids:
+        raise ValueError(f"image set file {path} lists no image ids: the split is empty")
+    return ids
 
 
 class _Problem(Exception):
@@ -77,9 +84,12 @@ def _number(children: dict[str, etree._Element], tag: str, where: str) -> float:
     if text is None or not text.strip():
         raise _Problem(f"missing {where}<{tag}>")
     try:
-        return float(text)  # VOC2012 has a few fractional coordinates
+        value = float(text)  # VOC2012 has a few fractional coordinates
     except ValueError:
         raise _Problem(f"{where}<{tag}> is not a number: {text.strip()!r}") from None
+    if not math.isfinite(value):  # "nan", "inf", "1e400"
+        raise _Problem(f"{where}<{tag}> is not a finite number: {text.strip()!r}")
+    return value
 
 
 def _voc_box(bndbox: etree._Element | None) -> tuple[float, float, float, float]:
@@ -90,6 +100,8 @@ def _voc_box(bndbox: etree._Element | None) -> tuple[float, float, float, float]
     try:  # the fast path; the slow one below only finds the words for the error
         xmin, ymin = float(corners["xmin"]), float(corners["ymin"])
         xmax, ymax = float(corners["xmax"]), float(corners["ymax"])
+        if not math.isfinite(xmin + ymin + xmax + ymax):  # NaN or inf would pass every comparison
+            raise ValueError
     except (KeyError, TypeError, ValueError):
         children = _children(bndbox)
         xmin, ymin, xmax, ymax = (_number(children, t, "<bndbox> ") for t in ("xmin", "ymin", "xmax", "ymax"))
@@ -123,9 +135,10 @@ def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Conte
     if size is None:
         raise _Problem("missing <size>")
     dims = _children(size)
-    width, height = int(_number(dims, "width", "<size> ")), int(_number(dims, "height", "<size> "))
-    if width <= 0 or height <= 0:
-        raise _Problem(f"<size> must be positive, got width={width} height={height}")
+    width, height = _number(dims, "width", "<size> "), _number(dims, "height", "<size> ")
+    if not (1 <= width <= MAX_IMAGE_SIDE and 1 <= height <= MAX_IMAGE_SIDE):
+        raise _Problem(f"<size> must be 1..{MAX_IMAGE_SIDE} pixels per side, got width={width:g} height={height:g}")
+    width, height = int(width), int(height)
     boxes, labels, difficult = [], [], []
     for index, obj in enumerate(objects):
         fields = _children(obj)
@@ -215,6 +228,10 @@ def load_voc_with_report(
             except _Problem as problem:
                 ctx.issue(xml_path, str(problem), "skipped file")
                 continue
+            problem = image_file_problem(sample.image_path, sample.width, sample.height) if check_images else None
+            if problem:
+                ctx.issue(xml_path, problem, "skipped file")
+                continue
             samples.append(sample)
             report.files += 1
             report.objects += len(sample.labels)
@@ -241,11 +258,15 @@ def load_voc(
         include_difficult: False leaves out objects marked difficult (for training).
         strict: raise ValueError naming the file and the problem instead of skipping.
         verbose: log every issue (a summary line is logged either way).
-        check_images: skip annotations whose JPEG is missing.
+        check_images: skip annotations whose JPEG is missing, empty, truncated (no end marker),
+            unreadable from its header, too large or of another size than <size> (a cheap check
+            of a few hundred bytes per file, `datasets.image_check`; nothing is decoded).
 
-    Broken XML, missing or non-positive size and a missing JPEG skip the file; unknown classes,
-    degenerate boxes and boxes entirely outside the image skip the object; boxes crossing the
-    border are clipped to it. Images left without objects are kept (and counted in the report).
+    Broken XML, a missing, non-finite or absurd size (not 1..65535) and a missing JPEG or one
+    failing the cheap check skip the file; unknown classes, non-finite coordinates ("nan",
+    "1e400"), degenerate boxes and boxes entirely outside the image skip the object; boxes
+    crossing the border are clipped to it. Images left without objects are kept (and counted in
+    the report).
     """
     dataset, report = load_voc_with_report(
         root, splits, class_names, include_difficult, strict, check_images

@@ -268,6 +268,7 @@ class TrainConfig:
     train_splits: tuple[str, ...] = ("VOC2007:trainval", "VOC2012:trainval")
     val_splits: tuple[str, ...] = ("VOC2007:test",)
     include_difficult: bool = True
+    strict: bool = False  # refuse bad annotations and undecodable images instead of skipping them
     expand_probability: float = 0.5
     vgg16_weights: str | None = None
     from_scratch: bool = False

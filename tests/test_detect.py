@@ -112,7 +112,7 @@ def test_images_directory_with_an_unreadable_file(graph_dir, tmp_path, capsys):
     code = detect.main([str(images), "--graph", str(graph_dir / "frozen_inference_graph.pb"),
                         "--out", str(tmp_path / "out"), "--threshold", THRESHOLD, "--quiet"])
     assert code == 1
-    assert "broken.jpg is not a readable image" in capsys.readouterr().err
+    assert "broken.jpg is not a JPEG, PNG, BMP or WebP image" in capsys.readouterr().err
     lines = [json.loads(line) for line in (tmp_path / "out" / "detections.jsonl").read_text().splitlines()]
     by_name = {Path(line["image"]).name: line for line in lines}
     assert set(by_name) == {"0.jpg", "1.jpg", "broken.jpg"} and "error" in by_name["broken.jpg"]
@@ -148,3 +148,110 @@ def test_io_stage_threads_run_at_a_lower_priority_than_the_caller():
     thread.join()
     caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert seen["stage"] == min(caller + 10, 19), "the stage thread is reniced, the caller is not"
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A small PNG whose IHDR declares width x height RGB pixels (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    rows = zlib.compress(b"\x00" * 4096)  # the first rows only: the file stays tiny
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def no_detections(images: np.ndarray) -> dict[str, np.ndarray]:
+    b = len(images)
+    return {"detection_boxes": np.zeros((b, 1, 4), np.float32), "detection_scores": np.zeros((b, 1), np.float32),
+            "detection_classes": np.ones((b, 1), np.float32), "num_detections": np.zeros(b, np.float32)}
+
+
+def test_images_are_decoded_as_needed_not_all_first(tmp_path):
+    from ssd.deploy.images import detect_images
+
+    paths = []
+    for k, (frame, _, _) in enumerate(synthetic_frames(4, 96, 80, seed=2)):
+        paths.append(tmp_path / f"{k}.png")
+        cv2.imwrite(str(paths[-1]), frame)
+
+    def detect_and_delete_the_last(images):  # had everything been decoded first, this would not matter
+        paths[-1].unlink(missing_ok=True)
+        return no_detections(images)
+
+    jsonl = tmp_path / "out.jsonl"
+    with open(jsonl, "w") as f:
+        report = detect_images(paths, detect_and_delete_the_last, None, f, CLASSES, 0.5, batch_size=2, progress=False)
+    # image 2 is read before the first call (to see the first batch is full), image 3 is not
+    assert report.done == 3 and len(report.errors) == 1 and "3.png" in report.errors[0]
+    assert [json.loads(line).get("error", "ok")[:10] for line in jsonl.read_text().splitlines()] == \
+        ["ok", "ok", "image file", "ok"]
+
+
+def test_pixel_bomb_and_bad_files_are_skipped_by_name_and_the_rest_detected(tmp_path, capsys):
+    from ssd.deploy.images import detect_images
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, (frame, _, _) in enumerate(synthetic_frames(2, 96, 80, seed=4)):
+        cv2.imwrite(str(images / f"{k}.jpg"), frame)
+    (images / "bomb.png").write_bytes(png_declaring(50_000, 50_000))
+    (images / "empty.jpg").write_bytes(b"")
+    paths = sorted(images.iterdir())
+    with open(tmp_path / "out.jsonl", "w") as f:
+        report = detect_images(paths, no_detections, None, f, CLASSES, 0.5, progress=False)
+    assert report.done == 2
+    assert any(f"{images / 'bomb.png'} declares 50000x50000" in e for e in report.errors), report.errors
+    assert any("empty.jpg" in e for e in report.errors), report.errors
+    # The limit is the caller's: one pixel under 96x80 refuses the good images too.
+    with open(tmp_path / "out.jsonl", "w") as f:
+        report = detect_images(paths, no_detections, None, f, CLASSES, 0.5, progress=False, max_pixels=96 * 80 - 1)
+    assert report.done == 0 and sum("declares 96x80" in e for e in report.errors) == 2
+
+
+def test_cli_refuses_an_out_that_is_a_file_or_under_one_and_an_empty_labels_file(graph_dir, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    assert detect.main([str(image), "--graph", str(graph_dir), "--out", str(tmp_path / "taken"), "--quiet"]) == 2
+    assert f"--out {tmp_path / 'taken'}: is a file, not a directory" in capsys.readouterr().err
+    assert detect.main([str(image), "--graph", str(graph_dir), "--out", str(tmp_path / "taken" / "sub")]) == 2
+    assert "cannot create or write there" in capsys.readouterr().err
+    (tmp_path / "labels.txt").write_text("\n\n")
+    assert detect.main([str(image), "--graph", str(graph_dir), "--labels", str(tmp_path / "labels.txt"),
+                        "--out", str(tmp_path / "out")]) == 2
+    assert f"labels file {tmp_path / 'labels.txt'} names no classes" in capsys.readouterr().err
+    (tmp_path / "bare").mkdir()  # a graph without labels.txt: ids are shown, and it says so
+    (tmp_path / "bare" / "frozen_inference_graph.pb").write_bytes((graph_dir / "frozen_inference_graph.pb").read_bytes())
+    assert detect.main([str(image), "--graph", str(tmp_path / "bare"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert f"warning: no labels file ({tmp_path / 'bare' / 'labels.txt'} does not exist)" in capsys.readouterr().err
+
+
+def test_synthetic_video_tool_refuses_odd_mp4_and_writes_odd_avi_at_its_true_size(tmp_path):
+    with pytest.raises(ValueError, match=r"321x239 would be written as 320x238"):
+        write_synthetic_video(tmp_path / "odd.mp4", num_frames=2, width=321, height=239)
+    frames, _, size, count = read_video(write_synthetic_video(tmp_path / "odd.avi", num_frames=3, width=321, height=239))
+    assert (size, count, frames[0].shape) == ((321, 239), 3, (239, 321, 3))
+
+
+@pytest.mark.slow
+def test_odd_sized_video_keeps_every_pixel_and_says_its_size_and_unnamed_classes_are_warned(graph_dir, tmp_path,
+                                                                                            capsys):
+    video = write_synthetic_video(tmp_path / "odd.avi", num_frames=4, fps=10.0, width=321, height=239)
+    (tmp_path / "one.txt").write_text("circle\n")  # the graph has three classes
+    code = detect.main([str(video), "--graph", str(graph_dir), "--out", str(tmp_path / "out"), "--threshold", "0.0",
+                        "--labels", str(tmp_path / "one.txt"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    source, _, _, _ = read_video(video)
+    frames, _, size, count = read_video(tmp_path / "out" / "odd.mp4")
+    assert (size, count) == ((322, 240), 4)  # padded, not cut: the last column and row survive
+    lines = [json.loads(line) for line in (tmp_path / "out" / "odd.jsonl").read_text().splitlines()]
+    assert {(line["width"], line["height"]) for line in lines} == {(321, 239)}
+    assert "321x239" in captured.out and "annotated copy 322x240" in captured.out
+    assert re.search(rf"warning: labels file {re.escape(str(tmp_path / 'one.txt'))} names 1 classes, but the graph "
+                     r"detected class ids \[[23](, 3)?\]", captured.err), captured.err
+    # The padding repeats the edge: the added column equals the last source column (up to the codec).
+    assert np.abs(frames[0][:239, 321].astype(int) - frames[0][:239, 320].astype(int)).mean() < 8

@@ -91,3 +91,35 @@ def test_cli_evaluates_results_files(voc_root, dataset, tmp_path):
 def test_class_mismatch_is_refused(dataset):
     with pytest.raises(ValueError, match="differ"):
         evaluate_detector(_fake_detector(dataset), dataset, 32, 2, VOCEvaluator(("a", "b")), progress=False)
+
+
+def test_cli_strict_verbose_and_bad_inputs_get_one_line_errors(voc_root, tmp_path, capsys, caplog):
+    import re
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(voc_root, data)
+    stem = (data / "ImageSets" / "Main" / "test.txt").read_text().split()[0]
+    xml = data / "Annotations" / f"{stem}.xml"
+    xml.write_text(xml.read_text().replace("<width>", "<width>1e400", 1))  # e.g. <width>1e40096</width>
+    classes = ",".join(SYNTHETIC_CLASSES)
+    common = ["--data-root", str(data), "--split", "test", "--classes", classes]
+    (tmp_path / "results").mkdir()
+    for name in SYNTHETIC_CLASSES:  # no detections at all
+        (tmp_path / "results" / f"comp4_det_test_{name}.txt").write_text("")
+    assert evaluate_cli.main(["--results-dir", str(tmp_path / "results"), *common, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"evaluate\.py: error: \S+{stem}\.xml: <size> <width> is not a finite number: .1e400", err), err
+    # Without --strict the file is skipped and the summary points to a --verbose that exists.
+    assert evaluate_cli.main(["--results-dir", str(tmp_path / "results"), *common]) == 0
+    assert "use --verbose" in caplog.text and f"{stem}.xml: <size>" not in caplog.text
+    caplog.clear()
+    assert evaluate_cli.main(["--results-dir", str(tmp_path / "results"), *common, "--verbose"]) == 0
+    assert f"{stem}.xml: <size>" in caplog.text
+    # A graph that is not a GraphDef, and a missing one.
+    (tmp_path / "bad.pb").write_bytes(b"\x00not a graph\xff" * 10)
+    assert evaluate_cli.main(["--graph", str(tmp_path / "bad.pb"), *common]) == 2
+    assert re.search(r"evaluate\.py: error: frozen graph \S+bad\.pb is not a serialized GraphDef",
+                     capsys.readouterr().err)
+    assert evaluate_cli.main(["--graph", str(tmp_path / "none.pb"), *common]) == 2
+    assert "none.pb does not exist" in capsys.readouterr().err

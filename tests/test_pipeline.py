@@ -74,6 +74,19 @@ class JitterResize:
         return out, np.tile(rel, (self.copies, 1)), np.tile(labels, self.copies)
 
 
+class Marking:
+    """JitterResize that first appends its pid to `log` (one line per image begun), then sleeps."""
+
+    def __init__(self, log: str, delay: float):
+        self.log, self.delay, self.inner = log, delay, JitterResize()
+
+    def __call__(self, image, boxes, labels, rng):
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(self.delay)
+        return self.inner(image, boxes, labels, rng)
+
+
 class ModuleProbe:
     """Labels every box 7 if the worker has TensorFlow in sys.modules, else 3."""
 
@@ -338,11 +351,73 @@ def test_worker_exception_surfaces_with_traceback_and_sample(samples, alarm):
     assert_cleaned_up(pids, segments)
 
 
-def test_unreadable_image_stops_the_epoch_naming_the_file(tmp_path, alarm):
+def test_unreadable_image_stops_the_epoch_when_not_skipping(tmp_path, alarm):
     bad = write_samples(tmp_path, 4, bad=1)
     with pytest.raises(PipelineError, match=r"img001.*img001\.jpg"):
-        with BatchPipeline(bad, JitterResize(), batch_size=2, image_size=SIZE, num_workers=1) as p:
+        with BatchPipeline(bad, JitterResize(), batch_size=2, image_size=SIZE, num_workers=1,
+                           skip_unreadable=False) as p:
             list(p.epoch(0))
+
+
+def test_unreadable_image_leaves_a_blank_row_counted_and_named_once(tmp_path, alarm):
+    bad = write_samples(tmp_path, 6, bad=3)
+    transform = JitterResize()
+    with pytest.warns(RuntimeWarning, match=r"skipped image 'img003'.*img003\.jpg") as caught:
+        with BatchPipeline(bad, transform, batch_size=4, image_size=SIZE, num_workers=2, seed=5) as pipe:
+            epochs = [[b.copy() for b in pipe.epoch(e)] for e in (0, 1)]
+    assert sum("img003" in str(w.message) for w in caught) == 1  # named once, not every epoch
+    assert pipe.skipped == 2 and list(pipe.unreadable) == ["img003"]
+    for e, batches in enumerate(epochs):
+        expected = reference_batches([s if i != 3 else bad[0] for i, s in enumerate(bad)], transform,
+                                     4, seed=5, epoch=e)
+        assert sum(len(b.indices) for b in batches) == 6  # the batch keeps its size
+        for batch, (idx, results) in zip(batches, expected):
+            for row, (i, (image, boxes, labels)) in enumerate(zip(idx, results)):
+                if i == 3:  # the row is blank: nothing for the loss
+                    assert batch.indices[row] == -1 and batch.counts[row] == 0
+                    assert not batch.images[row].any() and not batch.boxes[row].any() and not batch.labels[row].any()
+                else:
+                    assert batch.indices[row] == i
+                    np.testing.assert_array_equal(batch.images[row], image)
+                    np.testing.assert_array_equal(batch.boxes[row, :len(boxes)], boxes)
+
+
+# Where worker 0 is when it is killed: idle (its batch sent, no free slot to fill: the parent's next
+# send to it hits a closed pipe), or at the 1st / 2nd / 3rd image of its second batch of 3 while the
+# consumer waits for batches.
+@pytest.mark.parametrize("point", ["idle", 1, 2, 3])
+def test_killed_worker_is_reported_wherever_it_was(samples, tmp_path, point, alarm):
+    log = tmp_path / "begun.log"
+    idle = point == "idle"
+    pipe = BatchPipeline(samples, Marking(str(log), delay=0.0 if idle else 0.3), batch_size=3, image_size=SIZE,
+                         num_workers=2, num_slots=2 if idle else 3, shuffle=False)
+    victim = pipe.worker_pids[0]
+
+    def begun(pid: int | None = victim) -> int:
+        words = log.read_text().split() if log.exists() else []
+        return len(words) if pid is None else words.count(str(pid))
+
+    def kill() -> None:
+        if idle:  # both workers have sent their batch and no slot is free for another
+            assert wait_until(lambda: begun() == 3 and begun(None) == 6)
+            time.sleep(0.2)
+        else:  # worker 0 was given batches 0 and 2 at once
+            assert wait_until(lambda: begun() >= 3 + point)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: not process_alive(victim))
+
+    with pytest.raises(PipelineError) as info:
+        with pipe:
+            batches = pipe.epoch(0)
+            next(batches)  # batch 0, made by worker 0
+            killer = threading.Thread(target=kill)
+            killer.start()
+            if idle:
+                killer.join()
+            for _ in batches:
+                time.sleep(0.01)
+    killer.join()
+    assert f"worker 0 (pid {victim}) died, killed by SIGKILL" in str(info.value), info.value
 
 
 def test_killed_worker_is_detected(samples, alarm):

@@ -283,3 +283,75 @@ def test_coco_recipe_sets_the_schedule_and_the_boxes_and_flags_still_win(tmp_pat
     assert model.default_boxes == COCO_DEFAULT_BOXES["vgg300"] and model.category_ids == (4, 9)
     args = train_detector.build_parser().parse_args(["--run-dir", str(tmp_path / "run"), "--preset", "vgg512"])
     assert train_detector.resolve_model_config(args, None, data).boxes == "voc"
+
+
+def damaged_copy(root: Path, tmp_path: Path) -> Path:
+    """The synthetic set with one training annotation's xmin made "nan" and a split of it alone."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    stem = (copy / "ImageSets" / "Main" / "trainval.txt").read_text().split()[0]
+    xml = copy / "Annotations" / f"{stem}.xml"
+    xml.write_text(re.sub(r"<xmin>\d+</xmin>", "<xmin>nan</xmin>", xml.read_text(), count=1))
+    (copy / "ImageSets" / "Main" / "nanonly.txt").write_text(stem + "\n")
+    return copy
+
+
+def test_strict_refuses_a_nan_coordinate_naming_the_file(root, tmp_path, capsys):
+    data = damaged_copy(root, tmp_path)
+    args = tiny_args(data, tmp_path / "run", "--strict")
+    assert train_detector.main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"Annotations/\S+\.xml: object 0 .*<xmin> is not a finite number: 'nan'", err), err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_empty_or_wholly_skipped_split_is_named_not_blamed_on_classes(root, tmp_path, capsys):
+    data = damaged_copy(root, tmp_path)
+    (data / "ImageSets" / "Main" / "empty.txt").write_text("\n")
+    (data / "Annotations" / ((data / "ImageSets" / "Main" / "nanonly.txt").read_text().strip() + ".xml")
+     ).write_text("<annotation><size><width>nan</width>")  # the only image of the split: broken XML
+    for split, message in (("empty", r"empty\.txt lists no image ids: the split is empty"),
+                           ("nanonly", r"splits \['nanonly'\] .* have no usable image")):
+        args = tiny_args(data, tmp_path / "run")
+        args[args.index("--train-split") + 1] = split
+        assert train_detector.main(args) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "classes" not in err, err
+
+
+@pytest.mark.slow
+def test_full_disk_is_one_message_keeps_the_last_checkpoint_and_the_next_start_cleans_up(root, tmp_path):
+    import resource
+
+    run_dir = tmp_path / "run"
+    args = ("--checkpoint-every", "2", "--eval-every", "0")
+    first = start(root, run_dir, "--iterations", "2", *args)
+    _, err = first.communicate(timeout=180)
+    assert first.returncode == 0, err[-3000:]
+    good = run_dir / "checkpoints" / "ckpt-2"
+    size = sum(p.stat().st_size for p in run_dir.glob("checkpoints/ckpt-2.*"))
+    limit = 2 << 20  # above a pipeline slot (4 x 300 x 300 x 3 bytes) and config.json, below a checkpoint
+    assert size > limit, size
+
+    def full_disk():  # a file may not grow past `limit` (EFBIG, as ENOSPC would stop it); no root needed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
+    full = subprocess.run([sys.executable, str(REPO / "train_detector.py"),
+                           *tiny_args(root, run_dir, "--iterations", "4", *args)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180, preexec_fn=full_disk)
+    assert full.returncode == 1, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr, full.stderr[-3000:]
+    [message] = [line for line in full.stderr.splitlines() if line.startswith("train_detector.py: error:")]
+    assert re.search(rf"cannot write {re.escape(str(run_dir / 'checkpoints'))}: file too large \(it needs about "
+                     rf"[\d.]+ MB; [\d.]+ MB free on that disk\); the last good checkpoint {re.escape(str(good))} "
+                     "is intact: free some space and run the same command to resume", message), message
+    assert checkpoint_step(str(good)) == 2 and (run_dir / "checkpoints" / "ckpt-4_temp").is_dir()
+    resumed = start(root, run_dir, "--iterations", "3", *args)
+    out, err = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, err[-3000:]
+    assert f"removed {run_dir / 'checkpoints' / 'ckpt-4_temp'}" in err and f"resumed from {good} (step 2" in err
+    assert "finished at step 3" in out and not list(run_dir.rglob("*_temp"))

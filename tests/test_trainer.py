@@ -173,3 +173,22 @@ def test_only_a_range_test_trainer_takes_a_set_rate_and_construction_writes_noth
     ranged.set_learning_rate(0.25)
     assert ranged.learning_rate == 0.25
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_an_image_that_no_longer_decodes_is_skipped_and_counted_unless_strict(data, tmp_path):
+    from ssd.data.pipeline import PipelineError
+
+    root, train_set, _ = data
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(Path(train_set.samples[0].image_path).read_bytes()[:2] + b"\x00" * 64)  # passed the load
+    samples = (dataclasses.replace(train_set.samples[0], image_path=str(broken)), *train_set.samples[1:4])
+    small = DetectionDataset(train_set.class_names, samples)
+    config = dataclasses.replace(E2E, data_root=str(root), batch_size=4, iterations=2, workers=1, eval_every=0)
+    model_config = ModelConfig("vgg300", train_set.class_names, width=0.125)
+    with pytest.warns(RuntimeWarning, match=r"skipped image .*broken\.jpg"):
+        result = Trainer(model_config, config, tmp_path / "run", small).fit(progress=False)
+    assert result.step == 2 and [h["skipped_images"] for h in result.history] == [1, 1]
+    assert "skipped 1 undecodable images" in (tmp_path / "run" / "train.log").read_text()
+    strict = dataclasses.replace(config, strict=True)
+    with pytest.raises(PipelineError, match=r"broken\.jpg"):
+        Trainer(model_config, strict, tmp_path / "strict", small).fit(progress=False)

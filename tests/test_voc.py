@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -22,16 +25,27 @@ def cls(name: str) -> int:
     return VOC_CLASSES.index(name) + 1
 
 
+@functools.cache
+def jpeg_bytes(width: int, height: int) -> bytes:
+    """A real (grey) JPEG of width x height: what the loader's header check reads."""
+    return cv2.imencode(".jpg", np.full((height, width, 3), 128, np.uint8))[1].tobytes()
+
+
+def write_jpeg(path: Path, width: int, height: int) -> None:
+    path.write_bytes(jpeg_bytes(width, height))
+
+
 @pytest.fixture
 def devkit(tmp_path: Path) -> Path:
-    """A copy of the fixture devkit with empty JPEG placeholders (all but 000017's)."""
+    """A copy of the fixture devkit with a JPEG of each annotation's <size> (all but 000017's)."""
     root = tmp_path / "VOCdevkit"
     shutil.copytree(FIXTURES, root)
     for year in root.iterdir():
         (year / "JPEGImages").mkdir()
         for xml in (year / "Annotations").glob("*.xml"):
             if xml.stem != MISSING_JPEG:
-                (year / "JPEGImages" / f"{xml.stem}.jpg").touch()
+                sides = [re.search(rf"<{tag}>(\d+)</{tag}>", xml.read_text()) for tag in ("width", "height")]
+                write_jpeg(year / "JPEGImages" / f"{xml.stem}.jpg", *(int(m[1]) if m else 8 for m in sides))
     return root
 
 
@@ -216,7 +230,7 @@ def test_writer_round_trips_through_loader(tmp_path_factory, data):
     names = [data.draw(st.sampled_from(VOC_CLASSES)) for _ in range(n)]
     difficult = [data.draw(st.booleans()) for _ in range(n)]
     write_voc_annotation(root / "Annotations" / "a.xml", "a.jpg", width, height, boxes, names, difficult, [False] * n)
-    (root / "JPEGImages" / "a.jpg").touch()
+    write_jpeg(root / "JPEGImages" / "a.jpg", width, height)
     write_set(root, "all", ["a"])
     dataset, report = load_voc_with_report(root, ["all"], strict=True)
     sample = dataset.samples[0]
@@ -237,3 +251,94 @@ def test_name_files_must_be_utf8_and_errors_name_the_file(tmp_path):
     assert parse_class_names(str(tmp_path / "classes.txt")) == ("cat", "dog")
     with pytest.raises(ValueError, match="names no classes"):
         parse_class_names(" , ")
+
+
+def write_annotation_text(folder: Path, stem: str, size: str, objects: str) -> None:
+    """A raw annotation (for values the writer would never produce) and its JPEG placeholder."""
+    (folder / "Annotations" / f"{stem}.xml").write_text(
+        f"<annotation><filename>{stem}.jpg</filename><size>{size}<depth>3</depth></size>{objects}</annotation>")
+    write_jpeg(folder / "JPEGImages" / f"{stem}.jpg", 400, 300)
+
+
+def voc_object(name: str, xmin: str, ymin: str = "3", xmax: str = "306", ymax: str = "118") -> str:
+    return (f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{xmin}</xmin>"
+            f"<ymin>{ymin}</ymin><xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>")
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e400"])
+def test_non_finite_coordinate_skips_the_object_with_a_named_report(devkit, value):
+    folder = devkit / "VOC2007"
+    write_annotation_text(folder, "nanbox", "<width>400</width><height>300</height>",
+                          voc_object("dog", value) + voc_object("cat", "10"))
+    write_set(folder, "nan", ["nanbox"])
+    dataset, report = load_voc_with_report(devkit, ["VOC2007:nan"])
+    np.testing.assert_array_equal(dataset.samples[0].boxes, [[9, 2, 306, 118]])  # only the cat
+    assert dataset.samples[0].labels.tolist() == [cls("cat")]
+    [issue] = report.issues
+    assert Path(issue.file).name == "nanbox.xml" and issue.action == "skipped object"
+    assert "dog" in issue.problem and "<xmin>" in issue.problem and value in issue.problem
+    with pytest.raises(ValueError, match=r"nanbox\.xml.*<xmin>.*finite"):
+        load_voc(devkit, ["VOC2007:nan"], strict=True)
+
+
+@pytest.mark.parametrize("size", [
+    "<width>nan</width><height>300</height>", "<width>400</width><height>1e400</height>",
+    "<width>inf</width><height>300</height>", "<width>400</width><height>70000</height>",
+])  # fmt: skip
+def test_non_finite_or_absurd_size_skips_the_file_not_the_load(devkit, size):
+    folder = devkit / "VOC2007"
+    write_annotation_text(folder, "badsize", size, voc_object("dog", "10"))
+    write_set(folder, "badsize", ["badsize", "000007"])
+    dataset, report = load_voc_with_report(devkit, ["VOC2007:badsize"])
+    assert [s.image_id for s in dataset.samples] == ["000007"]
+    [issue] = report.issues
+    assert Path(issue.file).name == "badsize.xml" and issue.action == "skipped file" and "<size>" in issue.problem
+    with pytest.raises(ValueError, match=r"badsize\.xml.*size"):
+        load_voc(devkit, ["VOC2007:badsize"], strict=True)
+
+
+def test_non_utf8_image_set_is_named(devkit):
+    (devkit / "VOC2007" / "ImageSets" / "Main" / "latin1.txt").write_bytes("000007\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"image set file \S+latin1\.txt is not UTF-8"):
+        load_voc(devkit, ["VOC2007:latin1"])
+
+
+def test_empty_split_is_named_as_such(devkit):
+    write_set(devkit / "VOC2007", "empty", [])
+    with pytest.raises(ValueError, match=r"empty\.txt lists no image ids: the split is empty"):
+        load_voc(devkit, ["VOC2007:empty"])
+
+
+def test_unreadable_images_are_skipped_at_load_by_name(devkit):
+    folder = devkit / "VOC2007"
+    jpeg = jpeg_bytes(400, 300)
+    assert jpeg.endswith(b"\xff\xd9")
+    bad = {  # stem -> (bytes of its "JPEG", what the report must say)
+        "zero": (b"", "is empty (0 bytes)"),
+        "cut": (jpeg[: len(jpeg) * 2 // 3], "without its end marker: truncated"),
+        "text": (b"<html>not found</html>", "is not a JPEG, PNG, BMP or WebP image"),
+        "other": (jpeg_bytes(300, 400), "is 300x400, the annotation's <size> says 400x300"),
+    }
+    for stem, (data, _) in bad.items():
+        write_annotation_text(folder, stem, "<width>400</width><height>300</height>", voc_object("dog", "10"))
+        (folder / "JPEGImages" / f"{stem}.jpg").write_bytes(data)
+    write_annotation_text(folder, "padded", "<width>400</width><height>300</height>", voc_object("dog", "10"))
+    (folder / "JPEGImages" / "padded.jpg").write_bytes(jpeg + b"\x00" * 10)  # zeros after the end marker: fine
+    write_set(folder, "images", [*bad, "padded", "000007"])
+    dataset, report = load_voc_with_report(devkit, ["VOC2007:images"])
+    assert sorted(s.image_id for s in dataset.samples) == ["000007", "padded"]
+    skipped = {Path(i.file).stem: i.problem for i in report.issues}
+    assert set(skipped) == {"zero", "cut", "text", "other"}
+    for stem, problem in skipped.items():
+        assert f"{stem}.jpg" in problem and bad[stem][1] in problem, problem
+    with pytest.raises(ValueError, match=r"zero\.xml: image \S+zero\.jpg is empty"):
+        load_voc(devkit, ["VOC2007:images"], strict=True)
+
+
+def test_image_declaring_too_many_pixels_is_skipped_at_load(devkit):
+    from datasets.image_check import image_file_problem
+
+    path = devkit / "VOC2007" / "JPEGImages" / "000007.jpg"
+    assert image_file_problem(str(path), 500, 333) is None
+    assert "declares 500x333 = 166,500 pixels, more than the limit of 166,499" in \
+        image_file_problem(str(path), 500, 333, max_pixels=500 * 333 - 1)

@@ -1,7 +1,8 @@
 """Benchmark: the dataset sources against the obvious loaders, side by side, one case per format.
 
 voc:  a VOC-format tree of N annotation files (VOC07+12 trainval has 16,551) with VOC-like content
-      (1-6 objects, source/owner blocks), empty JPEG placeholders (the size comes from the XML);
+      (1-6 objects, source/owner blocks), pixel-less JPEGs of the annotation's size (header and end
+      marker: what the loader's check at load reads);
       `datasets.voc.load_voc` against a naive xml.etree.ElementTree loader.
 coco: one generated instances JSON the size of COCO train2017 (118,287 images, 860,001 boxes, no
       segmentations); `datasets.coco.load_coco` (image files not checked: none are written)
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import statistics
+import struct
 import sys
 import tempfile
 import time
@@ -68,8 +70,15 @@ _HEADER = """<annotation>
 """
 
 
+def jpeg_header(width: int, height: int) -> bytes:
+    """A JPEG's start, frame header (baseline, 3 components) and end marker, without pixels: all the
+    loader's check at load reads (nothing is decoded)."""
+    frame = struct.pack(">BHHB", 8, height, width, 3) + bytes([1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1])
+    return b"\xff\xd8" + b"\xff\xc0" + struct.pack(">H", 2 + len(frame)) + frame + b"\xff\xd9"
+
+
 def make_tree(root: Path, num_files: int, seed: int = 0) -> None:
-    """A VOC-format folder with `num_files` random annotations and empty JPEG placeholders."""
+    """A VOC-format folder with `num_files` random annotations and pixel-less JPEGs of their size."""
     rng = np.random.default_rng(seed)
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -86,7 +95,7 @@ def make_tree(root: Path, num_files: int, seed: int = 0) -> None:
             ))  # fmt: skip
         parts.append("</annotation>\n")
         (root / "Annotations" / f"{stem}.xml").write_text("".join(parts))
-        (root / "JPEGImages" / f"{stem}.jpg").touch()
+        (root / "JPEGImages" / f"{stem}.jpg").write_bytes(jpeg_header(width, height))
     (root / "ImageSets" / "Main" / "trainval.txt").write_text("".join(s + "\n" for s in stems))
 
 
@@ -130,8 +139,11 @@ def run_voc(root: Path, repeats: int) -> dict:
     )
     if not same:
         raise RuntimeError(f"the two loaders disagree on {root}: the comparison would be meaningless")
-    return _timed(len(ours), "files", lambda: load_voc(root, ["trainval"]),
-                  lambda: naive_load(root, "trainval"), repeats)
+    result = _timed(len(ours), "files", lambda: load_voc(root, ["trainval"]),
+                    lambda: naive_load(root, "trainval"), repeats)
+    # the cost of the image check at load, side by side
+    result["unchecked_s"] = median_seconds(lambda: load_voc(root, ["trainval"], check_images=False), repeats)
+    return result
 
 
 def make_coco_json(path: Path, num_images: int, num_boxes: int, seed: int = 0) -> None:
@@ -255,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     for case, r in results.items():
         ours, baseline = CASES[case]
         print(f"{case:<6}{ours:<32}{r['count']:>10,}{r['ours_s']:>10.3f}{r['ours_per_s']:>12,.0f}{r['speedup']:>8.2f}")
+        if "unchecked_s" in r:
+            t = r["unchecked_s"]
+            print(f"{'':<6}{'  the same, check_images=False':<32}{r['count']:>10,}{t:>10.3f}{r['count'] / t:>12,.0f}"
+                  f"{r['baseline_s'] / t:>8.2f}")
         print(f"{'':<6}{baseline:<32}{r['count']:>10,}{r['baseline_s']:>10.3f}{r['baseline_per_s']:>12,.0f}{1.0:>8.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coco-results", type=Path, metavar="JSON",
                         help="with --metric coco: also write the COCO results JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse the split on the first bad annotation (default: skip it and report)")
+    parser.add_argument("--verbose", action="store_true", help="list every skipped annotation problem; "
+                        "full tracebacks")
     return parser
 
 
@@ -91,7 +95,8 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, EvaluatorGroup]:
     if args.results_dir and "coco" in args.metric:
         raise ValueError("--results-dir holds VOC results files: use --metric voc07 voc10 with it")
     detector, class_names, size, category_ids = (None,) * 4 if args.results_dir else _detector(args)
-    dataset = load_dataset(args.data_root, [args.split], args.classes or class_names, data_format=args.data_format)
+    dataset = load_dataset(args.data_root, [args.split], args.classes or class_names, data_format=args.data_format,
+                           strict=args.strict, verbose=args.verbose)
     evaluator = make_evaluator(args.metric, dataset.class_names, args.confidence_levels,
                                dataset.category_ids or category_ids, args.iou_threshold)
     if args.results_dir:
@@ -111,12 +116,18 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, EvaluatorGroup]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging()
+    configure_logging(args.verbose)
     try:
-        results, evaluator = evaluate(args)
-    except (ValueError, FileNotFoundError) as error:
+        return _run(args)
+    except (ValueError, OSError) as error:  # bad data, graph, run directory or --out: one line, not a traceback
+        if args.verbose:
+            raise
         print(f"evaluate.py: error: {error}", file=sys.stderr)
         return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    results, evaluator = evaluate(args)
     voc, coco = results.get("voc"), results.get("coco")
     print(f"{(voc or coco)['num_images']} images, {args.split} of {args.data_root}")
     if voc:

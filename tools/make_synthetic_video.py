@@ -101,10 +101,21 @@ def write_synthetic_video(
     path: str | Path, num_frames: int = 120, fps: float = 25.0, width: int = 480, height: int = 360,
     seed: int = 0, num_objects: int = 4,
 ) -> Path:
-    """Write `synthetic_frames` as an mp4 ('mp4v') at `path`; returns the path."""
+    """Write `synthetic_frames` as an mp4 ('mp4v') at `path`, or an .avi (Motion JPEG); returns the path.
+
+    mp4 needs even sizes (OpenCV's FFmpeg writer would silently drop an odd last column or row);
+    OpenCV's own Motion JPEG writer keeps any size, so an odd-sized clip is refused as .mp4 and
+    written as .avi.
+    """
     path = Path(path)
+    if path.suffix.lower() != ".avi" and (width % 2 or height % 2):
+        raise ValueError(f"{path}: an mp4 holds even sizes only, {width}x{height} would be written as "
+                         f"{width - width % 2}x{height - height % 2}; choose even sizes or an .avi file (any size)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if path.suffix.lower() == ".avi":
+        writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    else:
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         raise ValueError(f"cannot write video {path} (mp4v, {width}x{height} @ {fps})")
     try:
@@ -117,7 +128,8 @@ def write_synthetic_video(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("shapes.mp4"), help="mp4 to write (default: shapes.mp4)")
+    p.add_argument("--out", type=Path, default=Path("shapes.mp4"),
+                   help="mp4 to write, or .avi for Motion JPEG (any size; mp4 needs even sizes) (default: shapes.mp4)")
     p.add_argument("--frames", type=int, default=120, help="number of frames (default: 120)")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate (default: 25)")
     p.add_argument("--width", type=int, default=480, help="frame width (default: 480)")

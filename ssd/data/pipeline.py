@@ -21,10 +21,13 @@ Determinism: the epoch order comes from (seed, epoch) and every sample's augment
 (seed, epoch, sample index), so batches do not depend on the number of workers or on which
 worker finished first; batches arrive in order 0, 1, 2, ...
 
-Failure policy: an exception in a worker (including an unreadable image: the dataset source has
-already refused bad files, so one failing here is worth stopping for) is raised in the consumer
-as `PipelineError` with the worker's traceback and the sample's id and path. A worker that dies
-(e.g. SIGKILL) is noticed at once through its process sentinel. Any exception or Ctrl-C stops
+Failure policy: an image that cannot be decoded (corrupt on disk past the dataset source's cheap
+check at load) leaves its row blank (zero pixels, no boxes, index -1: it adds nothing to the
+loss), is counted in `skipped` and named in a warning, unless `skip_unreadable=False`, which
+stops the epoch like any other exception in a worker: `PipelineError` in the consumer with the
+worker's traceback and the sample's id and path. A worker that dies (e.g. SIGKILL) is reported
+as `PipelineError` "worker N ... died, killed by SIGKILL" whichever pipe or sentinel notices
+first (a send to it included), its exit code read after reaping it. Any exception or Ctrl-C stops
 the workers and unlinks every segment; workers also exit when their parent dies.
 
 This module must not import TensorFlow (the workers import it): `as_tf_dataset` imports it lazily.
@@ -48,7 +51,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing import shared_memory
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, NoReturn
 
 import numpy as np
 
@@ -90,10 +93,12 @@ class _Task(NamedTuple):
 
 
 class _Done(NamedTuple):
-    """Worker -> parent: the task's slot is filled; `truncated` lists (image id, box count)."""
+    """Worker -> parent: the task's slot is filled; `truncated` lists (image id, box count),
+    `skipped` (image id, reason) for the images left blank because they could not be decoded."""
 
     task: _Task
     truncated: list[tuple[str, int]]
+    skipped: list[tuple[str, str]]
 
 
 class _Failed(NamedTuple):
@@ -120,7 +125,8 @@ class Batch:
         boxes: float32 [B, max_boxes, 4], "rel_xyxy", zero past counts[i].
         labels: int32 [B, max_boxes], class ids 1..C, 0 = padding.
         counts: int32 [B], real boxes per image.
-        indices: int32 [B], position of each image in the pipeline's samples.
+        indices: int32 [B], position of each image in the pipeline's samples; -1 for a row left
+            blank because its image could not be decoded.
         epoch, index: which epoch and which batch of it (0-based).
     """
 
@@ -207,6 +213,7 @@ class _WorkerSpec:
     segment_names: tuple[str, ...]
     seed: int
     shuffle: bool
+    skip_unreadable: bool
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
@@ -265,13 +272,20 @@ def _fill_batch(task: _Task, order: np.ndarray, spec: _WorkerSpec,
                 slots: list[dict[str, np.ndarray]], stop: Any) -> _Done | _Failed | _Stopped:
     """Decode and transform one batch into its slot; returns the control message for the parent."""
     b = spec.layout.batch_size
-    slot, truncated = slots[task.slot], []
+    slot, truncated, skipped = slots[task.slot], [], []
     for j, i in enumerate(order[task.batch_index * b:(task.batch_index + 1) * b]):
         if stop.is_set():
             return _Stopped(task)
         sample = spec.samples[i]
         try:
             image = read_rgb(sample.image_path)
+        except ValueError as err:
+            if not spec.skip_unreadable:
+                return _Failed(task, sample.image_id, sample.image_path, traceback.format_exc())
+            _blank_row(slot, j)
+            skipped.append((sample.image_id, str(err)))
+            continue
+        try:
             result = spec.transform(image, sample.boxes, sample.labels,
                                     sample_rng(spec.seed, task.epoch, int(i)))
             n = _write_sample(slot, j, result, spec.layout, spec.transform)
@@ -280,7 +294,16 @@ def _fill_batch(task: _Task, order: np.ndarray, spec: _WorkerSpec,
         slot["indices"][j] = i
         if n > spec.layout.max_boxes:
             truncated.append((sample.image_id, n))
-    return _Done(task, truncated)
+    return _Done(task, truncated, skipped)
+
+
+def _blank_row(slot: dict[str, np.ndarray], j: int) -> None:
+    """Row j as a skipped image: zero pixels, no boxes (so no loss), index -1."""
+    slot["images"][j] = 0
+    slot["boxes"][j] = 0.0
+    slot["labels"][j] = 0
+    slot["counts"][j] = 0
+    slot["indices"][j] = -1
 
 
 def _worker_main(conn: mp.connection.Connection, stop: Any, spec: _WorkerSpec) -> None:
@@ -421,6 +444,8 @@ class BatchPipeline:
         batch_size, image_size: B and S of every slot.
         max_boxes: boxes kept per image; more are truncated, warned about once and counted in
             `truncated`.
+        skip_unreadable: an image that cannot be decoded leaves its row blank (counted in
+            `skipped`, each image named once in a warning); False stops the epoch instead.
         num_workers: worker processes.
         shuffle, seed: epoch order from (seed, epoch); per-sample RNG from (seed, epoch, index).
         drop_remainder: drop the last batch when it is smaller than batch_size.
@@ -432,7 +457,8 @@ class BatchPipeline:
     def __init__(self, samples: Sequence[Sample], transform: Transform, batch_size: int,
                  image_size: int, max_boxes: int = 100, num_workers: int = 2,
                  shuffle: bool = True, seed: int = 0, drop_remainder: bool = False,
-                 num_slots: int | None = None, start_method: str | None = None) -> None:
+                 num_slots: int | None = None, start_method: str | None = None,
+                 skip_unreadable: bool = True) -> None:
         samples = tuple(samples)
         num_slots = 2 * num_workers + 2 if num_slots is None else num_slots
         start_method = "spawn" if start_method is None else start_method
@@ -443,6 +469,9 @@ class BatchPipeline:
         self.shuffle, self.seed, self.drop_remainder = shuffle, seed, drop_remainder
         self.start_method = start_method
         self.truncated = 0  # samples whose boxes were cut to max_boxes so far
+        self.skip_unreadable = skip_unreadable
+        self.skipped = 0  # rows left blank because their image could not be decoded, so far
+        self.unreadable: dict[str, str] = {}  # image id -> why it could not be decoded
         self._layout = _SlotLayout(batch_size, image_size, max_boxes)
         self._resources = _Resources()
         self._finalizer = weakref.finalize(self, self._resources.release)
@@ -487,7 +516,7 @@ class BatchPipeline:
                           RuntimeWarning, stacklevel=3)
         spec = _WorkerSpec(samples, transform, self._layout,
                            tuple(seg.name.lstrip("/") for seg in self._resources.segments),
-                           self.seed, self.shuffle)
+                           self.seed, self.shuffle, self.skip_unreadable)
         self._resources.stop = ctx.Event()
         self._tasks: list[deque[_Task]] = []
         for w in range(self.num_workers):
@@ -607,7 +636,10 @@ class BatchPipeline:
             if len(self._tasks[worker]) >= _TASKS_PER_WORKER:
                 break
             task = _Task(run, epoch, dispatched, self._free_slots.popleft())
-            self._resources.conns[worker].send(task)
+            try:
+                self._resources.conns[worker].send(task)
+            except OSError:  # BrokenPipeError: the worker died since it last reported
+                self._raise_died(worker)
             self._tasks[worker].append(task)
             dispatched += 1
         return dispatched
@@ -629,14 +661,21 @@ class BatchPipeline:
                 while conns[w].poll():  # a dying worker's last message may be its error
                     self._handle(w, conns[w].recv(), run)
             except (EOFError, OSError):
-                pass  # the worker is gone (or we were closed); said below
-            if self.closed:
-                raise PipelineError("BatchPipeline: closed while an epoch was being iterated")
-            if not procs[w].is_alive():
-                raise PipelineError(
-                    f"BatchPipeline: worker {w} (pid {procs[w].pid}) died, "
-                    f"{_describe_exit(procs[w].exitcode)}, while on batches "
-                    f"{[t.batch_index for t in self._tasks[w]]} (if it printed a traceback, see stderr)")
+                self._raise_died(w)  # its end of the pipe closed: it is gone (or we were closed)
+            if obj in sentinels or not procs[w].is_alive():
+                self._raise_died(w)
+
+    def _raise_died(self, worker: int) -> NoReturn:
+        """PipelineError saying how `worker` died, once reaped (a pipe can close before the exit code is known)."""
+        if self.closed:
+            raise PipelineError("BatchPipeline: closed while an epoch was being iterated")
+        proc = self._resources.processes[worker]
+        proc.join(_JOIN_SECONDS)
+        state = "is still running but closed its pipe" if proc.exitcode is None else \
+            f"died, {_describe_exit(proc.exitcode)}"
+        raise PipelineError(
+            f"BatchPipeline: worker {worker} (pid {proc.pid}) {state}, while on batches "
+            f"{[t.batch_index for t in self._tasks[worker]]} (if it printed a traceback, see stderr)")
 
     def _handle(self, worker: int, message: _Done | _Failed | _Stopped, run: int) -> None:
         task = message.task
@@ -646,6 +685,7 @@ class BatchPipeline:
                                 f"({message.image_path}), batch {task.batch_index}:\n{message.traceback}")
         if isinstance(message, _Done):
             self._report_truncated(message.truncated)
+            self._report_skipped(message.skipped)
         if isinstance(message, _Done) and task.run == run == self._run:
             self._ready[task.batch_index] = task.slot
         else:
@@ -659,6 +699,14 @@ class BatchPipeline:
                           f"{self.max_boxes}. Further cases are counted in BatchPipeline.truncated "
                           "without warning.", RuntimeWarning, stacklevel=2)
         self.truncated += len(truncated)
+
+    def _report_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        for image_id, reason in skipped:
+            if image_id not in self.unreadable:  # named once; counted every epoch it comes round
+                warnings.warn(f"BatchPipeline: skipped image {image_id!r}: {reason} (its row in the "
+                              "batch is left blank)", RuntimeWarning, stacklevel=2)
+                self.unreadable[image_id] = reason
+        self.skipped += len(skipped)
 
     def _view(self, slot: int, epoch: int, index: int) -> Batch:
         size = min(self.batch_size, self.num_samples - index * self.batch_size)

@@ -73,8 +73,11 @@ class FrozenGraph:
 
 
 def load_labels(path: str | os.PathLike) -> tuple[str, ...]:
-    """Class names from labels.txt (line k is class id k)."""
-    return tuple(read_lines(path, "labels file (one class name per line)"))
+    """Class names from labels.txt (line k is class id k); ValueError naming it if it names none."""
+    names = tuple(read_lines(path, "labels file (one class name per line)"))
+    if not names:
+        raise ValueError(f"labels file {path} names no classes (expected one class name per line)")
+    return names
 
 
 def labels_for(graph_path: str | os.PathLike, labels: str | os.PathLike | None = None) -> tuple[str, ...]:

@@ -20,10 +20,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ssd.detections import DetectFn, ImageDetections, select_detections
+from ssd.image_header import DEFAULT_MAX_PIXELS, check_pixels, image_size
 from ssd.image_io import read_rgb
 from ssd.visualize import draw_detections
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # the formats whose size is checked before decoding
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
@@ -58,6 +59,7 @@ class ImageReport:
     done: int = 0
     detections: int = 0
     errors: list[str] = field(default_factory=list)
+    unnamed_classes: set[int] = field(default_factory=set)  # class ids detected that have no name
 
 
 def detect_images(
@@ -69,15 +71,18 @@ def detect_images(
     threshold: float,
     batch_size: int = 1,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> ImageReport:
     """Detect on each image; write `out_dir/<name>` annotated (if out_dir) and a JSON line per image.
 
-    Consecutive images of the same size share a graph call (up to `batch_size`); an unreadable
-    image gets an error line (JSON {"image", "error"}) and the others go on.
+    Images are decoded as they are needed (at most one batch is held), consecutive images of the
+    same size sharing a graph call (up to `batch_size`). An unreadable image, or one whose header
+    declares more than `max_pixels` (refused before decoding), gets an error line (JSON
+    {"image", "error"}) and the others go on.
     """
     report = ImageReport()
-    for batch in tqdm(list(_same_size_batches(paths, batch_size, report, jsonl)),
-                      desc="images", unit="batch", disable=not progress):
+    bar = tqdm(total=len(paths), desc="images", unit="image", disable=not progress)
+    for batch in _same_size_batches(paths, batch_size, max_pixels, report, jsonl, bar):
         outputs = detect(np.stack([image for _, image in batch]))
         for i, (path, image) in enumerate(batch):
             height, width = image.shape[:2]
@@ -86,22 +91,36 @@ def detect_images(
                                     "detections": detections.records(class_names)}) + "\n")
             report.done += 1
             report.detections += len(detections.scores)
+            note_unnamed(report.unnamed_classes, detections, class_names)
             if out_dir is not None:
                 _write_image(out_dir / path.name, draw(image, detections, class_names), report, path)
+        bar.update(len(batch))
+    bar.close()
     return report
 
 
+def read_checked(path: Path, max_pixels: int) -> np.ndarray:
+    """uint8 RGB of the image at `path`, its declared size checked against `max_pixels` first."""
+    width, height = image_size(path)
+    check_pixels(width, height, max_pixels, f"image file {path}")
+    try:
+        return read_rgb(path)
+    except cv2.error as err:  # OpenCV's own limits and assertions: name the file, not the C++ line
+        raise ValueError(f"image file {path} cannot be decoded: {err.err or err}") from None
+
+
 def _same_size_batches(
-    paths: Sequence[Path], batch_size: int, report: ImageReport, jsonl: TextIO
+    paths: Sequence[Path], batch_size: int, max_pixels: int, report: ImageReport, jsonl: TextIO, bar: tqdm
 ) -> Iterator[list[tuple[Path, np.ndarray]]]:
-    """Decoded images grouped into runs of equal shape, at most `batch_size` each."""
+    """Images decoded one at a time, grouped into runs of equal shape, at most `batch_size` each."""
     batch: list[tuple[Path, np.ndarray]] = []
     for path in paths:
         try:
-            image = read_rgb(path)
+            image = read_checked(path, max_pixels)
         except ValueError as err:
             report.errors.append(str(err))
             jsonl.write(json.dumps({"image": str(path), "error": str(err)}) + "\n")
+            bar.update(1)
             continue
         if batch and (len(batch) == batch_size or batch[0][1].shape != image.shape):
             yield batch
@@ -116,6 +135,12 @@ def _write_image(path: Path, image_rgb: np.ndarray, report: ImageReport, source:
         report.errors.append(f"not overwriting input image {source} with its annotated copy: choose another --out")
     elif not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
         report.errors.append(f"could not write annotated image {path}")
+
+
+def note_unnamed(unnamed: set[int], detections: ImageDetections, class_names: Sequence[str]) -> None:
+    """Add to `unnamed` the detected class ids that `class_names` (labels.txt) has no name for."""
+    if len(detections.class_ids) and detections.class_ids.max() > len(class_names):
+        unnamed.update(int(c) for c in detections.class_ids if c > len(class_names))
 
 
 def draw(image: np.ndarray, detections: ImageDetections, class_names: Sequence[str],

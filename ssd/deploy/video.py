@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ssd.deploy.images import draw
+from ssd.deploy.images import draw, note_unnamed
 from ssd.detections import DetectFn, select_detections
 
 DEFAULT_FPS = 30.0  # when a container (or a webcam) reports no frame rate
@@ -56,6 +56,7 @@ class VideoReport:
     height: int = 0
     fps: float = 0.0
     expected_frames: int = 0  # from the container; 0 when unknown (webcam, some formats)
+    written_size: tuple[int, int] = (0, 0)  # the annotated video's (width, height): even, as mp4 needs
     frames: int = 0  # decoded, detected, drawn and written
     detections: int = 0
     decode_s: float = 0.0
@@ -63,6 +64,7 @@ class VideoReport:
     draw_encode_s: float = 0.0
     wall_s: float = 0.0
     error: str | None = None
+    unnamed_classes: set[int] = field(default_factory=set)  # class ids detected that have no name
 
     @property
     def wall_fps(self) -> float:
@@ -74,8 +76,10 @@ class VideoReport:
             return f"{1000 * seconds / self.frames:7.2f} ms/frame" if self.frames else "    n/a"
 
         model_fps = self.frames / self.model_s if self.model_s > 0 else 0.0
+        padded = "" if self.written_size in ((0, 0), (self.width, self.height)) else \
+            f" (annotated copy {self.written_size[0]}x{self.written_size[1]}: mp4 stores even sizes, edge repeated)"
         return "\n".join([
-            f"{self.source}: {self.frames} frames {self.width}x{self.height} @ {self.fps:g} fps",
+            f"{self.source}: {self.frames} frames {self.width}x{self.height} @ {self.fps:g} fps{padded}",
             f"  total wall   {self.wall_s:8.2f} s  {self.wall_fps:8.1f} FPS (decode, model, draw+encode overlap)",
             f"  model        {self.model_s:8.2f} s  {model_fps:8.1f} FPS  {per_frame(self.model_s)}",
             f"  decode       {self.decode_s:8.2f} s  {per_frame(self.decode_s)}",
@@ -180,8 +184,10 @@ def detect_video(
     cv2.setNumThreads(1)
     try:
         if out_video is not None:
-            writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"), report.fps,
-                                     (report.width, report.height))
+            # OpenCV's FFmpeg writer silently drops the last column/row of an odd size: pad instead,
+            # so every pixel and box keeps its place (the JSON lines keep the source's size).
+            report.written_size = (report.width + report.width % 2, report.height + report.height % 2)
+            writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"), report.fps, report.written_size)
             if not writer.isOpened():
                 report.error = f"cannot write video {out_video} (mp4v, {report.width}x{report.height})"
                 return report
@@ -297,7 +303,8 @@ def _write_stage(stages: _Stages, writer, jsonl: TextIO | None, class_names: Seq
             for i, frame in enumerate(batch):
                 detections = select_detections(outputs, i, report.width, report.height, threshold)
                 if writer is not None:
-                    writer.write(draw(frame, detections, class_names, bgr=True, in_place=True))
+                    writer.write(_even_sized(draw(frame, detections, class_names, bgr=True, in_place=True),
+                                             report.written_size))
                 if jsonl is not None:
                     jsonl.write(json.dumps({
                         "video": report.source, "frame": report.frames,
@@ -306,9 +313,16 @@ def _write_stage(stages: _Stages, writer, jsonl: TextIO | None, class_names: Seq
                     }) + "\n")  # fmt: skip
                 report.frames += 1
                 report.detections += len(detections.scores)
+                note_unnamed(report.unnamed_classes, detections, class_names)
             report.draw_encode_s += time.perf_counter() - tic
             bar.update(len(batch))
     except _Stop:
         pass
     except Exception as err:
         stages.fail(f"drawing/encoding failed: {type(err).__name__}: {err}")
+
+
+def _even_sized(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`frame` padded at the right and bottom (edge repeated) to `size` (width, height)."""
+    pad_x, pad_y = size[0] - frame.shape[1], size[1] - frame.shape[0]
+    return cv2.copyMakeBorder(frame, 0, pad_y, 0, pad_x, cv2.BORDER_REPLICATE) if pad_x or pad_y else frame

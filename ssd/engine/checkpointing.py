@@ -21,7 +21,7 @@ from ssd.config import TrainConfig
 from ssd.engine.distribute import WorkerShard
 from ssd.engine.state import TrainState
 from ssd.evaluation.metrics import HEADLINE_NAMES
-from ssd.modeling.run_dir import BEST, CHECKPOINTS
+from ssd.modeling.run_dir import BEST, CHECKPOINTS, read_json, remove_unfinished_writes, storage_full, write_atomic
 
 log = logging.getLogger("ssd.engine.checkpointing")
 
@@ -37,7 +37,10 @@ class Checkpointer:
         self.checkpoint = state.checkpoint()
         self.scratch: str | None = None
         root = run_dir
-        if not shard.is_chief:
+        if shard.is_chief:
+            for path in remove_unfinished_writes(run_dir):
+                log.warning("removed %s, left by a save that did not finish", path)
+        else:
             # Every worker must save (TensorFlow's multi-worker rule); only the chief's copy is kept.
             self.scratch = tempfile.mkdtemp(prefix=f"ssd-worker{shard.index}-")
             weakref.finalize(self, shutil.rmtree, self.scratch, ignore_errors=True)
@@ -52,10 +55,12 @@ class Checkpointer:
         return self.manager.latest_checkpoint
 
     def save(self) -> None:
-        self.manager.save(checkpoint_number=self.state.step)
+        with storage_full(self.manager.directory, self.state.checkpoint_bytes):
+            self.manager.save(checkpoint_number=self.state.step)
 
     def save_best(self) -> None:
-        self.best_manager.save(checkpoint_number=self.state.step)
+        with storage_full(self.best_manager.directory, self.state.checkpoint_bytes):
+            self.best_manager.save(checkpoint_number=self.state.step)
 
     def restore_run(self) -> bool:
         """Restore the run directory's latest checkpoint (every worker reads the chief's); False if none."""
@@ -101,7 +106,8 @@ class BestCheckpoint:
         self.path = run_dir / BEST / BEST_FILE
         self.key = HEADLINE_NAMES[metric]
         # A run resumed with another metric has no best of it yet: the next validation sets one.
-        self.value: float | None = json.loads(self.path.read_text()).get(self.key) if self.path.is_file() else None
+        self.value: float | None = read_json(self.path, "best checkpoint record").get(self.key) \
+            if self.path.is_file() else None
 
     def update(self, value: float, metrics: dict[str, Any]) -> bool:
         """Save the state if `value` beats the best so far (every worker, same decision); whether it did."""
@@ -111,5 +117,5 @@ class BestCheckpoint:
         self.checkpointer.save_best()
         if self.is_chief:
             record = {"step": self.checkpointer.state.step, self.key: value, "metrics": metrics}
-            self.path.write_text(json.dumps(record, indent=2) + "\n")
+            write_atomic(self.path, json.dumps(record, indent=2) + "\n")
         return True

@@ -22,6 +22,7 @@ from ssd.engine.state import TrainState
 from ssd.evaluation.loop import evaluate_detector, load_resized_batch
 from ssd.evaluation.metrics import FAMILY, headline, make_evaluator
 from ssd.modeling.inference import Detector
+from ssd.modeling.run_dir import storage_full
 from ssd.records import DetectionDataset
 from ssd.visualize import draw_detections
 
@@ -158,7 +159,7 @@ class EpochLog(Hook):
         line = epoch_line(summary)
         log.info(line)
         if self.is_chief:
-            with open(self.path, "a") as f:
+            with storage_full(self.path, len(line) + 1), open(self.path, "a") as f:
                 f.write(line + "\n")
 
 
@@ -172,6 +173,8 @@ def epoch_line(summary: dict[str, Any]) -> str:
              f"data wait {100 * summary['data_wait']:.0f}%"]
     if "val_map" in summary:
         parts.append(f"val mAP {summary['val_map']:.4f}")
+    if summary.get("skipped_images"):
+        parts.append(f"skipped {summary['skipped_images']} undecodable images")
     return "  ".join(parts)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ssd.engine.trainer import Trainer
+from ssd.modeling.run_dir import write_atomic
 
 
 def suggest_learning_rate(rates: np.ndarray, losses: np.ndarray) -> float:
@@ -38,10 +40,11 @@ def lr_range_test(trainer: Trainer, out_dir: str | Path, min_rate: float = 1e-6,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = _sweep(trainer, min_rate, max_rate, steps, smoothing, progress)
-    with open(out_dir / "lr_finder.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["step", "learning_rate", "loss", "smoothed_loss"])
+    writer.writerows(rows)
+    write_atomic(out_dir / "lr_finder.csv", table.getvalue())
     finite = [r for r in rows if math.isfinite(r[3])]
     if not finite:
         raise RuntimeError(f"lr range test: the loss was not finite from the first step at rate {min_rate}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ssd.config import ModelConfig, TrainConfig
@@ -53,6 +54,12 @@ class TrainState:
         """(epoch, batch index) of the next batch to train."""
         epoch, done = int(self.epoch.numpy()), int(self.batch_in_epoch.numpy())
         return (epoch + 1, 0) if done >= self.steps_per_epoch else (epoch, done)
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """About what one checkpoint takes on disk: the bytes of every variable it saves."""
+        variables = [*self.model.variables, *self.optimizer.variables]
+        return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
 
     def checkpoint(self) -> tf.train.Checkpoint:
         return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, epoch=self.epoch,

@@ -34,7 +34,7 @@ from ssd.engine.hooks import CheckpointSaver, EpochLog, Hook, Summaries, Validat
 from ssd.engine.state import build_state
 from ssd.engine.step import COUNTS, TrainStep
 from ssd.modeling.inference import Detector
-from ssd.modeling.run_dir import save_run_config
+from ssd.modeling.run_dir import StorageFullError, save_run_config
 from ssd.records import DetectionDataset
 
 log = logging.getLogger("ssd.engine.trainer")
@@ -137,7 +137,7 @@ class Trainer:
         return BatchPipeline(self.train_set.samples[shard.index::shard.count], transform,
                              config.batch_size // shard.count, size, max_boxes=config.max_boxes,
                              num_workers=config.workers, shuffle=True, seed=config.seed + 1000 * shard.index,
-                             drop_remainder=True)
+                             drop_remainder=True, skip_unreadable=not config.strict)
 
     def evaluate(self, dataset: DetectionDataset) -> dict:
         """VOC evaluation of the current weights on `dataset` (see `VOCEvaluator.evaluate`)."""
@@ -148,8 +148,10 @@ class Trainer:
     def fit(self, progress: bool = True) -> TrainResult:
         """Train until the configured number of steps; resumable, interruptible with Ctrl-C.
 
-        Raises NonFiniteLossError (nothing saved after the last good checkpoint) and
-        `ssd.data.pipeline.PipelineError` when a data worker fails.
+        Raises NonFiniteLossError (nothing saved after the last good checkpoint),
+        `ssd.data.pipeline.PipelineError` when a data worker fails (or, with `strict`, meets an
+        image it cannot decode; otherwise such images are skipped and counted in the epoch
+        summary's "skipped_images") and `StorageFullError` when the disk fills.
         """
         total = self.config.total_steps(self.steps_per_epoch)
         if self.shard.is_chief:
@@ -171,6 +173,11 @@ class Trainer:
             log.warning("interrupted at step %d; checkpoint saved to %s; run the same command to resume",
                         self.step, self.checkpointer.latest)
             result.interrupted = True
+        except StorageFullError as error:
+            last = self.checkpointer.latest
+            last = f"the last good checkpoint {last} is intact" if last else "no checkpoint was saved yet"
+            raise StorageFullError(error.errno, f"{error.strerror}; {last}: free some space and run the same "
+                                   "command to resume") from None
         finally:
             bar.close()
             for hook in self.hooks:
@@ -181,7 +188,9 @@ class Trainer:
     def _run_epoch(self, pipeline: BatchPipeline, total: int, bar: tqdm) -> dict:
         """Train the rest of the current epoch (or up to `total`), then the epoch hooks; its summary."""
         epoch, skip = self.state.next_position()
+        skipped = pipeline.skipped
         stats = self._train_epoch(pipeline, epoch, skip, total, bar)
+        stats["skipped_images"] = pipeline.skipped - skipped
         finished = int(self.state.batch_in_epoch.numpy()) >= self.steps_per_epoch
         summary = {"epoch": epoch + 1, "step": self.step, **stats}
         for hook in self.hooks:
