@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Export a training run as a frozen inference graph (TF Object Detection API names), SavedModel and TFLite.
 
-Writes OUT/frozen_inference_graph.pb, OUT/saved_model/, OUT/label_map.pbtxt, OUT/labels.txt
-(and with --tflite OUT/model.tflite and OUT/model_core.tflite). The graph takes `image_tensor`
-(uint8 RGB [batch, any height, any width, 3]) and returns detection_boxes (normalised ymin, xmin,
-ymax, xmax), detection_scores, detection_classes, num_detections.
+Writes OUT/frozen_inference_graph.pb, OUT/saved_model/, OUT/label_map.pbtxt, OUT/labels.txt,
+OUT/export.json (the graph's input size) and with --tflite OUT/model.tflite and OUT/model_core.tflite.
+The graph takes `image_tensor` (uint8 RGB [batch, any height, any width, 3]) and returns
+detection_boxes (normalised ymin, xmin, ymax, xmax), detection_scores, detection_classes, num_detections.
 
 Example:
   python export_graph.py --run-dir runs/ssd300 --out export/ssd300

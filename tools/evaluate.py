@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--results-dir", type=Path, help="folder with one <prefix><class>.txt file per class")
     parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
                         help="with --run-dir: which checkpoint (default: best, else latest)")
-    parser.add_argument("--image-size", type=int, default=300,
-                        help="with --graph: the size images are batched at (default: 300)")
+    parser.add_argument("--image-size", type=int,
+                        help="with --graph: warp images to this size before the graph, which must be the "
+                        "graph's own input size (default: feed original images; the graph resizes them once)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per detector call (default: 16)")
     parser.add_argument("--prefix", default=COMP4_PREFIX, help=f"results file name prefix (default: {COMP4_PREFIX})")
     parser.add_argument("--data-root", type=Path, required=True,
@@ -77,16 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _detector(args: argparse.Namespace):
-    """(detector callable, its class names or None, the input size it is batched at, category ids or None)."""
+    """(detector callable, its class names or None, the input size it is fed at (None: original
+    images), category ids or None)."""
     if args.run_dir:
         from ssd.modeling.inference import Detector
         from ssd.modeling.run_dir import load_trained_model
 
         model, config = load_trained_model(args.run_dir, args.checkpoint)
         return Detector(model, config).detect, config.class_names, config.image_size, config.category_ids
-    from ssd.deploy.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
+    from ssd.detections import EXPORT_INFO_FILE
+    from ssd.deploy.frozen_graph import FrozenGraph, graph_input_size, labels_for, resolve_graph_path
 
     path = resolve_graph_path(args.graph)
+    size = graph_input_size(path)
+    if args.image_size is not None and size is not None and args.image_size != size:
+        raise ValueError(f"--image-size {args.image_size}: the graph {path} resizes to its input size {size} "
+                         f"({EXPORT_INFO_FILE}), so images would be resized twice; omit --image-size or pass {size}")
     return FrozenGraph(path), labels_for(path) or None, args.image_size, None
 
 

@@ -14,12 +14,14 @@ Boxes are normalised, so they apply unchanged to the original (un-resized) image
     out_dir/frozen_inference_graph.pb   GraphDef, variables folded into constants
     out_dir/saved_model/                signature "serving_default", same names
     out_dir/label_map.pbtxt, labels.txt class names (ids 1..C)
+    out_dir/export.json                 the graph's input size S, preset and baked-in thresholds
     out_dir/model.tflite                optional: the whole graph; needs the Flex delegate (Select TF ops)
     out_dir/model_core.tflite           optional: TFLite builtins only, no resize and no NMS (see `CoreModule`)
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -34,7 +36,9 @@ from ssd.config import ModelConfig
 from ssd.core.anchors import default_boxes
 from ssd.core.boxes import xyxy_to_yxyx
 from ssd.core.encoding import decode
-from ssd.detections import GRAPH_FILE, INPUT_NAME, LABEL_MAP_FILE, LABELS_FILE, OUTPUT_NAMES, SAVED_MODEL_DIR
+from ssd.detections import (
+    EXPORT_INFO_FILE, GRAPH_FILE, INPUT_NAME, LABEL_MAP_FILE, LABELS_FILE, OUTPUT_NAMES, SAVED_MODEL_DIR,
+)
 from ssd.modeling.inference import Detector
 from ssd.modeling.run_dir import load_trained_model
 
@@ -134,6 +138,14 @@ def write_label_map(path: str | Path, class_names: tuple[str, ...]) -> None:
     Path(path).write_text("".join(items))
 
 
+def write_export_info(path: str | Path, module: ExportModule) -> None:
+    """The graph's input size, preset and baked-in thresholds as JSON (see `EXPORT_INFO_FILE`)."""
+    config = module.detector.config
+    info = {"image_size": module.image_size, "preset": config.preset, "width": config.width,
+            **module.detector.options}
+    Path(path).write_text(json.dumps(info, indent=2) + "\n")
+
+
 def write_labels(path: str | Path, class_names: tuple[str, ...]) -> None:
     """One class name per line; line k (1-based) is class id k."""
     Path(path).write_text("".join(f"{name}\n" for name in class_names))
@@ -181,6 +193,7 @@ class ExportResult:
     saved_model_dir: Path
     label_map_path: Path
     labels_path: Path
+    info_path: Path
     graph_mb: float
     tflite_paths: list[Path] = field(default_factory=list)
     tflite_notes: list[str] = field(default_factory=list)
@@ -219,10 +232,11 @@ def export_module_to(module: ExportModule, class_names: tuple[str, ...], out_dir
     result = ExportResult(
         out_dir=out_dir, graph_path=graph_path, saved_model_dir=saved_model_dir,
         label_map_path=out_dir / LABEL_MAP_FILE, labels_path=out_dir / LABELS_FILE,
-        graph_mb=graph_path.stat().st_size / 2**20, class_names=tuple(class_names),
+        info_path=out_dir / EXPORT_INFO_FILE, graph_mb=graph_path.stat().st_size / 2**20, class_names=tuple(class_names),
     )  # fmt: skip
     write_label_map(result.label_map_path, result.class_names)
     write_labels(result.labels_path, result.class_names)
+    write_export_info(result.info_path, module)
     return result
 
 

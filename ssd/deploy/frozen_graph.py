@@ -10,13 +10,14 @@ TensorFlow is imported on first use, so the record helpers (and the HTTP client 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ssd.detections import GRAPH_FILE, INPUT_NAME, LABELS_FILE, OUTPUT_NAMES
+from ssd.detections import EXPORT_INFO_FILE, GRAPH_FILE, INPUT_NAME, LABELS_FILE, OUTPUT_NAMES
 from ssd.records import read_lines
 
 if TYPE_CHECKING:
@@ -86,6 +87,20 @@ def labels_for(graph_path: str | os.PathLike, labels: str | os.PathLike | None =
         return load_labels(labels)
     beside = Path(graph_path).parent / LABELS_FILE
     return load_labels(beside) if beside.is_file() else ()
+
+
+def graph_input_size(graph_path: str | os.PathLike) -> int | None:
+    """The input size S the graph resizes images to, from export.json beside it (None: an older export)."""
+    path = Path(graph_path).parent / EXPORT_INFO_FILE
+    if not path.is_file():
+        return None
+    try:
+        size = json.loads(path.read_text())["image_size"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"export info {path}: expected JSON with an integer \"image_size\", got: {err}") from err
+    if not isinstance(size, int) or size <= 0:
+        raise ValueError(f"export info {path}: \"image_size\" must be a positive integer, got {size!r}")
+    return size
 
 
 def resolve_graph_path(path: str | os.PathLike) -> Path:
