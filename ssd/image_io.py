@@ -20,10 +20,10 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
-def resize_rgb(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Warp uint8 [H, W, 3] to [height, width, 3] bilinearly (cv2 INTER_LINEAR): the one resize
-    between an image and the network input outside training's random augmentation."""
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+def resize_rgb(image: np.ndarray, height: int, width: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Warp uint8 [H, W, 3] to [height, width, 3]; bilinear (cv2 INTER_LINEAR) is the resize between
+    an image and the network input everywhere but training's random augmentation."""
+    return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
 def decode_rgb(data: bytes) -> np.ndarray | None:

@@ -264,8 +264,8 @@ def test_work_per_image_is_bounded():
         rng = CountingRng(seed)
         aug(image, tiny, np.array([1], np.int32), rng)
         most = max(most, rng.drawn)
-    # photometric 9 + expand 3 + flip 1 + permutation 7 + at most 6 samplers x 50 trials x 4
-    assert most <= 9 + 4 + 7 + 6 * 50 * 4
+    # photometric 9 + expand 3 + flip 1 + interpolation 1 + permutation 7 + at most 6 samplers x 50 trials x 4
+    assert most <= 9 + 5 + 7 + 6 * 50 * 4
     assert most > 4 * 50  # at least one sampler really tried (and failed) 50 times
 
 
@@ -346,6 +346,51 @@ def test_same_seed_same_output_and_seeds_differ():
         np.testing.assert_array_equal(x, y)
     outputs = {aug(image, boxes, labels, np.random.default_rng(s))[0].tobytes() for s in range(10)}
     assert len(outputs) == 10
+
+
+CV2_INTERPOLATIONS = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST,
+                      "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+
+
+def test_training_resize_draws_each_of_the_five_interpolations_reproducibly():
+    # A noise image shrunk by a non-integer factor: the five interpolations give five different outputs.
+    image = np.random.default_rng(0).integers(0, 256, (77, 91, 3), dtype=np.uint8)
+    boxes, labels = np.array([[5, 5, 60, 50]], np.float32), np.array([1], np.int32)
+    assert set(augment.INTERPOLATIONS) == set(CV2_INTERPOLATIONS)
+    singles = {name: TrainAugmentation(24, interpolations=(name,)) for name in CV2_INTERPOLATIONS}
+    drawn = []
+    for seed in range(60):
+        out = TrainAugmentation(24)(image, boxes, labels, np.random.default_rng(seed))[0]
+        candidates = {name: aug(image, boxes, labels, np.random.default_rng(seed))[0] for name, aug in singles.items()}
+        assert len({c.tobytes() for c in candidates.values()}) == 5
+        matches = [name for name, c in candidates.items() if np.array_equal(c, out)]
+        assert len(matches) == 1  # every other random choice is the same: only the interpolation is drawn
+        drawn.append(matches[0])
+    counts = {name: drawn.count(name) for name in CV2_INTERPOLATIONS}
+    assert min(counts.values()) >= 5, counts  # uniform over five: 12 expected each in 60
+    again = [TrainAugmentation(24)(image, boxes, labels, np.random.default_rng(seed))[0] for seed in range(3)]
+    for seed, out in enumerate(again):
+        np.testing.assert_array_equal(out, singles[drawn[seed]](image, boxes, labels, np.random.default_rng(seed))[0])
+
+
+def test_unknown_interpolation_is_refused():
+    with pytest.raises(ValueError, match="linear.*bicubic"):
+        TrainAugmentation(16, interpolations=("bicubic",))
+    with pytest.raises(ValueError, match="non-empty"):
+        TrainAugmentation(16, interpolations=())
+
+
+def test_validation_resize_is_linear(tmp_path):
+    """Evaluation (and validation) warps with INTER_LINEAR, never a random interpolation."""
+    from ssd.evaluation.loop import load_resized_batch
+    from ssd.records import Sample
+
+    image = np.random.default_rng(1).integers(0, 256, (41, 53, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), image[..., ::-1])
+    _, batch, sizes = load_resized_batch([Sample("a", str(tmp_path / "a.png"), 53, 41)], (24, 30))
+    assert sizes.tolist() == [[41, 53]]
+    for name, flag in CV2_INTERPOLATIONS.items():
+        assert np.array_equal(batch[0], cv2.resize(image, (30, 24), interpolation=flag)) == (name == "linear")
 
 
 def test_photometric_never_touches_geometry():

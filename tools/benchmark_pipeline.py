@@ -275,8 +275,9 @@ def profile(samples, count: int) -> dict:
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     transform = TrainAugmentation(IMAGE_SIZE)
+    linear = TrainAugmentation(IMAGE_SIZE, interpolations=("linear",))  # side by side: the random resize's cost
     slot = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-    decode, augment, copy = [], [], []
+    decode, augment, augment_linear, copy = [], [], [], []
     for i in range(count):
         s = samples[i % len(samples)]
         t0 = time.perf_counter()
@@ -286,13 +287,16 @@ def profile(samples, count: int) -> dict:
         t2 = time.perf_counter()
         slot[...] = out
         t3 = time.perf_counter()
+        linear(image, s.boxes, s.labels, sample_rng(SEED, 0, i))
         decode.append(t1 - t0)
         augment.append(t2 - t1)
         copy.append(t3 - t2)
+        augment_linear.append(time.perf_counter() - t3)
     cv2.setNumThreads(threads)
     ms = {k: 1000 * statistics.median(v) for k, v in
           (("decode_ms", decode), ("augment_ms", augment), ("slot_copy_ms", copy))}
     ms["total_ms"] = sum(ms.values())
+    ms["augment_linear_only_ms"] = 1000 * statistics.median(augment_linear)
     ms["serial_images_per_s"] = 1000 / ms["total_ms"]
     return ms
 
@@ -301,6 +305,8 @@ def print_table(results: list[dict], workers: Sequence[int], prof: dict) -> None
     print(f"\nper image, serial, one core (median): decode {prof['decode_ms']:.2f} ms, "
           f"TrainAugmentation {prof['augment_ms']:.2f} ms, copy into a slot "
           f"{prof['slot_copy_ms']:.3f} ms -> {prof['serial_images_per_s']:.0f} images/s")
+    print(f"TrainAugmentation with the random interpolation {prof['augment_ms']:.2f} ms against linear only "
+          f"{prof['augment_linear_only_ms']:.2f} ms: {prof['augment_ms'] / prof['augment_linear_only_ms']:.2f}x")
     cell = {(r["path"], r["workers"]): r for r in results}
     print("\nmedian steady-state images/s | CPU ms per image (all processes) | start-up s")
     print(f"{'path':<11}" + "".join(f"{f'{w} worker(s)':>28}" for w in workers))

@@ -1,7 +1,9 @@
 """The SSD training augmentation (the Caffe release's chain) on uint8 images, NumPy + OpenCV.
 
 Order, as in Caffe: photometric distortion -> expand onto a mean-filled canvas -> patch
-sampling (crop) -> resize (warp) to the input size -> horizontal flip. Boxes travel along in
+sampling (crop) -> resize (warp) to the input size, with an interpolation drawn at random among
+linear, area, nearest, cubic and Lanczos (Caffe's train `resize_param`; validation and test
+resize bilinearly) -> horizontal flip. Boxes travel along in
 "xyxy" pixels and leave as "rel_xyxy" of the output image.
 
 Where the work happens (exact, not approximate): the photometric ops are per-pixel maps
@@ -38,6 +40,11 @@ MEAN_RGB = CAFFE_BGR_MEAN[::-1]  # the canvas fill, in the images' RGB order
 SAMPLERS: tuple[float | None, ...] = (None, 0.1, 0.3, 0.5, 0.7, 0.9, 0.0)
 PATCH_SCALE = (0.3, 1.0)
 PATCH_ASPECT = (0.5, 2.0)
+# The training resize's interpolations, drawn uniformly (ssd_pascal.py's train `interp_mode`).
+INTERPOLATIONS: dict[str, int] = {
+    "linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA, "nearest": cv2.INTER_NEAREST,
+    "cubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4,
+}
 MAX_TRIALS = 50
 MAX_EXPAND = 4.0
 BRIGHTNESS_DELTA = 32.0
@@ -284,11 +291,17 @@ class TrainAugmentation:
         mean_rgb: tuple[float, float, float] = MEAN_RGB,
         clip_boxes: bool = True,
         expand_probability: float = 0.5,
+        interpolations: tuple[str, ...] = tuple(INTERPOLATIONS),
     ) -> None:
         if image_size <= 0:
             raise ValueError(f"image_size must be positive, got {image_size}")
         if not 0.0 <= expand_probability <= 1.0:
             raise ValueError(f"expand_probability must be in [0, 1], got {expand_probability}")
+        unknown = [name for name in interpolations if name not in INTERPOLATIONS]
+        if unknown or not interpolations:
+            raise ValueError(f"interpolations must be a non-empty subset of {tuple(INTERPOLATIONS)}, "
+                             f"got {tuple(interpolations)!r}")
+        self.interpolations = tuple(interpolations)
         # The paper's 0.5 adds small-object practice for long runs; short runs converge faster without.
         self.expand_probability = float(expand_probability)
         self.image_size = int(image_size)
@@ -316,10 +329,12 @@ class TrainAugmentation:
         fill = np.rint(np.array(self.mean_rgb)).astype(np.uint8)
         pixels = render_patch(image, left, top, patch, fill, params)
         out_boxes, out_labels = crop_boxes(canvas_boxes, labels, patch, self.clip_boxes)
-        size = self.image_size
-        out = resize_rgb(pixels, size, size)
+        flip = rng.random() < 0.5
+        # Drawn last, so the other draws of a seed do not depend on the list of interpolations.
+        interpolation = INTERPOLATIONS[self.interpolations[rng.integers(len(self.interpolations))]]
+        out = resize_rgb(pixels, self.image_size, self.image_size, interpolation)
         patch_w, patch_h = patch[2] - patch[0], patch[3] - patch[1]
         out_boxes = out_boxes / np.array([patch_w, patch_h, patch_w, patch_h], np.float32)
-        if rng.random() < 0.5:
+        if flip:
             out, out_boxes = cv2.flip(out, 1), flip_boxes(out_boxes)
         return out, out_boxes.astype(np.float32).reshape(-1, 4), out_labels
