@@ -286,6 +286,13 @@ class TrainConfig:
     cycle_steps: int = 2000
     warmup_steps: int = 0
     weight_decay: float = 5e-4
+    # Caffe's recipe: biases at 2x the rate and never decayed (lr_mult 2, decay_mult 0); the
+    # conv4_3_norm scales at 1x and decayed like kernels (model_libs.py gives Normalize no param).
+    bias_lr_multiplier: float = 2.0
+    decay_l2_scales: bool = True
+    adam_epsilon: float = 1e-7
+    init_from: str | None = None
+    init_classes: tuple[str, ...] | None = None
     workers: int = 2
     seed: int = 0
     mixed_precision: str = "float32"
@@ -315,6 +322,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
         if not self.train_splits:
             raise ValueError("TrainConfig.train_splits must name at least one split")
+        for name in ("bias_lr_multiplier", "adam_epsilon"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.init_classes is not None and not self.init_from:
+            raise ValueError("TrainConfig.init_classes needs init_from (the run whose classes they name)")
 
     def total_steps(self, steps_per_epoch: int) -> int:
         return self.epochs * steps_per_epoch if self.epochs else self.iterations
@@ -328,4 +340,8 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"TrainConfig: unknown options {sorted(unknown)}")
-        return cls(**{k: _tuple(v) for k, v in data.items()})
+        return cls(**{**_TRAINED_BEFORE_RECIPE, **{k: _tuple(v) for k, v in data.items()}})
+
+
+# What a config.json written before these options existed was trained with: it resumes unchanged.
+_TRAINED_BEFORE_RECIPE: dict[str, Any] = {"bias_lr_multiplier": 1.0, "decay_l2_scales": False}

@@ -100,3 +100,28 @@ def test_train_config_recipes_and_metric():
         TrainConfig(eval_metric="map")
     with pytest.raises(ValueError, match="data_format must be one of"):
         TrainConfig(data_format="kitti")
+
+
+def test_train_config_records_the_caffe_recipe_and_round_trips():
+    config = TrainConfig(init_from="runs/voc", init_classes=("person", "car"), adam_epsilon=0.1)
+    assert (config.bias_lr_multiplier, config.decay_l2_scales) == (2.0, True)  # the paper's recipe by default
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.init_classes == ("person", "car")
+
+
+def test_train_config_of_an_older_run_keeps_what_it_was_trained_with():
+    old = TrainConfig().to_dict()
+    for name in ("bias_lr_multiplier", "decay_l2_scales", "adam_epsilon", "init_from", "init_classes"):
+        del old[name]
+    loaded = TrainConfig.from_dict(old)
+    assert (loaded.bias_lr_multiplier, loaded.decay_l2_scales, loaded.adam_epsilon) == (1.0, False, 1e-7)
+    assert loaded.init_from is None and loaded.init_classes is None
+
+
+def test_train_config_rejects_bad_recipe_options():
+    with pytest.raises(ValueError, match="bias_lr_multiplier must be positive"):
+        TrainConfig(bias_lr_multiplier=0.0)
+    with pytest.raises(ValueError, match="adam_epsilon must be positive"):
+        TrainConfig(adam_epsilon=-1.0)
+    with pytest.raises(ValueError, match="init_classes needs init_from"):
+        TrainConfig(init_classes=("person",))
