@@ -12,6 +12,9 @@ examples:
       --base-weights ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5
   # the references' own start: Caffe's fc-reduced base (or ssd.pytorch's vgg16_reducedfc.pth)
   python train_detector.py ... --base-weights VGG_ILSVRC_16_layers_fc_reduced.caffemodel
+  # fine-tune a trained VOC model on your person/car data, the class heads starting from VOC's rows
+  python train_detector.py --data-root ~/data/mine --run-dir runs/mine --init-from runs/ssd300 \\
+      --init-classes person,car --lr 1e-4 --iterations 5000
   # a slim model on the synthetic set, from scratch, on a CPU
   python train_detector.py --data-root data/synthetic --train-split trainval --val-split test \\
       --run-dir runs/synthetic --width 0.25 --from-scratch --optimizer adam --lr 1e-3 \\
@@ -61,6 +64,13 @@ def _int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _name_list(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated class names, got {text!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
@@ -100,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "Caffe's VGG_ILSVRC_16_layers_fc_reduced.caffemodel or ssd.pytorch's vgg16_reducedfc.pth; "
                        "required unless --from-scratch (--vgg16-weights is an alias)")
     model.add_argument("--from-scratch", action="store_true", help="train without ImageNet weights")
+    model.add_argument("--init-from", metavar="RUN_DIR", help="fine-tune a trained run: its base, extra layers "
+                       "and location heads (same preset and width); class heads start afresh unless --init-classes")
+    model.add_argument("--init-classes", type=_name_list, metavar="A,B",
+                       help="with --init-from: the source run's classes that start this run's classes, one each "
+                            "in order (background plus their rows of every class head)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--recipe", choices=tuple(RECIPES), help="start from a paper recipe: voc (120k steps, x0.1 at "
                      "80k/100k) or coco (400k, x0.1 at 280k/360k, splits train2017/val2017, COCO metric); "
@@ -121,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--cycle-steps", type=int, metavar="N", help=f"period of the cyclic schedule {_default('cycle_steps')}")
     opt.add_argument("--warmup-steps", type=int, metavar="N", help=f"linear warmup {_default('warmup_steps')}")
     opt.add_argument("--weight-decay", type=float, help=f"L2 on kernels {_default('weight_decay')}")
+    opt.add_argument("--bias-lr-multiplier", type=float, metavar="M",
+                     help=f"biases learn at M x the rate, never decayed (Caffe: 2) {_default('bias_lr_multiplier')}")
+    opt.add_argument("--no-decay-l2-scales", dest="decay_l2_scales", action="store_false",
+                     help="no weight decay on conv4_3_norm's scales (Caffe decays them like kernels)")
+    opt.add_argument("--adam-epsilon", type=float, metavar="EPS", help=f"Adam's epsilon {_default('adam_epsilon')}")
     opt.add_argument("--mixed-precision", choices=PRECISIONS,
                      help="float16 on GPUs, bfloat16 on recent CPUs/TPUs (default: float32)")
     opt.add_argument("--xla", action="store_true", help="compile the train step with XLA (GPUs)")
@@ -159,9 +179,12 @@ def resolve_configs(args: argparse.Namespace) -> tuple[ModelConfig | None, Train
 
 
 def resolve_model_config(args: argparse.Namespace, model_config: ModelConfig | None,
-                         train_set: DetectionDataset) -> ModelConfig:
-    """A new run's model from the flags; a resumed run's own, refusing flags that would change it."""
+                         train_set: DetectionDataset, init_from: str | None = None) -> ModelConfig:
+    """A new run's model from the flags (or the --init-from run's); a resumed run's own, refusing
+    flags that would change it."""
     given = {k: getattr(args, k) for k in ("preset", "width", "boxes") if hasattr(args, k)}
+    if model_config is None and init_from:
+        return finetune_config(init_from, given, train_set)
     if model_config is None:
         boxes = given.get("boxes", "coco" if getattr(args, "recipe", None) == "coco" else "voc")
         return ModelConfig(given.get("preset", "vgg300"), train_set.class_names, width=given.get("width", 1.0),
@@ -179,6 +202,20 @@ def resolve_model_config(args: argparse.Namespace, model_config: ModelConfig | N
         raise ValueError(f"the run was made for classes {list(model_config.class_names)}, the data (--classes "
                          f"or classes.txt) has {list(train_set.class_names)}")
     return model_config
+
+
+def finetune_config(init_from: str, given: dict, train_set: DetectionDataset) -> ModelConfig:
+    """The --init-from run's model config for the data's classes; --preset/--width/--boxes must agree with it."""
+    from ssd.modeling.finetune import finetune_model_config
+    from ssd.modeling.run_dir import load_run_config
+
+    source, _ = load_run_config(init_from)
+    changed = {k: v for k, v in given.items() if getattr(source, k) != v}
+    if changed:
+        raise ValueError(f"--init-from {init_from} is a {source.preset} run of width {source.width} "
+                         f"({source.boxes} boxes); {changed} would not fit its weights: fine-tuning keeps "
+                         "the source's preset, width and boxes")
+    return finetune_model_config(source, train_set.class_names, train_set.category_ids)
 
 
 def check_objects(train_set: DetectionDataset, config: TrainConfig) -> None:
@@ -202,6 +239,12 @@ def check_initialisation(config: TrainConfig) -> None:
     if config.vgg16_weights and Path(config.vgg16_weights).suffix.lower() not in BASE_WEIGHT_SUFFIXES:
         raise ValueError(f"--base-weights {config.vgg16_weights}: expected a file ending in "
                          f"{', '.join(BASE_WEIGHT_SUFFIXES)} (Keras, Caffe or PyTorch VGG-16)")
+    if config.init_from:
+        if not (Path(config.init_from) / "config.json").is_file():
+            raise FileNotFoundError(f"--init-from {config.init_from}: not a run directory (no config.json)")
+        if config.vgg16_weights:
+            raise ValueError("--init-from and --base-weights both initialise the base: give one of them")
+        return
     if not config.vgg16_weights and not config.from_scratch:
         raise ValueError("no ImageNet weights: pass --base-weights PATH (the Keras file "
                          "vgg16_weights_tf_dim_ordering_tf_kernels.h5, Caffe's fc-reduced .caffemodel or "
@@ -232,7 +275,7 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
                              include_difficult=config.include_difficult, strict=config.strict, verbose=verbose,
                              data_format=config.data_format, include_crowd=False)
     check_objects(train_set, config)
-    model_config = resolve_model_config(args, model_config, train_set)
+    model_config = resolve_model_config(args, model_config, train_set, config.init_from)
 
     from ssd.data.pipeline import PipelineError
     from ssd.engine.distribute import make_strategy

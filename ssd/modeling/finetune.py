@@ -44,9 +44,11 @@ class FineTuneInit:
         return f"initialised from {self.source}: {len(self.copied)} layers copied, {heads}"
 
 
-def finetune_model_config(source: ModelConfig, class_names: Sequence[str]) -> ModelConfig:
-    """The source's config (preset, width, default boxes, preprocessing) with new class names."""
-    return dataclasses.replace(source, class_names=tuple(class_names))
+def finetune_model_config(source: ModelConfig, class_names: Sequence[str],
+                          category_ids: Sequence[int] | None = None) -> ModelConfig:
+    """The source's config (preset, width, default boxes, preprocessing) with the new data's classes."""
+    ids = None if category_ids is None else tuple(category_ids)
+    return dataclasses.replace(source, class_names=tuple(class_names), category_ids=ids)
 
 
 def class_rows(source_classes: Sequence[str], init_classes: Sequence[str]) -> tuple[int, ...]:
