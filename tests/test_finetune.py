@@ -13,7 +13,7 @@ from ssd.modeling.finetune import finetune_model_config, init_from_run, subsampl
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import save_run_config
 
-SOURCE_CLASSES = ("circle", "square", "triangle", "star")
+SOURCE_CLASSES = ("star", "circle", "triangle", "square")
 WIDTH = 0.125
 
 
@@ -45,11 +45,11 @@ def test_subsampled_model_starts_with_the_source_logits_of_the_kept_classes(sour
     config = finetune_model_config(ModelConfig("vgg300", SOURCE_CLASSES, width=WIDTH), ("tri", "circ"))
     model = build_model_from_config(config)
     init = init_from_run(model, config, run, init_classes=("triangle", "circle"), checkpoint="latest")
-    assert init.class_rows == (0, 3, 1) and len(init.subsampled) == 6 and not init.reinitialised
+    assert init.class_rows == (0, 3, 2) and len(init.subsampled) == 6 and not init.reinitialised
     got, want = outputs(model), outputs(source)
     assert got["class_logits"].shape == (1, 8732, 3)
-    # New class 1 is the source's triangle (3), class 2 its circle (1); background stays 0.
-    np.testing.assert_allclose(got["class_logits"], want["class_logits"][..., [0, 3, 1]], rtol=1e-5, atol=1e-5)
+    # New class 1 is the source's triangle (3), class 2 its circle (2); background stays 0.
+    np.testing.assert_allclose(got["class_logits"], want["class_logits"][..., [0, 3, 2]], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["box_deltas"], want["box_deltas"], rtol=1e-5, atol=1e-5)
     assert np.abs(want["class_logits"]).max() > 1.0  # the comparison is not between near-zero values
 
@@ -80,7 +80,7 @@ def test_subsample_class_head_by_hand():
 def test_unknown_classes_are_named_with_the_available_ones(source_run):
     run, _ = source_run
     config = ModelConfig("vgg300", ("x", "y"), width=WIDTH)
-    with pytest.raises(ValueError, match=r"\['person', 'car'\] are not classes.*'circle', 'square'"):
+    with pytest.raises(ValueError, match=r"\['person', 'car'\] are not classes.*'star', 'circle'"):
         init_from_run(build_model_from_config(config), config, run, init_classes=("person", "car"))
 
 
@@ -97,3 +97,19 @@ def test_a_source_of_another_preset_or_width_is_refused(source_run, preset, widt
     config = ModelConfig(preset, ("x",), width=width)
     with pytest.raises(ValueError, match=f"source run has {what} .*fine-tuning needs the same {what}"):
         init_from_run(build_model_from_config(config), config, run)
+
+
+def test_a_training_run_starts_from_the_sub_sampled_source(source_run, tmp_path):
+    """The Trainer's hook: before any step its model gives the source's logits of the named classes."""
+    from datasets.synthetic import generate_synthetic_voc, load_synthetic
+    from ssd.engine.trainer import Trainer
+
+    run, source = source_run
+    generate_synthetic_voc(tmp_path / "data", num_train=4, num_test=0, image_size_range=(64, 64))
+    train_set = load_synthetic(tmp_path / "data")
+    config = finetune_model_config(ModelConfig("vgg300", SOURCE_CLASSES, width=WIDTH), train_set.class_names[:2])
+    train_config = TrainConfig(init_from=str(run), init_classes=("square", "star"), batch_size=2, workers=1)
+    trainer = Trainer(config, train_config, tmp_path / "run", train_set)
+    got, want = outputs(trainer.state.model), outputs(source)
+    np.testing.assert_allclose(got["class_logits"], want["class_logits"][..., [0, 4, 1]], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["box_deltas"], want["box_deltas"], rtol=1e-5, atol=1e-5)

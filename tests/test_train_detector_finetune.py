@@ -60,3 +60,22 @@ def test_recipe_flags_reach_the_config(root, tmp_path):
     _, default = train_detector.resolve_configs(train_detector.build_parser().parse_args(tiny_args(root, tmp_path)))
     assert (default.bias_lr_multiplier, default.decay_l2_scales) == (2.0, True)
     assert json.loads(json.dumps(config.to_dict()))["adam_epsilon"] == 0.1
+
+
+def test_fine_tuning_run_records_its_source_and_trains(root, tmp_path, capsys):
+    import tensorflow as tf
+
+    from ssd.modeling.model import build_model_from_config
+
+    source = ModelConfig("vgg300", ("triangle", "square", "circle"), width=0.125)
+    save_run_config(tmp_path / "source", source, TrainConfig())
+    model = build_model_from_config(source)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(tmp_path / "source" / "checkpoints"), 1).save()
+    args = [*tiny_args(root, tmp_path / "run"), "--init-from", str(tmp_path / "source"),
+            "--init-classes", "circle,square", "--iterations", "1", "--optimizer", "adam", "--adam-epsilon", "0.1"]
+    assert train_detector.main(args) == 0
+    assert "finished at step 1" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["width"] == 0.125 and saved["model"]["class_names"] == ["circle", "square"]
+    assert saved["train"]["init_from"] == str(tmp_path / "source")
+    assert saved["train"]["init_classes"] == ["circle", "square"] and saved["train"]["adam_epsilon"] == 0.1

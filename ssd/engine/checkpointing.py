@@ -17,7 +17,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from ssd.config import TrainConfig
+from ssd.config import ModelConfig, TrainConfig
 from ssd.engine.distribute import WorkerShard
 from ssd.engine.state import TrainState
 from ssd.evaluation.metrics import HEADLINE_NAMES
@@ -83,11 +83,18 @@ class Checkpointer:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def initialise(state: TrainState, checkpointer: Checkpointer, config: TrainConfig, restore: bool = True) -> None:
-    """Resume from the run directory's checkpoint, else load the VGG-16 base, else refuse unless from scratch."""
+def initialise(state: TrainState, checkpointer: Checkpointer, config: TrainConfig, restore: bool = True,
+               model_config: ModelConfig | None = None) -> None:
+    """Resume from the run directory's checkpoint, else copy a trained run's weights (--init-from,
+    which needs the run's `model_config`), else load the VGG-16 base, else refuse unless from scratch."""
     if restore and checkpointer.restore_run():
         return
-    if config.vgg16_weights:
+    if config.init_from:
+        from ssd.modeling.finetune import init_from_run
+        if model_config is None:
+            raise ValueError("initialise: init_from needs the run's model_config")
+        log.info("%s", init_from_run(state.model, model_config, config.init_from, config.init_classes).summary())
+    elif config.vgg16_weights:
         from ssd.modeling.convert.convert import load_base_weights
         load_base_weights(state.model, config.vgg16_weights)
         log.info("initialised the VGG-16 base from %s", config.vgg16_weights)

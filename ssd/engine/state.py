@@ -17,7 +17,7 @@ import tensorflow as tf
 from ssd.config import ModelConfig, TrainConfig
 from ssd.engine.distribute import precision_policy
 from ssd.engine.optimizer import make_optimizer
-from ssd.modeling.model import build_model_from_config, kernel_weights
+from ssd.modeling.model import build_model_from_config
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,6 @@ class TrainState:
     epoch: tf.Variable  # int64, the epoch the last trained batch belongs to (0-based)
     batch_in_epoch: tf.Variable  # int64, batches of `epoch` trained
     steps_per_epoch: int
-
-    @property
-    def kernels(self) -> list[tf.Variable]:
-        """The weights L2 weight decay applies to."""
-        return kernel_weights(self.model)
 
     @property
     def step(self) -> int:

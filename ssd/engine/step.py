@@ -14,6 +14,7 @@ from ssd.core.losses import multibox_loss, weight_decay_loss
 from ssd.core.matching import training_targets
 from ssd.data.pipeline import Batch
 from ssd.engine.distribute import distribute_batch
+from ssd.engine.optimizer import decayed_weights
 from ssd.engine.state import TrainState
 
 # Keys of a step's losses that are counts, not means over the batch.
@@ -35,7 +36,7 @@ class TrainStep:
         self.anchors = tf.constant(default_boxes(model_config.default_boxes))
         self._variances = model_config.default_boxes.variances
         self._weight_decay = config.weight_decay
-        self._kernels = state.kernels
+        self._decayed = decayed_weights(state.model, config.decay_l2_scales)
         self._graph = tf.function(self._global_step, jit_compile=config.xla)
 
     def __call__(self, batch: Batch) -> dict[str, float]:
@@ -64,7 +65,7 @@ class TrainStep:
             losses = multibox_loss(outputs["box_deltas"], outputs["class_logits"], target_deltas,
                                    target_labels, normalizer=global_pos)
             # The optimizer sums gradients over replicas: each carries its share of the decay.
-            losses["regularization_loss"] = (weight_decay_loss(self._kernels, self._weight_decay)
+            losses["regularization_loss"] = (weight_decay_loss(self._decayed, self._weight_decay)
                                              / self.strategy.num_replicas_in_sync)
             total = losses["loss"] + losses["regularization_loss"]
             scaled = optimizer.scale_loss(total)

@@ -87,7 +87,7 @@ class Trainer:
         self.state = build_state(model_config, train_config, self.strategy, self.steps_per_epoch,
                                  constant_rate=range_test)
         self.checkpointer = Checkpointer(self.state, self.run_dir, self.shard)
-        initialise(self.state, self.checkpointer, train_config, restore=not range_test)
+        initialise(self.state, self.checkpointer, train_config, restore=not range_test, model_config=model_config)
         self.train_step = TrainStep(self.state, model_config, train_config, self.strategy)
         self.detector = Detector(self.state.model, model_config)
         self.best = BestCheckpoint(self.checkpointer, self.run_dir, self.shard.is_chief, train_config.eval_metric)
