@@ -25,9 +25,8 @@ from ssd.evaluation.voc import VOCEvaluator
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import save_run_config
 from ssd.records import DetectionDataset, Sample
+from tests.test_export import plain_tf_frozen_graph
 from tools import evaluate as evaluate_cli
-
-OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
 @pytest.fixture(scope="module")
@@ -46,17 +45,6 @@ def graph_and_data(tmp_path_factory) -> tuple[Path, Path]:
     return root / "export", root / "voc"
 
 
-def plain_tf_graph(pb_path: Path, image: np.ndarray) -> dict[str, np.ndarray]:
-    """The frozen graph on one image [H, W, 3], as a TF1 consumer runs it (no ssd import)."""
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(pb_path.read_bytes())
-    with tf.Graph().as_default() as graph:
-        tf.graph_util.import_graph_def(graph_def, name="")
-        fetches = {name: graph.get_tensor_by_name(f"{name}:0") for name in OUTPUTS}
-        with tf.compat.v1.Session(graph=graph) as session:
-            return session.run(fetches, {graph.get_tensor_by_name("image_tensor:0"): image[None]})
-
-
 def read_results(directory: Path) -> dict[tuple[str, str], np.ndarray]:
     """(class, image id) -> rows [score, xmin, ymin, xmax, ymax] sorted by score, from comp4 files."""
     rows: dict[tuple[str, str], list[list[float]]] = {}
@@ -73,7 +61,7 @@ def reference_results(pb_path: Path, voc_root: Path) -> dict[tuple[str, str], np
     for sample in load_synthetic(voc_root, "test").samples:
         image = cv2.cvtColor(cv2.imread(sample.image_path), cv2.COLOR_BGR2RGB)
         height, width = image.shape[:2]
-        out = plain_tf_graph(pb_path, image)
+        out = plain_tf_frozen_graph(pb_path, image[None])
         for k in range(int(out["num_detections"][0])):
             ymin, xmin, ymax, xmax = out["detection_boxes"][0, k].astype(np.float64)
             name = SYNTHETIC_CLASSES[int(out["detection_classes"][0, k]) - 1]
