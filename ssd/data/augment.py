@@ -3,8 +3,8 @@
 Order, as in Caffe: photometric distortion -> expand onto a mean-filled canvas -> patch
 sampling (crop) -> resize (warp) to the input size, with an interpolation drawn at random among
 linear, area, nearest, cubic and Lanczos (Caffe's train `resize_param`; validation and test
-resize bilinearly) -> horizontal flip. Boxes travel along in
-"xyxy" pixels and leave as "rel_xyxy" of the output image.
+resize bilinearly) -> horizontal flip. Boxes travel along in "xyxy" pixels and leave as
+"rel_xyxy" of the output image.
 
 Where the work happens (exact, not approximate): the photometric ops are per-pixel maps
 (brightness, contrast, and HSV saturation / hue each map one pixel's value to a new value using

@@ -231,8 +231,8 @@ def export_module_to(module: ExportModule, class_names: tuple[str, ...], out_dir
     tf.saved_model.save(module, str(saved_model_dir), signatures={"serving_default": signature})
     result = ExportResult(
         out_dir=out_dir, graph_path=graph_path, saved_model_dir=saved_model_dir,
-        label_map_path=out_dir / LABEL_MAP_FILE, labels_path=out_dir / LABELS_FILE,
-        info_path=out_dir / EXPORT_INFO_FILE, graph_mb=graph_path.stat().st_size / 2**20, class_names=tuple(class_names),
+        label_map_path=out_dir / LABEL_MAP_FILE, labels_path=out_dir / LABELS_FILE, info_path=out_dir / EXPORT_INFO_FILE,
+        graph_mb=graph_path.stat().st_size / 2**20, class_names=tuple(class_names),
     )  # fmt: skip
     write_label_map(result.label_map_path, result.class_names)
     write_labels(result.labels_path, result.class_names)

@@ -75,14 +75,12 @@ def subsample_class_head(kernel: np.ndarray, bias: np.ndarray, num_classes: int,
 
 
 def check_compatible(source: ModelConfig, target: ModelConfig, source_dir: str | Path) -> None:
-    """The target must share the source's preset, width and boxes per location (its heads' shapes)."""
-    for name in ("preset", "width"):
+    """The target must share the source's preset, width and default boxes (the location heads'
+    offsets are relative to those boxes)."""
+    for name in ("preset", "width", "default_boxes"):
         if getattr(source, name) != getattr(target, name):
             raise ValueError(f"--init-from {source_dir}: the source run has {name} {getattr(source, name)!r}, "
                              f"this run {getattr(target, name)!r}; fine-tuning needs the same {name}")
-    if source.default_boxes.boxes_per_location != target.default_boxes.boxes_per_location:
-        raise ValueError(f"--init-from {source_dir}: the source run has {source.default_boxes.boxes_per_location} "
-                         f"default boxes per location, this run {target.default_boxes.boxes_per_location}")
 
 
 def init_from_run(model: keras.Model, config: ModelConfig, source_dir: str | Path,
