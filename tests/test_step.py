@@ -10,6 +10,7 @@ from ssd.core.losses import multibox_loss, weight_decay_loss
 from ssd.core.matching import training_targets
 from ssd.data.pipeline import Batch
 from ssd.engine.distribute import make_strategy
+from ssd.engine.optimizer import decayed_weights
 from ssd.engine.state import build_state
 from ssd.engine.step import TrainStep
 
@@ -34,7 +35,7 @@ def test_one_step_reports_the_losses_before_the_update_and_records_the_position(
                                       step.anchors, model_config.default_boxes.variances)
     out = state.model(tf.constant(batch.images), training=True)
     expected = multibox_loss(out["box_deltas"], out["class_logits"], deltas, labels)
-    decay = float(weight_decay_loss(state.kernels, config.weight_decay))
+    decay = float(weight_decay_loss(decayed_weights(state.model, config.decay_l2_scales), config.weight_decay))
     before = [w.copy() for w in state.model.get_weights()]
 
     losses = step(batch)
