@@ -21,7 +21,7 @@ examples:
       --schedule cosine --warmup-steps 200 --epochs 20 --batch-size 16
   # the Caffe COCO recipe (COCO default boxes, 81 outputs, 400k steps, COCO AP keeps best/)
   python train_detector.py --data-root ~/data/coco --run-dir runs/coco300 --recipe coco \\
-      --vgg16-weights ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5
+      --base-weights ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5
   # your own YOLO-format data (images/, labels/, data.yaml; format detected)
   python train_detector.py --data-root ~/data/mine --train-split train.txt --val-split val.txt ...
   # repeat a run elsewhere, changing one option

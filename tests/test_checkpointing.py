@@ -88,7 +88,7 @@ def test_best_checkpoint_keeps_the_highest_map_and_is_read_back(tmp_path):
 
 
 def test_a_run_starts_from_its_checkpoint_else_weights_else_only_from_scratch(tmp_path):
-    with pytest.raises(ValueError, match="--vgg16-weights"):
+    with pytest.raises(ValueError, match="--base-weights"):
         initialise(tiny_state(), Checkpointer(tiny_state(), tmp_path, CHIEF), TrainConfig())
     initialise(tiny_state(), Checkpointer(tiny_state(), tmp_path, CHIEF), TrainConfig(from_scratch=True))
     saved = tiny_state()

@@ -156,7 +156,7 @@ def test_too_small_training_split_is_refused(tmp_path):
 
 
 def test_missing_vgg_weights_are_refused_unless_from_scratch(tmp_path):
-    with pytest.raises(ValueError, match="--vgg16-weights"):
+    with pytest.raises(ValueError, match="--base-weights"):
         Trainer(ModelConfig("vgg300", ("a",), width=0.125), TrainConfig(), tmp_path, unread_dataset(32))
 
 
@@ -173,6 +173,13 @@ def test_only_a_range_test_trainer_takes_a_set_rate_and_construction_writes_noth
     ranged.set_learning_rate(0.25)
     assert ranged.learning_rate == 0.25
     assert not (tmp_path / "run").exists() and not (tmp_path / "out").exists()
+
+
+def test_expanded_canvases_are_filled_with_the_models_own_mean(tmp_path):
+    model_config = ModelConfig("vgg300", ("a",), width=0.125, mean_bgr=(10.0, 20.0, 30.0))
+    config = TrainConfig(batch_size=2, from_scratch=True, expand_probability=1.0)
+    transform = Trainer(model_config, config, tmp_path / "run", unread_dataset(4)).train_transform()
+    assert transform.mean_rgb == (30.0, 20.0, 10.0)
 
 
 def test_an_image_that_no_longer_decodes_is_skipped_and_counted_unless_strict(data, tmp_path):

@@ -100,8 +100,9 @@ def initialise(state: TrainState, checkpointer: Checkpointer, config: TrainConfi
         log.info("initialised the VGG-16 base from %s", config.vgg16_weights)
     elif not config.from_scratch:
         raise ValueError(
-            "no VGG-16 weights given: pass --vgg16-weights PATH to the Keras ImageNet file "
-            "vgg16_weights_tf_dim_ordering_tf_kernels.h5, or --from-scratch to train without them")
+            "no VGG-16 weights given: pass --base-weights PATH (the Keras ImageNet file "
+            "vgg16_weights_tf_dim_ordering_tf_kernels.h5, Caffe's VGG_ILSVRC_16_layers_fc_reduced.caffemodel "
+            "or ssd.pytorch's vgg16_reducedfc.pth), or --from-scratch to train without them")
 
 
 class BestCheckpoint:

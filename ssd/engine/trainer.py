@@ -130,11 +130,16 @@ class Trainer:
             raise ValueError("set_learning_rate needs a Trainer built with range_test=True (a constant rate)")
         self.state.optimizer.learning_rate = rate
 
+    def train_transform(self) -> TrainAugmentation:
+        """The augmentation chain; expanded canvases are filled with the mean the network subtracts
+        (so they are zero after its preprocessing)."""
+        return TrainAugmentation(self.model_config.image_size, mean_rgb=self.model_config.mean_bgr[::-1],
+                                 expand_probability=self.config.expand_probability)
+
     def train_pipeline(self) -> BatchPipeline:
         """This worker's shard of the training set, augmented, in batches of its share of the global batch."""
         config, size, shard = self.config, self.model_config.image_size, self.shard
-        transform = TrainAugmentation(size, expand_probability=config.expand_probability)
-        return BatchPipeline(self.train_set.samples[shard.index::shard.count], transform,
+        return BatchPipeline(self.train_set.samples[shard.index::shard.count], self.train_transform(),
                              config.batch_size // shard.count, size, max_boxes=config.max_boxes,
                              num_workers=config.workers, shuffle=True, seed=config.seed + 1000 * shard.index,
                              drop_remainder=True, skip_unreadable=not config.strict)
