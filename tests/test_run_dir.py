@@ -51,6 +51,13 @@ def test_write_atomic_replaces_whole_and_a_full_disk_leaves_the_old_file(tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["best.json"]  # no temporary left behind
 
 
+def test_write_atomic_writes_bytes_as_they_are(tmp_path):
+    png = b"\x89PNG\r\n\x1a\n\x00\xff"
+    write_atomic(tmp_path / "lr_finder.png", png)
+    assert (tmp_path / "lr_finder.png").read_bytes() == png
+    assert [p.name for p in tmp_path.iterdir()] == ["lr_finder.png"]
+
+
 def test_other_write_errors_are_not_called_a_full_disk(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_atomic(tmp_path / "no" / "such" / "dir.json", "{}")

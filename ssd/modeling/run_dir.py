@@ -42,11 +42,12 @@ class StorageFullError(OSError):
     """A run-directory write failed for want of space; the message names the path and the space."""
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to `path` whole or not at all: a temporary beside it, fsync'd, renamed over it."""
+def write_atomic(path: str | Path, content: str | bytes) -> None:
+    """Write `content` (text as UTF-8) to `path` whole or not at all: a temporary beside it, fsync'd,
+    renamed over it."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}{_TEMP_MARK}{os.getpid()}")
-    data = text.encode("utf-8")
+    data = content.encode("utf-8") if isinstance(content, str) else content
     try:
         with storage_full(path, len(data)), open(tmp, "wb") as f:
             f.write(data)
