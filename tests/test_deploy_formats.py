@@ -184,3 +184,46 @@ def test_cli_refuses_int8_without_an_int8_format_and_unknown_formats(tmp_path, c
     with pytest.raises(SystemExit):
         export_graph.main(["--run-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--format", "onnx,trt"])
     assert "expected a comma-separated list of frozen, saved_model, onnx, openvino, tflite" in capsys.readouterr().err
+
+
+def test_detect_cli_runs_any_format_on_video_and_images(exported, tmp_path):
+    import detect
+    from tools.make_synthetic_video import write_synthetic_video
+
+    data, out, _ = exported
+    video = tmp_path / "clip.mp4"
+    write_synthetic_video(video, num_frames=5, fps=10.0, width=160, height=120)
+    images = sorted((data / "JPEGImages").glob("*.jpg"))[:2]
+    for model in ("model_int8.tflite", "model.onnx"):
+        dest = tmp_path / model
+        assert detect.main(["--model", str(out / model), str(video), *map(str, images), "--out", str(dest),
+                            "--threshold", "0.0", "--batch-size", "2", "--quiet"]) == 0
+        lines = [json.loads(line) for line in (dest / "clip.jsonl").read_text().splitlines()]
+        assert [line["frame"] for line in lines] == list(range(5))
+        assert {d["class_name"] for line in lines for d in line["detections"]} <= set(SYNTHETIC_CLASSES)
+        assert len((dest / "detections.jsonl").read_text().splitlines()) == 2
+
+
+def test_evaluate_and_serve_take_any_format(exported, tmp_path):
+    import cv2
+
+    from ssd.deploy.runtimes import load_model
+    from ssd.deploy.server import make_server, post_image
+    from tools import evaluate
+
+    data, out, _ = exported
+    assert evaluate.main(["--model", str(out / "model.xml"), "--precision", "f32", "--data-root", str(data),
+                          "--split", "val", "--json", str(tmp_path / "m.json"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["num_images"] == 1
+    detector, names, _ = load_model(out / "model.onnx")
+    assert names == SYNTHETIC_CLASSES
+    server = make_server(detector, names, port=0, threshold=0.0)
+    thread = __import__("threading").Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        ok, jpeg = cv2.imencode(".jpg", images_at(120, 1)[0])
+        reply = post_image(server.url, jpeg.tobytes())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert reply["width"] == 120 and len(reply["detections"]) > 0

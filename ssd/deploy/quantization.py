@@ -10,13 +10,12 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ssd.deploy.runtimes import load_detector
 from ssd.evaluation.loop import evaluate_detector
 from ssd.evaluation.voc import VOCEvaluator
-from ssd.image_io import read_rgb
+from ssd.image_io import read_rgb, resize_rgb
 from ssd.records import DetectionDataset, Sample
 
 CALIBRATION_FILE = "calibration.json"
@@ -34,7 +33,7 @@ def draw_calibration(dataset: DetectionDataset, count: int, seed: int = 0) -> li
 
 def calibration_images(samples: Sequence[Sample], size: int) -> list[np.ndarray]:
     """The samples' images as uint8 RGB [size, size, 3], warped as training and evaluation resize."""
-    return [cv2.resize(read_rgb(s.image_path), (size, size), interpolation=cv2.INTER_LINEAR) for s in samples]
+    return [resize_rgb(read_rgb(s.image_path), size, size) for s in samples]
 
 
 def write_calibration_record(path: str | Path, samples: Sequence[Sample], data_root: str,

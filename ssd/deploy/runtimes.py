@@ -21,14 +21,12 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ssd.detections import GRAPH_FILE, INPUT_NAME, OUTPUT_NAMES
+from ssd.detections import GRAPH_FILE, INPUT_NAME, OUTPUT_NAMES, DetectFn
 
-DetectFn = Callable[[np.ndarray], dict[str, np.ndarray]]
 FORMATS = ("frozen", "saved_model", "onnx", "openvino", "tflite")
 PRECISIONS = ("f32", "bf16")
 
@@ -138,3 +136,12 @@ def _tflite(path: Path) -> DetectFn:
         return _contract(to_contract({name: np.concatenate([r[name] for r in results]) for name in OUTPUT_NAMES}))
 
     return detect
+
+
+def load_model(path: str | os.PathLike, precision: str = "f32",
+               labels: str | os.PathLike | None = None) -> tuple[DetectFn, tuple[str, ...], Path]:
+    """(detector, class names from `labels` or labels.txt beside the model, the file opened)."""
+    from ssd.deploy.frozen_graph import labels_for
+
+    path = model_file(path)
+    return load_detector(path, precision), labels_for(path, labels), path
