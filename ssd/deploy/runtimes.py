@@ -126,7 +126,7 @@ def _tflite(path: Path) -> DetectFn:
 
     with warnings.catch_warnings():  # tf.lite.Interpreter warns of its future move to ai_edge_litert
         warnings.simplefilter("ignore", UserWarning)
-        runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner()
+        runner = tf.lite.Interpreter(model_path=str(path), num_threads=os.cpu_count()).get_signature_runner()
     lock = threading.Lock()  # the interpreter holds one set of tensors
 
     def detect(images: np.ndarray) -> dict[str, np.ndarray]:
