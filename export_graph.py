@@ -31,8 +31,7 @@ if __package__ in (None, ""):  # run as a script: make `datasets` (not installed
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ssd.cli import configure_logging  # noqa: E402
-
-from ssd.deploy.runtimes import FORMATS  # noqa: E402  (NumPy only: --help answers without TensorFlow)
+from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS  # noqa: E402  (NumPy only: fast --help)
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -49,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="export directory")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best",
                    help="'best' (validation mAP; falls back to latest) or 'latest' (default: best)")
-    p.add_argument("--format", type=_formats, default=("frozen", "saved_model"),
-                   help=f"comma-separated, any of {','.join(FORMATS)} (default: frozen,saved_model)")
+    p.add_argument("--format", type=_formats, default=DEFAULT_FORMATS,
+                   help=f"comma-separated, any of {','.join(FORMATS)} (default: {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--tflite", action="store_true", help="also export tflite (same as adding it to --format)")
     p.add_argument("--int8", action="store_true", help="also write INT8 models of the openvino and tflite formats")
     p.add_argument("--calibration-images", type=int, default=100,
@@ -70,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
     formats = tuple(dict.fromkeys(args.format + (("tflite",) if args.tflite else ())))
-    if args.int8 and not {"openvino", "tflite"} & set(formats):
-        print("error: --int8 needs openvino or tflite in --format", file=sys.stderr)
+    if args.int8 and not set(INT8_FORMATS) & set(formats):
+        print(f"error: --int8 needs {' or '.join(INT8_FORMATS)} in --format", file=sys.stderr)
         return 2
     if args.calibration_images < 1 or (args.calibration_check is not None and args.calibration_check < 1):
         print("error: --calibration-images and --calibration-check must be >= 1", file=sys.stderr)

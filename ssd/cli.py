@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+from pathlib import Path
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -14,10 +16,8 @@ def configure_logging(verbose: bool = False) -> None:
     logging.getLogger("absl").setLevel(logging.WARNING)
 
 
-def add_model_arguments(parser, required: bool = True, group=None) -> None:
-    """--model PATH (any exported format; --graph is its old name) and --precision for OpenVINO."""
-    from pathlib import Path
-
+def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, group=None) -> None:
+    """--model PATH (any exported format; --graph is its old name), in `group` if given, and --precision."""
     (group or parser).add_argument(
         "--model", "--graph", dest="model", type=Path, required=required,
         help="an exported model: export directory (its frozen graph), .pb, SavedModel directory, .onnx "

@@ -227,3 +227,23 @@ def test_evaluate_and_serve_take_any_format(exported, tmp_path):
         server.shutdown()
         server.server_close()
     assert reply["width"] == 120 and len(reply["detections"]) > 0
+
+
+def test_openvino_and_nncf_telemetry_is_declined(tmp_path):
+    """Without a consent file both would send usage data; a fresh interpreter shows they do not."""
+    import subprocess
+    import sys
+
+    code = (
+        "from openvino_telemetry.utils.opt_in_checker import OptInChecker\n"
+        "print(OptInChecker().check(False).name)\n"
+        "from ssd.deploy.runtimes import decline_openvino_telemetry\n"
+        "decline_openvino_telemetry()\n"
+        "print(OptInChecker().check(False).name)\n"
+        "from nncf.telemetry.wrapper import telemetry\n"
+        "print(telemetry._impl.consent)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**env, "HOME": str(tmp_path)})
+    assert result.stdout.split() == ["NO_FILE", "DECLINED", "False"], result.stderr[-2000:]

@@ -37,7 +37,7 @@ from ssd.config import ModelConfig
 from ssd.core.anchors import default_boxes
 from ssd.core.boxes import xyxy_to_yxyx
 from ssd.core.encoding import decode
-from ssd.deploy.runtimes import FORMATS
+from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS
 from ssd.detections import (
     EXPORT_INFO_FILE, GRAPH_FILE, INPUT_NAME, LABEL_MAP_FILE, LABELS_FILE, OUTPUT_NAMES, SAVED_MODEL_DIR,
 )
@@ -168,10 +168,6 @@ class PostprocessOptions:
 
     def __post_init__(self) -> None:
         _check_options(self.score_threshold, self.iou_threshold, self.max_detections)
-
-
-DEFAULT_FORMATS = ("frozen", "saved_model")
-INT8_FORMATS = ("openvino", "tflite")
 
 
 @dataclass

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd.deploy.runtimes import decline_openvino_telemetry
+
 IR_FILE, IR_INT8_FILE = "model.xml", "model_int8.xml"
 
 
 def write_ir(onnx_path: str | Path, path: str | Path) -> Path:
     """Convert the ONNX detector at `onnx_path` to IR at `path` (.xml, .bin beside it), fp32 weights."""
+    decline_openvino_telemetry()
     import openvino as ov
 
     path = Path(path)
@@ -32,6 +35,7 @@ def write_ir(onnx_path: str | Path, path: str | Path) -> Path:
 
 def write_int8_ir(ir_path: str | Path, path: str | Path, calibration: Sequence[np.ndarray]) -> Path:
     """Quantize the IR at `ir_path` with NNCF on `calibration` (uint8 RGB [H, W, 3] each) -> `path`."""
+    decline_openvino_telemetry()  # before NNCF's import, which starts its telemetry
     import nncf
     import openvino as ov
 

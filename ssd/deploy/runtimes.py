@@ -28,6 +28,8 @@ import numpy as np
 from ssd.detections import GRAPH_FILE, INPUT_NAME, OUTPUT_NAMES, DetectFn
 
 FORMATS = ("frozen", "saved_model", "onnx", "openvino", "tflite")
+DEFAULT_FORMATS = ("frozen", "saved_model")  # what export_graph.py writes unless told otherwise
+INT8_FORMATS = ("openvino", "tflite")  # the formats that get an INT8 twin
 PRECISIONS = ("f32", "bf16")
 
 
@@ -103,7 +105,19 @@ def _onnx(path: Path) -> DetectFn:
     return detect
 
 
+def decline_openvino_telemetry() -> None:
+    """Keep OpenVINO's converter and NNCF from sending usage telemetry (they do unless a user opted out).
+
+    Both ask `openvino_telemetry`'s consent check when they start (NNCF at import); answering
+    "declined" for this process is what `opt_in_out --opt_out` stores, without writing to the home.
+    """
+    from openvino_telemetry.utils import opt_in_checker
+
+    opt_in_checker.OptInChecker.check = lambda *args, **kwargs: opt_in_checker.ConsentCheckResult.DECLINED
+
+
 def _openvino(path: Path, precision: str) -> DetectFn:
+    decline_openvino_telemetry()
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
