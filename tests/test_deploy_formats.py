@@ -137,7 +137,10 @@ def test_load_detector_picks_the_runtime_from_the_path(exported, tmp_path):
     images = images_at(300, 2)
     want = frozen_graph(out, images)
     for path in (out, out / "model.onnx", out / "model.xml", out / "model.tflite"):
-        assert_same_detections(load_detector(path)(images), want)
+        try:
+            assert_same_detections(load_detector(path)(images), want)
+        except AssertionError as err:
+            raise AssertionError(f"{path.name}: {err}") from None
     assert model_format(out / "model.xml") == "openvino"
     with pytest.raises(ValueError, match=r"model .*weights.h5: cannot tell its format"):
         load_detector(tmp_path / "weights.h5")

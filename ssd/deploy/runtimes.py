@@ -60,15 +60,9 @@ def load_detector(path: str | os.PathLike, precision: str = "f32") -> DetectFn:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     path = model_file(path)
-    kind = model_format(path)
-    if kind == "frozen":
-        from ssd.deploy.frozen_graph import FrozenGraph
-
-        return FrozenGraph(path)
-    loaders = {"saved_model": _saved_model, "onnx": _onnx, "tflite": _tflite}
-    if kind == "openvino":
-        return _openvino(path, precision)
-    return loaders[kind](path)
+    loaders = {"frozen": _frozen_graph, "saved_model": _saved_model, "onnx": _onnx,
+               "openvino": lambda p: _openvino(p, precision), "tflite": _tflite}
+    return loaders[model_format(path)](path)
 
 
 def _check_images(images: np.ndarray) -> np.ndarray:
@@ -80,6 +74,12 @@ def _check_images(images: np.ndarray) -> np.ndarray:
 
 def _contract(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {name: np.asarray(outputs[name], np.float32) for name in OUTPUT_NAMES}
+
+
+def _frozen_graph(path: Path) -> DetectFn:
+    from ssd.deploy.frozen_graph import FrozenGraph
+
+    return FrozenGraph(path)
 
 
 def _saved_model(path: Path) -> DetectFn:
@@ -134,22 +134,30 @@ def _openvino(path: Path, precision: str) -> DetectFn:
 
 
 def _tflite(path: Path) -> DetectFn:
-    import tensorflow as tf
+    return _TFLiteDetector(path)
 
-    from ssd.deploy.tflite_export import to_contract
 
-    with warnings.catch_warnings():  # tf.lite.Interpreter warns of its future move to ai_edge_litert
-        warnings.simplefilter("ignore", UserWarning)
-        runner = tf.lite.Interpreter(model_path=str(path), num_threads=os.cpu_count()).get_signature_runner()
-    lock = threading.Lock()  # the interpreter holds one set of tensors
+class _TFLiteDetector:
+    """tf.lite.Interpreter behind the contract: one image per invocation, the op's outputs mapped."""
 
-    def detect(images: np.ndarray) -> dict[str, np.ndarray]:
+    def __init__(self, path: Path):
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # tf.lite.Interpreter warns of its future move to ai_edge_litert
+            warnings.simplefilter("ignore", UserWarning)
+            # Default threads: with num_threads=2 this TensorFlow's interpreter returned other
+            # (wrong) scores for a 6-class model, with no error.
+            self.interpreter = tf.lite.Interpreter(model_path=str(path))
+        self.runner = self.interpreter.get_signature_runner()
+        self.lock = threading.Lock()  # the interpreter holds one set of tensors
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        from ssd.deploy.tflite_export import to_contract
+
         images = _check_images(images)
-        with lock:  # one image per call: TFLite_Detection_PostProcess has batch 1; the runner resizes its input
-            results = [runner(**{INPUT_NAME: images[i : i + 1]}) for i in range(len(images))]
+        with self.lock:  # TFLite_Detection_PostProcess has batch 1; the runner resizes its input per shape
+            results = [self.runner(**{INPUT_NAME: images[i : i + 1]}) for i in range(len(images))]
         return _contract(to_contract({name: np.concatenate([r[name] for r in results]) for name in OUTPUT_NAMES}))
-
-    return detect
 
 
 def load_model(path: str | os.PathLike, precision: str = "f32",
