@@ -250,3 +250,19 @@ def test_openvino_and_nncf_telemetry_is_declined(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                             env={**env, "HOME": str(tmp_path)})
     assert result.stdout.split() == ["NO_FILE", "DECLINED", "False"], result.stderr[-2000:]
+
+
+def test_calibration_draw_is_seeded_without_repeats_and_refuses_bad_counts():
+    from ssd.deploy.quantization import draw_calibration
+    from ssd.records import DetectionDataset, Sample
+
+    dataset = DetectionDataset(("a",), tuple(Sample(f"{i:03d}", f"{i}.jpg", 10, 10) for i in range(20)))
+    drawn = [s.image_id for s in draw_calibration(dataset, 8, seed=3)]
+    assert drawn == sorted(set(drawn)) and len(drawn) == 8  # distinct, in dataset order
+    assert drawn == [s.image_id for s in draw_calibration(dataset, 8, seed=3)]
+    assert drawn != [s.image_id for s in draw_calibration(dataset, 8, seed=4)]
+    assert len(draw_calibration(dataset, 50)) == 20  # a smaller split gives all its images
+    with pytest.raises(ValueError, match="calibration images must be >= 1, got 0"):
+        draw_calibration(dataset, 0)
+    with pytest.raises(ValueError, match="calibration split has no images"):
+        draw_calibration(DetectionDataset(("a",), ()), 4)
