@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Run an exported frozen graph on images, directories, globs, video files or a webcam.
+"""Run an exported model (frozen graph, SavedModel, ONNX, OpenVINO IR, TFLite; INT8 too) on images, directories, globs, video files or a webcam.
 
 Writes annotated images / videos (same size and frame rate, mp4) and JSON lines of detections
 (boxes in pixels "box_xyxy" and normalised "box_rel_xyxy", class id and name, score) into --out.
 
 Examples:
-  python detect.py --graph export/ photos/*.jpg --out detections/
-  python detect.py --graph export/frozen_inference_graph.pb clip.mp4 --out detections/ --batch-size 8
-  python detect.py --graph export/ --webcam 0 --out detections/ --max-frames 300
+  python detect.py --model export/ photos/*.jpg --out detections/
+  python detect.py --model export/model_int8.xml clip.mp4 --out detections/ --batch-size 8
+  python detect.py --model export/model.onnx --webcam 0 --out detections/ --max-frames 300
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ssd.cli import configure_logging
+from ssd.cli import add_model_arguments, configure_logging
 from ssd.detections import LABELS_FILE
 from ssd.image_header import DEFAULT_MAX_PIXELS
 
@@ -25,15 +25,14 @@ from ssd.image_header import DEFAULT_MAX_PIXELS
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", help="image files, directories, globs (quoted) or video files")
-    p.add_argument("--graph", required=True, type=Path,
-                   help="frozen_inference_graph.pb, or the export directory holding it")
+    add_model_arguments(p)
     p.add_argument("--webcam", type=int, help="also read this webcam index (e.g. 0)")
     p.add_argument("--out", type=Path, default=Path("detections"), help="output directory (default: detections)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="score threshold for drawing and JSON (default: 0.5); the graph's own export "
                         "threshold still applies below it")
     p.add_argument("--batch-size", type=int, default=8, help="frames or same-size images per graph call (default: 8)")
-    p.add_argument("--labels", type=Path, help="class names, one per line (default: labels.txt beside the graph)")
+    p.add_argument("--labels", type=Path, help="class names, one per line (default: labels.txt beside the model)")
     p.add_argument("--max-frames", type=int, help="stop each video after this many frames")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse (and skip) an image whose header declares more pixels, before decoding it "
@@ -60,16 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     # Imported late so that --help and argument errors answer without loading TensorFlow.
     from ssd.deploy.images import detect_images, expand_inputs
     from ssd.deploy.video import detect_video
-    from ssd.deploy.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
+    from ssd.deploy.runtimes import load_model
 
-    graph_path = resolve_graph_path(args.graph)
     try:
-        graph = FrozenGraph(graph_path)
-        class_names = labels_for(graph_path, args.labels)
+        detector, class_names, model_path = load_model(args.model, args.precision, args.labels)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    labels = args.labels or graph_path.parent / LABELS_FILE
+    labels = args.labels or model_path.parent / LABELS_FILE
     if not class_names:
         print(f"warning: no labels file ({labels} does not exist): classes are shown by their id", file=sys.stderr)
     images, videos, errors = expand_inputs(args.inputs)
@@ -78,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.quiet
     if images:
         with open(args.out / "detections.jsonl", "w") as jsonl:
-            report = detect_images(images, graph, draw_dir, jsonl, class_names, args.threshold,
+            report = detect_images(images, detector, draw_dir, jsonl, class_names, args.threshold,
                                    args.batch_size, progress, args.max_pixels)
         errors += report.errors
         unnamed |= report.unnamed_classes
@@ -92,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             errors.append(f"not overwriting input video {source} with its annotated copy: choose another --out")
             continue
         with open(args.out / f"{stem}.jsonl", "w") as jsonl:
-            report = detect_video(source, graph, out_video, jsonl, class_names, args.threshold,
+            report = detect_video(source, detector, out_video, jsonl, class_names, args.threshold,
                                   args.batch_size, args.max_frames, progress)
         if report.frames:
             print(report.summary())

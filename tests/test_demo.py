@@ -1,6 +1,7 @@
 """The README's main command, in its --quick form: every stage runs and leaves its artefact."""
 
 import json
+import re
 
 import cv2
 import pytest
@@ -25,3 +26,7 @@ def test_quick_demo_leaves_every_artefact(tmp_path, capsys):
         assert annotated.get(prop) == source.get(prop)
     lines = (tmp_path / "video" / "annotated" / "shapes.jsonl").read_text().splitlines()
     assert len(lines) == int(source.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    int8 = cv2.VideoCapture(str(tmp_path / "video" / "annotated_int8" / "shapes.mp4"))
+    assert int8.get(cv2.CAP_PROP_FRAME_COUNT) == 12 and (tmp_path / "export" / "model_int8.xml").is_file()
+    assert re.search(r"INT8 check: VOC07 mAP .*\n +openvino +fp32 .* int8 .* change", out)
+    assert re.search(r"video FPS .*TensorFlow fp32 \(frozen graph\) \d+\.\d, OpenVINO INT8 \d+\.\d", out)

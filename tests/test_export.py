@@ -41,7 +41,7 @@ def exported(tmp_path_factory) -> tuple[Path, Path, str]:
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         code = export_graph.main(["--run-dir", str(root / "run"), "--out", str(out), "--score-threshold", "0.01",
-                                  "--max-detections", "50", "--checkpoint", "latest", "--tflite"])
+                                  "--max-detections", "50", "--checkpoint", "latest"])
     assert code == 0
     return root / "run", out, stdout.getvalue()
 
@@ -113,26 +113,11 @@ def test_any_image_size_gives_normalised_boxes_of_the_resized_image(exported):
 @pytest.mark.slow
 def test_cli_prints_names_and_writes_label_files(exported):
     _, out, stdout = exported
-    assert "image_tensor:0" in stdout and "num_detections:0" in stdout
-    assert re.search(r"\(\d+\.\d\d MB\)", stdout)
+    assert "image_tensor" in stdout and "num_detections" in stdout
+    assert re.search(r"frozen +\S+frozen_inference_graph.pb", stdout) and "saved_model" in stdout
     assert (out / "labels.txt").read_text().splitlines() == list(CLASSES)
     ids = [int(v) for v in re.findall(r"id: (\d+)", (out / "label_map.pbtxt").read_text())]
     assert ids == [1, 2, 3]
-
-
-@pytest.mark.slow
-def test_tflite_core_model_runs_and_matches_keras(exported):
-    run_dir, out, stdout = exported
-    assert "model_core.tflite: runs" in stdout
-    interpreter = tf.lite.Interpreter(model_path=str(out / "model_core.tflite"))
-    image = images_at(300, 1)
-    got = interpreter.get_signature_runner()(image_tensor=image)
-    model, config = load_trained_model(run_dir, "latest")
-    logits = model(image.astype(np.float32), training=False)["class_logits"].numpy()
-    softmax = np.exp(logits - logits.max(-1, keepdims=True))
-    softmax /= softmax.sum(-1, keepdims=True)
-    np.testing.assert_allclose(got["detection_scores"], softmax, atol=1e-4)
-    assert got["detection_boxes"].shape == (1, 8732, 4)
 
 
 def test_tf_resize_matches_cv2_inter_linear_within_one_grey_level():

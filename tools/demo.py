@@ -1,14 +1,18 @@
 """The whole pipeline on the embedded synthetic dataset, as a newcomer's first command (`make demo`).
 
 synthetic VOC-format dataset -> train a slim SSD300 -> VOC mAP at several confidence levels and
-PR curves -> frozen inference graph -> annotate a synthetic video with detect.py.
+PR curves -> frozen inference graph and OpenVINO INT8 (calibrated on training images, its mAP
+checked against fp32) -> annotate a synthetic video with detect.py with each, printing both FPS.
 On a 2-core CPU it takes about 10 minutes; --quick runs a tiny version in about one.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,8 +28,8 @@ from tools import evaluate, make_synthetic_dataset, make_synthetic_video  # noqa
 
 # The demo's recipe: a slim network from scratch with Adam converges on the shapes in minutes;
 # the zoom-out augmentation is left out because it pays off only over long runs.
-FULL = dict(train=1000, test=200, epochs=15, frames=150)
-QUICK = dict(train=48, test=16, epochs=1, frames=12)
+FULL = dict(train=1000, test=200, epochs=15, frames=150, calibration=100)
+QUICK = dict(train=48, test=16, epochs=1, frames=12, calibration=8)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,23 +78,39 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.main(["--run-dir", str(run), "--checkpoint", "latest", "--data-root", str(data), "--split", "test",
                    "--out", str(evaluation), "--write-results", str(evaluation / "results"), "--no-progress"])
 
-    _step("4/5 export the frozen inference graph")
-    export_graph.main(["--run-dir", str(run), "--checkpoint", "latest", "--out", str(export)])
+    _step("4/5 export the frozen inference graph, and OpenVINO IR with its INT8 twin")
+    export_graph.main(["--run-dir", str(run), "--checkpoint", "latest", "--out", str(export),
+                       "--format", "frozen,saved_model,openvino", "--int8",
+                       "--calibration-images", str(sizes["calibration"])])
 
-    _step("5/5 annotate a synthetic video with detect.py")
+    _step("5/5 annotate a synthetic video with detect.py: frozen graph (TF fp32), then OpenVINO INT8")
     video = videos / "shapes.mp4"
     make_synthetic_video.main(["--out", str(video), "--frames", str(sizes["frames"])])
-    detect.main(["--graph", str(export), str(video), "--out", str(videos / "annotated"), "--threshold", "0.5"])
+    fps = {label: _detect_fps(["--model", str(model), str(video), "--out", str(videos / folder), "--threshold", "0.5"])
+           for label, model, folder in (("TensorFlow fp32 (frozen graph)", export, "annotated"),
+                                        ("OpenVINO INT8", export / "model_int8.xml", "annotated_int8"))}
 
     metrics = json.loads((evaluation / "metrics.json").read_text())
     levels = ", ".join(f"{m:.3f} @ {c:g}" for c, m in zip(metrics["confidence_levels"], metrics["map_voc07"]))
     print(f"\n=== done in {(time.perf_counter() - started) / 60:.1f} min")
     print(f"VOC07 mAP on the synthetic test split: {levels}")
+    print("video FPS (whole detect.py pipeline): " + ", ".join(f"{label} {value:.1f}" for label, value in fps.items()))
     for name, path in [("dataset", data), ("run directory (TensorBoard: logs/)", run),
-                       ("metrics and PR curves", evaluation), ("frozen graph and SavedModel", export),
-                       ("annotated video and JSON lines", videos / "annotated")]:
+                       ("metrics and PR curves", evaluation), ("frozen graph, SavedModel, OpenVINO IR", export),
+                       ("annotated video and JSON lines", videos / "annotated"),
+                       ("the same with the INT8 model", videos / "annotated_int8")]:
         print(f"  {name:<36} {path}")
     return 0
+
+
+def _detect_fps(argv: list[str]) -> float:
+    """Run detect.py on one video, echo its report, return its wall FPS (the "total wall" line)."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        detect.main(argv)
+    print(captured.getvalue(), end="")
+    found = re.search(r"total wall .*?([\d.]+) FPS", captured.getvalue())
+    return float(found.group(1)) if found else float("nan")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ evaluation at several confidence levels, on a VOC, COCO or YOLO dataset.
 
 Evaluate one of:
   a trained run directory      python tools/evaluate.py --run-dir runs/ssd300 --data-root VOCdevkit --split VOC2007:test
-  an exported frozen graph     python tools/evaluate.py --graph export/ssd300 --data-root VOCdevkit --split VOC2007:test
+  an exported model (any format) python tools/evaluate.py --model export/ssd300/model_int8.xml --data-root VOCdevkit --split VOC2007:test
   any detector's results files python tools/evaluate.py --results-dir results/ --data-root VOCdevkit --split VOC2007:test
 
 Results files are `comp4_det_test_<class>.txt` (lines `image_id score xmin ymin xmax ymax`,
@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `datasets` (not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import load_dataset  # noqa: E402
-from ssd.cli import configure_logging  # noqa: E402
+from ssd.cli import add_model_arguments, configure_logging  # noqa: E402
 from ssd.evaluation.loop import evaluate_detector, evaluate_results_files  # noqa: E402
 from ssd.config import EVAL_METRICS  # noqa: E402
 from ssd.evaluation.metrics import EvaluatorGroup, make_evaluator  # noqa: E402
@@ -39,13 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run-dir", type=Path, help="a training run directory (config.json + checkpoints)")
-    source.add_argument("--graph", type=Path, help="an export directory or its frozen_inference_graph.pb")
+    add_model_arguments(parser, required=False, group=source)
     source.add_argument("--results-dir", type=Path, help="folder with one <prefix><class>.txt file per class")
     parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
                         help="with --run-dir: which checkpoint (default: best, else latest)")
     parser.add_argument("--image-size", type=int,
-                        help="with --graph: warp images to this size before the graph, which must be the "
-                        "graph's own input size (default: feed original images; the graph resizes them once)")
+                        help="with --model: warp images to this size before the graph, which must be the "
+                        "model's own input size (default: feed original images; the graph resizes them once)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per detector call (default: 16)")
     parser.add_argument("--prefix", default=COMP4_PREFIX, help=f"results file name prefix (default: {COMP4_PREFIX})")
     parser.add_argument("--data-root", type=Path, required=True,
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iou-threshold", type=float, default=0.5, help="minimum overlap of a true positive")
     parser.add_argument("--json", type=Path, help="write the metrics as JSON here")
     parser.add_argument("--out", type=Path, help="write metrics.json and pr_curves.png into this folder")
-    parser.add_argument("--write-results", type=Path, help="with --run-dir/--graph: also write comp4 results files here")
+    parser.add_argument("--write-results", type=Path, help="with --run-dir/--model: also write comp4 results files here")
     parser.add_argument("--coco-results", type=Path, metavar="JSON",
                         help="with --metric coco: also write the COCO results JSON here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -87,14 +87,15 @@ def _detector(args: argparse.Namespace):
         model, config = load_trained_model(args.run_dir, args.checkpoint)
         return Detector(model, config).detect, config.class_names, config.image_size, config.category_ids
     from ssd.detections import EXPORT_INFO_FILE
-    from ssd.deploy.frozen_graph import FrozenGraph, graph_input_size, labels_for, resolve_graph_path
+    from ssd.deploy.frozen_graph import graph_input_size
+    from ssd.deploy.runtimes import load_model
 
-    path = resolve_graph_path(args.graph)
+    detector, class_names, path = load_model(args.model, args.precision)
     size = graph_input_size(path)
     if args.image_size is not None and size is not None and args.image_size != size:
-        raise ValueError(f"--image-size {args.image_size}: the graph {path} resizes to its input size {size} "
+        raise ValueError(f"--image-size {args.image_size}: the model {path} resizes to its input size {size} "
                          f"({EXPORT_INFO_FILE}), so images would be resized twice; omit --image-size or pass {size}")
-    return FrozenGraph(path), labels_for(path) or None, args.image_size, None
+    return detector, class_names or None, args.image_size, None
 
 
 def evaluate(args: argparse.Namespace) -> tuple[dict, EvaluatorGroup]:

@@ -1,7 +1,7 @@
-"""Serve an exported frozen graph over HTTP (POST /detect, GET /health, TensorFlow Serving's
+"""Serve an exported model (any format, see detect.py --model) over HTTP (POST /detect, GET /health, TensorFlow Serving's
 POST /v1/models/ssd:predict), or post an image to one.
 
-    python tools/serve.py --graph export/frozen_inference_graph.pb [--port 8080] [--max-bytes 10MB] [--max-pixels 40M]
+    python tools/serve.py --model export/frozen_inference_graph.pb [--port 8080] [--max-bytes 10MB] [--max-pixels 40M]
     curl --data-binary @img.jpg http://127.0.0.1:8080/detect
     python tools/serve.py --post img.jpg [--url http://127.0.0.1:8080] [--threshold 0.3]
 """
@@ -15,14 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
 
-from ssd.cli import configure_logging  # noqa: E402
+from ssd.cli import add_model_arguments, configure_logging  # noqa: E402
 from ssd.deploy.http_limits import ServerLimits  # noqa: E402
 from ssd.deploy.tf_serving import DEFAULT_MODEL_NAME  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--graph", type=Path, help="frozen_inference_graph.pb or its export directory (to serve)")
+    add_model_arguments(p, required=False)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one (default: 8080)")
     p.add_argument("--max-bytes", default="10MB", help="largest accepted body, e.g. 10MB, 512KiB (default: 10MB)")
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorFlow threads per graph call; 0 lets TensorFlow choose (default: 0)")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="default score threshold of replies; ?threshold= overrides it per request (default: 0.5)")
-    p.add_argument("--labels", type=Path, help="class names, one per line (default: labels.txt beside the graph)")
+    p.add_argument("--labels", type=Path, help="class names, one per line (default: labels.txt beside the model)")
     p.add_argument("--post", type=Path, metavar="IMAGE", help="client mode: send IMAGE to --url and print the reply")
     p.add_argument("--url", default="http://127.0.0.1:8080", help="client mode: server URL (default: %(default)s)")
     return p
@@ -98,12 +98,10 @@ def serve(args: argparse.Namespace) -> int:
     if args.threads > 0:  # must happen before TensorFlow starts its thread pools
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from ssd.deploy.frozen_graph import FrozenGraph, labels_for, resolve_graph_path
+    from ssd.deploy.runtimes import load_model
 
-    graph_path = resolve_graph_path(args.graph)
     try:
-        graph = FrozenGraph(graph_path)
-        class_names = labels_for(graph_path, args.labels)
+        graph, class_names, graph_path = load_model(args.model, args.precision, args.labels)
         server = make_server(graph, class_names, args.host, args.port, limits, args.threshold, str(graph_path),
                              args.model_name)
     except (FileNotFoundError, ValueError, OSError) as err:
@@ -125,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     if args.post is not None:
         return post(args)
-    if args.graph is None:
-        print("error: --graph is required to serve (or --post IMAGE to send one)", file=sys.stderr)
+    if args.model is None:
+        print("error: --model is required to serve (or --post IMAGE to send one)", file=sys.stderr)
         return 2
     return serve(args)
 

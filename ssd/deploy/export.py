@@ -15,14 +15,15 @@ Boxes are normalised, so they apply unchanged to the original (un-resized) image
     out_dir/saved_model/                signature "serving_default", same names
     out_dir/label_map.pbtxt, labels.txt class names (ids 1..C)
     out_dir/export.json                 the graph's input size S, preset and baked-in thresholds
-    out_dir/model.tflite                optional: the whole graph; needs the Flex delegate (Select TF ops)
-    out_dir/model_core.tflite           optional: TFLite builtins only, no resize and no NMS (see `CoreModule`)
+    out_dir/model.onnx                  ONNX, post-processing in ONNX ops (`ssd.deploy.onnx_export`)
+    out_dir/model.xml + .bin            OpenVINO IR, fp32 weights (`ssd.deploy.openvino_export`)
+    out_dir/model.tflite                TFLite, batch 1, builtin post-processing op (`ssd.deploy.tflite_export`)
+    out_dir/model_int8.xml, model_int8.tflite   the INT8 twins, with calibration images
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +37,13 @@ from ssd.config import ModelConfig
 from ssd.core.anchors import default_boxes
 from ssd.core.boxes import xyxy_to_yxyx
 from ssd.core.encoding import decode
+from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS
 from ssd.detections import (
     EXPORT_INFO_FILE, GRAPH_FILE, INPUT_NAME, LABEL_MAP_FILE, LABELS_FILE, OUTPUT_NAMES, SAVED_MODEL_DIR,
 )
 from ssd.modeling.inference import Detector
 from ssd.modeling.run_dir import load_trained_model
 
-TFLITE_FILE, TFLITE_CORE_FILE = "model.tflite", "model_core.tflite"
 INPUT_SIGNATURE = (tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME),)
 
 
@@ -78,35 +79,40 @@ def export_module(
     score_threshold: float = 0.01,
     iou_threshold: float = 0.45,
     max_detections: int = 100,
+    top_k_per_class: int = 400,
 ) -> ExportModule:
     """The exported graph as a tf.Module (before freezing); thresholds are baked in."""
     _check_options(score_threshold, iou_threshold, max_detections)
     detector = Detector(model, config, score_threshold=score_threshold, iou_threshold=iou_threshold,
-                        max_detections=max_detections)
+                        top_k_per_class=top_k_per_class, max_detections=max_detections)
     return ExportModule(detector)
 
 
-class CoreModule(tf.Module):
-    """The TFLite-builtins part: uint8 [1, S, S, 3] -> decoded boxes and softmax scores, no NMS.
+class HeadsModule(tf.Module):
+    """The network without NMS, for runtimes whose own op does the post-processing.
 
-    Outputs `detection_boxes` float32 [1, A, 4] "rel_yxyx" (unclipped) and `detection_scores`
-    float32 [1, A, C + 1] (column 0 is background); the caller resizes and runs NMS.
+    uint8 RGB [batch, any H, any W, 3] -> resize -> model -> `class_scores` float32 [B, A, C + 1]
+    (softmax, column 0 is background) and, with decoded=True, `boxes` float32 [B, A, 4]
+    "rel_yxyx" (unclipped), else `box_deltas` float32 [B, A, 4] (tx, ty, tw, th) of the
+    default boxes `self.anchors` ("rel_center_xywh"). batch=None leaves the batch dynamic.
     """
 
-    def __init__(self, model: keras.Model, config: ModelConfig):
-        super().__init__(name="ssd_core")
-        self.model, self.variances = model, config.default_boxes.variances
+    def __init__(self, model: keras.Model, config: ModelConfig, batch: int | None = None, decoded: bool = True):
+        super().__init__(name="ssd_heads")
+        self.model, self.variances, self.decoded = model, config.default_boxes.variances, decoded
+        self.image_size = config.image_size
         self.anchors = tf.constant(default_boxes(config.default_boxes))
-        size = config.image_size
         self.__call__ = tf.function(
-            self._call, input_signature=(tf.TensorSpec([1, size, size, 3], tf.uint8, name=INPUT_NAME),)
+            self._call, input_signature=(tf.TensorSpec([batch, None, None, 3], tf.uint8, name=INPUT_NAME),)
         )
 
     def _call(self, image_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
-        outputs = self.model(image_tensor, training=False)
-        boxes = decode(outputs["box_deltas"], self.anchors, self.variances)
-        return {"detection_boxes": xyxy_to_yxyx(boxes),
-                "detection_scores": tf.nn.softmax(outputs["class_logits"], axis=-1)}
+        outputs = self.model(resize_in_graph(image_tensor, self.image_size), training=False)
+        scores = tf.nn.softmax(outputs["class_logits"], axis=-1)
+        if not self.decoded:
+            return {"box_deltas": outputs["box_deltas"], "class_scores": scores}
+        return {"boxes": xyxy_to_yxyx(decode(outputs["box_deltas"], self.anchors, self.variances)),
+                "class_scores": scores}
 
 
 def freeze(module: tf.Module):
@@ -151,120 +157,106 @@ def write_labels(path: str | Path, class_names: tuple[str, ...]) -> None:
     Path(path).write_text("".join(f"{name}\n" for name in class_names))
 
 
-def convert_tflite(module: tf.Module, select_tf_ops: bool) -> bytes:
-    """TFLite flatbuffer of `module.__call__` (frozen first, one "serving_default" signature).
+@dataclass(frozen=True)
+class PostprocessOptions:
+    """The post-processing baked into every export (see `ssd.core.postprocess.postprocess`)."""
 
-    Freezing first matters: converted directly, Keras variables stay resource variables that
-    the interpreter never initialises (NaN outputs). `select_tf_ops` allows TensorFlow kernels
-    (Flex delegate) for ops without a TFLite builtin, such as CombinedNonMaxSuppression.
-    """
-    frozen = freeze(module)
-    # The frozen function returns a flat list, in tf.nest order (sorted keys) of the module's dict.
-    names = sorted(module.__call__.get_concrete_function().structured_outputs)
+    score_threshold: float = 0.01
+    iou_threshold: float = 0.45
+    top_k_per_class: int = 400
+    max_detections: int = 100
 
-    @tf.function(input_signature=module.__call__.input_signature, autograph=False)
-    def serving_default(image_tensor):
-        return dict(zip(names, frozen(image_tensor)))
-
-    root = tf.Module()
-    root.serving_default = serving_default
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serving_default.get_concrete_function()], root)
-    ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    converter.target_spec.supported_ops = ops + [tf.lite.OpsSet.SELECT_TF_OPS] if select_tf_ops else ops
-    return converter.convert()
-
-
-def tflite_runs(flatbuffer: bytes, image: np.ndarray) -> str | None:
-    """None if this TensorFlow's `tf.lite.Interpreter` runs the model on `image`, else the reason."""
-    try:
-        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
-        interpreter.get_signature_runner()(**{INPUT_NAME: image})
-    except (RuntimeError, ValueError) as err:
-        return str(err)
-    return None
+    def __post_init__(self) -> None:
+        _check_options(self.score_threshold, self.iou_threshold, self.max_detections)
 
 
 @dataclass
 class ExportResult:
-    """Paths written by `export_run` and the frozen graph's size."""
+    """What `export_run` wrote: model files by label ("frozen", "onnx", "openvino_int8", ...), label files."""
 
     out_dir: Path
-    graph_path: Path
-    saved_model_dir: Path
-    label_map_path: Path
-    labels_path: Path
-    info_path: Path
-    graph_mb: float
-    tflite_paths: list[Path] = field(default_factory=list)
-    tflite_notes: list[str] = field(default_factory=list)
-    class_names: tuple[str, ...] = field(default_factory=tuple)
+    class_names: tuple[str, ...]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def label_map_path(self) -> Path:
+        return self.out_dir / LABEL_MAP_FILE
+
+    @property
+    def labels_path(self) -> Path:
+        return self.out_dir / LABELS_FILE
+
+    @property
+    def info_path(self) -> Path:
+        return self.out_dir / EXPORT_INFO_FILE
 
 
 def export_run(
     run_dir: str | Path,
     out_dir: str | Path,
     checkpoint: str = "best",
-    score_threshold: float = 0.01,
-    iou_threshold: float = 0.45,
-    max_detections: int = 100,
-    tflite: bool = False,
+    options: PostprocessOptions | None = None,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
+    calibration: list[np.ndarray] | None = None,
 ) -> ExportResult:
-    """Export the run's `checkpoint` ("best" or "latest") to `out_dir`; see the module docstring."""
+    """Export the run's `checkpoint` ("best" or "latest") to `out_dir` in each of `formats`.
+
+    With `calibration` (uint8 RGB images), the OpenVINO and TFLite exports also get an INT8 twin.
+    Each format's converter is imported only when that format is asked for.
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"formats must be some of {', '.join(FORMATS)}; got {', '.join(formats) or 'none'}")
+    if calibration is not None and not set(formats) & set(INT8_FORMATS):
+        raise ValueError(f"INT8 export needs a format among {', '.join(INT8_FORMATS)}; got {', '.join(formats)}")
+    options = options or PostprocessOptions()
     model, config = load_trained_model(run_dir, checkpoint)
-    module = export_module(model, config, score_threshold, iou_threshold, max_detections)
-    result = export_module_to(module, config.class_names, out_dir)
-    if tflite:
-        export_tflite(module, CoreModule(model, config), result)
-    return result
-
-
-def export_module_to(module: ExportModule, class_names: tuple[str, ...], out_dir: str | Path) -> ExportResult:
-    """Write the frozen graph, SavedModel, label files and optionally TFLite of `module`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    graph_path = out_dir / GRAPH_FILE
-    graph_path.write_bytes(frozen_graph_def(module).SerializeToString())
-    saved_model_dir = out_dir / SAVED_MODEL_DIR
-    if saved_model_dir.exists():
-        shutil.rmtree(saved_model_dir)  # a stale variables/ folder must not survive a re-export
-    signature = module.__call__.get_concrete_function()
-    tf.saved_model.save(module, str(saved_model_dir), signatures={"serving_default": signature})
-    result = ExportResult(
-        out_dir=out_dir, graph_path=graph_path, saved_model_dir=saved_model_dir,
-        label_map_path=out_dir / LABEL_MAP_FILE, labels_path=out_dir / LABELS_FILE, info_path=out_dir / EXPORT_INFO_FILE,
-        graph_mb=graph_path.stat().st_size / 2**20, class_names=tuple(class_names),
-    )  # fmt: skip
+    result = ExportResult(Path(out_dir), tuple(config.class_names))
+    result.out_dir.mkdir(parents=True, exist_ok=True)
     write_label_map(result.label_map_path, result.class_names)
     write_labels(result.labels_path, result.class_names)
+    module = export_module(model, config, options.score_threshold, options.iou_threshold,
+                           options.max_detections, options.top_k_per_class)
     write_export_info(result.info_path, module)
+    if {"frozen", "saved_model"} & set(formats):
+        result.files.update(write_tf_formats(module, result.out_dir, formats))
+    if {"onnx", "openvino"} & set(formats):
+        from ssd.deploy.onnx_export import ONNX_FILE, write_onnx
+
+        result.files["onnx"] = write_onnx(HeadsModule(model, config), len(config.class_names), options,
+                                          result.out_dir / ONNX_FILE)
+    if "openvino" in formats:
+        from ssd.deploy.openvino_export import IR_FILE, IR_INT8_FILE, write_int8_ir, write_ir
+
+        result.files["openvino"] = write_ir(result.files["onnx"], result.out_dir / IR_FILE)
+        if calibration is not None:
+            result.files["openvino_int8"] = write_int8_ir(result.files["openvino"], result.out_dir / IR_INT8_FILE,
+                                                          calibration)
+    if "tflite" in formats:
+        from ssd.deploy.tflite_export import TFLITE_FILE, TFLITE_INT8_FILE, write_tflite
+
+        result.files["tflite"] = write_tflite(model, config, options, result.out_dir / TFLITE_FILE)
+        if calibration is not None:
+            result.files["tflite_int8"] = write_tflite(model, config, options, result.out_dir / TFLITE_INT8_FILE,
+                                                       calibration)
+    if "onnx" not in formats and "onnx" in result.files:  # only the IR's intermediate: keep the folder to what was asked
+        result.files.pop("onnx").unlink()
     return result
 
 
-def export_tflite(module: ExportModule, core: CoreModule, result: ExportResult) -> None:
-    """Write model.tflite (whole graph, Select TF ops) and model_core.tflite (builtins only).
-
-    Each is converted, then run once here; what fails is recorded in `result.tflite_notes`
-    instead of raised, so the frozen graph and SavedModel stay usable.
-    """
-    size = module.image_size
-    probe = np.zeros((1, size, size, 3), np.uint8)
-    for name, mod, select in ((TFLITE_FILE, module, True), (TFLITE_CORE_FILE, core, False)):
-        try:
-            flatbuffer = convert_tflite(mod, select)
-        except Exception as err:  # the converter raises many types; report and keep going
-            result.tflite_notes.append(f"{name}: conversion failed: {type(err).__name__}: {err}")
-            continue
-        path = result.out_dir / name
-        path.write_bytes(flatbuffer)
-        result.tflite_paths.append(path)
-        reason = tflite_runs(flatbuffer, probe)
-        if reason is None:
-            result.tflite_notes.append(f"{name}: runs in tf.lite.Interpreter")
-        else:
-            flex_ops = sorted(set(re.findall(r"Flex\w+", reason))) or [reason]
-            result.tflite_notes.append(f"{name}: written, but this tf.lite.Interpreter cannot run it: it needs "
-                                       f"the Flex delegate (Select TF ops) for {', '.join(flex_ops)}; "
-                                       f"{TFLITE_CORE_FILE} runs anywhere (resize and NMS left to the caller)")
+def write_tf_formats(module: ExportModule, out_dir: Path, formats: tuple[str, ...]) -> dict[str, Path]:
+    """The frozen graph and/or the SavedModel of `module` in `out_dir`."""
+    files: dict[str, Path] = {}
+    if "frozen" in formats:
+        files["frozen"] = out_dir / GRAPH_FILE
+        files["frozen"].write_bytes(frozen_graph_def(module).SerializeToString())
+    if "saved_model" in formats:
+        files["saved_model"] = out_dir / SAVED_MODEL_DIR
+        if files["saved_model"].exists():
+            shutil.rmtree(files["saved_model"])  # a stale variables/ folder must not survive a re-export
+        signature = module.__call__.get_concrete_function()
+        tf.saved_model.save(module, str(files["saved_model"]), signatures={"serving_default": signature})
+    return files
 
 
 def _check_options(score_threshold: float, iou_threshold: float, max_detections: int) -> None:

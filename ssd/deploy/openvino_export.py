@@ -1,0 +1,49 @@
+"""The exported detector as OpenVINO IR (model.xml + model.bin), fp32 weights, and its NNCF INT8 twin.
+
+The IR is converted from the ONNX export (`ssd.deploy.onnx_export`), not from the frozen graph:
+OpenVINO's TensorFlow front end has no conversion rule for CombinedNonMaxSuppression, while the
+ONNX file expresses the same post-processing in standard ops (NonMaxSuppression, TopK, ...).
+Weights stay fp32 in the file (`compress_to_fp16=False`); the precision is chosen when the model
+is compiled (`ssd.deploy.runtimes`: f32 or bf16 inference precision hint).
+
+INT8: NNCF post-training quantization of the network's convolutions, calibrated on uint8 images
+(any size; the graph resizes). The post-processing subgraph stays float: NNCF leaves
+NonMaxSuppression and the index arithmetic alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ssd.deploy.runtimes import decline_openvino_telemetry
+
+IR_FILE, IR_INT8_FILE = "model.xml", "model_int8.xml"
+
+
+def write_ir(onnx_path: str | Path, path: str | Path) -> Path:
+    """Convert the ONNX detector at `onnx_path` to IR at `path` (.xml, .bin beside it), fp32 weights."""
+    decline_openvino_telemetry()
+    import openvino as ov
+
+    path = Path(path)
+    ov.save_model(ov.convert_model(str(onnx_path)), str(path), compress_to_fp16=False)
+    return path
+
+
+def write_int8_ir(ir_path: str | Path, path: str | Path, calibration: Sequence[np.ndarray]) -> Path:
+    """Quantize the IR at `ir_path` with NNCF on `calibration` (uint8 RGB [H, W, 3] each) -> `path`."""
+    decline_openvino_telemetry()  # before NNCF's import, which starts its telemetry
+    import nncf
+    import openvino as ov
+
+    if not calibration:
+        raise ValueError("INT8 calibration needs at least one image, got none")
+    model = ov.Core().read_model(str(ir_path))
+    dataset = nncf.Dataset([np.asarray(image, np.uint8)[None] for image in calibration])
+    quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
+    path = Path(path)
+    ov.save_model(quantized, str(path), compress_to_fp16=False)
+    return path

@@ -1,0 +1,169 @@
+"""One interface over every exported format: `load_detector(path)` -> a detection callable.
+
+Every runtime returns the detections contract of `ssd.detections` (NumPy float32 dict of
+detection_boxes [B, N, 4] "rel_yxyx", detection_scores [B, N], detection_classes [B, N],
+num_detections [B]) for uint8 RGB images [B, H, W, 3]. The format follows from the path:
+
+    export directory             its frozen_inference_graph.pb (TensorFlow)
+    *.pb                         frozen graph (TensorFlow)
+    directory with saved_model.pb  SavedModel, signature serving_default (TensorFlow)
+    *.onnx                       ONNX Runtime, CPU provider
+    *.xml                        OpenVINO IR, compiled for the CPU at `precision` ("f32" or "bf16")
+    *.tflite                     tf.lite.Interpreter (builtin ops only), one image per call; the op's
+                                 0-based classes shifted to 1..C (`ssd.deploy.tflite_export.to_contract`)
+
+Each runtime is imported only when its format is loaded: detect.py on an ONNX file never loads
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ssd.detections import GRAPH_FILE, INPUT_NAME, OUTPUT_NAMES, DetectFn
+
+FORMATS = ("frozen", "saved_model", "onnx", "openvino", "tflite")
+DEFAULT_FORMATS = ("frozen", "saved_model")  # what export_graph.py writes unless told otherwise
+INT8_FORMATS = ("openvino", "tflite")  # the formats that get an INT8 twin
+PRECISIONS = ("f32", "bf16")
+
+
+def model_format(path: str | os.PathLike) -> str:
+    """The export format of `path` (one of FORMATS); ValueError naming the path otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        return "saved_model" if (path / "saved_model.pb").is_file() else "frozen"
+    by_suffix = {".pb": "frozen", ".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
+    if path.suffix.lower() in by_suffix:
+        return by_suffix[path.suffix.lower()]
+    raise ValueError(f"model {path}: cannot tell its format; expected an export directory, a SavedModel "
+                     f"directory, or a file ending in {', '.join(by_suffix)}")
+
+
+def model_file(path: str | os.PathLike) -> Path:
+    """The file or directory a runtime opens: an export directory means its frozen graph."""
+    path = Path(path)
+    if model_format(path) == "frozen" and path.is_dir():
+        path = path / GRAPH_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"model {path} does not exist")
+    return path
+
+
+def load_detector(path: str | os.PathLike, precision: str = "f32") -> DetectFn:
+    """The exported model at `path` as a detection callable (see the module docstring)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    path = model_file(path)
+    loaders = {"frozen": _frozen_graph, "saved_model": _saved_model, "onnx": _onnx,
+               "openvino": lambda p: _openvino(p, precision), "tflite": _tflite}
+    return loaders[model_format(path)](path)
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"detector: images must be uint8 [B, H, W, 3] RGB, got {images.dtype} {images.shape}")
+    return images
+
+
+def _contract(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: np.asarray(outputs[name], np.float32) for name in OUTPUT_NAMES}
+
+
+def _frozen_graph(path: Path) -> DetectFn:
+    from ssd.deploy.frozen_graph import FrozenGraph
+
+    return FrozenGraph(path)
+
+
+def _saved_model(path: Path) -> DetectFn:
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    def detect(images: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = signature(**{INPUT_NAME: tf.constant(_check_images(images))})
+        return _contract({name: value.numpy() for name, value in outputs.items()})
+
+    return detect
+
+
+def _onnx(path: Path) -> DetectFn:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def detect(images: np.ndarray) -> dict[str, np.ndarray]:
+        return _contract(dict(zip(OUTPUT_NAMES, session.run(list(OUTPUT_NAMES), {INPUT_NAME: _check_images(images)}))))
+
+    return detect
+
+
+def decline_openvino_telemetry() -> None:
+    """Keep OpenVINO's converter and NNCF from sending usage telemetry (they do unless a user opted out).
+
+    Both ask `openvino_telemetry`'s consent check when they start (NNCF at import); answering
+    "declined" for this process is what `opt_in_out --opt_out` stores, without writing to the home.
+    """
+    from openvino_telemetry.utils import opt_in_checker
+
+    opt_in_checker.OptInChecker.check = lambda *args, **kwargs: opt_in_checker.ConsentCheckResult.DECLINED
+
+
+def _openvino(path: Path, precision: str) -> DetectFn:
+    decline_openvino_telemetry()
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    outputs = {name: compiled.output(name) for name in OUTPUT_NAMES}
+    local = threading.local()  # an infer request is not thread-safe; one per calling thread
+
+    def detect(images: np.ndarray) -> dict[str, np.ndarray]:
+        if not hasattr(local, "request"):
+            local.request = compiled.create_infer_request()
+        result = local.request.infer({0: _check_images(images)})
+        return _contract({name: result[port] for name, port in outputs.items()})
+
+    return detect
+
+
+def _tflite(path: Path) -> DetectFn:
+    return _TFLiteDetector(path)
+
+
+class _TFLiteDetector:
+    """tf.lite.Interpreter behind the contract: one image per invocation, the op's outputs mapped."""
+
+    def __init__(self, path: Path):
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # tf.lite.Interpreter warns of its future move to ai_edge_litert
+            warnings.simplefilter("ignore", UserWarning)
+            # Default threads: with num_threads=2 this TensorFlow's interpreter returned other
+            # (wrong) scores for a 6-class model, with no error.
+            self.interpreter = tf.lite.Interpreter(model_path=str(path))
+        self.runner = self.interpreter.get_signature_runner()
+        self.lock = threading.Lock()  # the interpreter holds one set of tensors
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        from ssd.deploy.tflite_export import to_contract
+
+        images = _check_images(images)
+        with self.lock:  # TFLite_Detection_PostProcess has batch 1; the runner resizes its input per shape
+            results = [self.runner(**{INPUT_NAME: images[i : i + 1]}) for i in range(len(images))]
+        return _contract(to_contract({name: np.concatenate([r[name] for r in results]) for name in OUTPUT_NAMES}))
+
+
+def load_model(path: str | os.PathLike, precision: str = "f32",
+               labels: str | os.PathLike | None = None) -> tuple[DetectFn, tuple[str, ...], Path]:
+    """(detector, class names from `labels` or labels.txt beside the model, the file opened)."""
+    from ssd.deploy.frozen_graph import labels_for
+
+    path = model_file(path)
+    return load_detector(path, precision), labels_for(path, labels), path
