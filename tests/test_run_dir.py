@@ -6,7 +6,6 @@ import contextlib
 import json
 import resource
 import signal
-from pathlib import Path
 
 import pytest
 import tensorflow as tf
