@@ -6,9 +6,9 @@ ONNX file expresses the same post-processing in standard ops (NonMaxSuppression,
 Weights stay fp32 in the file (`compress_to_fp16=False`); the precision is chosen when the model
 is compiled (`ssd.deploy.runtimes`: f32 or bf16 inference precision hint).
 
-INT8: NNCF post-training quantization of the network's convolutions, calibrated on uint8 images
-(any size; the graph resizes). The post-processing subgraph stays float: NNCF leaves
-NonMaxSuppression and the index arithmetic alone.
+INT8: NNCF post-training quantization of the network's convolutions (mixed preset), calibrated on
+uint8 images (any size; the graph resizes). The L2 normalisation (`FLOAT_OP_TYPES`) and the
+post-processing subgraph stay float: NNCF leaves NonMaxSuppression and the index arithmetic alone.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ import numpy as np
 from ssd.deploy.runtimes import decline_openvino_telemetry
 
 IR_FILE, IR_INT8_FILE = "model.xml", "model_int8.xml"
+# Kept float in the INT8 model: conv4_3's L2 normalisation (ReduceSum, Sqrt, Divide, and the
+# Multiply by its learned scale). Quantized, it cost a trained width-0.25 model 24.5 of its 29.8
+# VOC07 mAP points; kept float, 0.3 points, at the same speed (the convolutions stay INT8).
+FLOAT_OP_TYPES = ("ReduceSum", "Sqrt", "Divide", "Multiply")
 
 
 def write_ir(onnx_path: str | Path, path: str | Path) -> Path:
@@ -43,7 +47,8 @@ def write_int8_ir(ir_path: str | Path, path: str | Path, calibration: Sequence[n
         raise ValueError("INT8 calibration needs at least one image, got none")
     model = ov.Core().read_model(str(ir_path))
     dataset = nncf.Dataset([np.asarray(image, np.uint8)[None] for image in calibration])
-    quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
+    quantized = nncf.quantize(model, dataset, subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED,
+                              ignored_scope=nncf.IgnoredScope(types=list(FLOAT_OP_TYPES), validate=False))
     path = Path(path)
     ov.save_model(quantized, str(path), compress_to_fp16=False)
     return path
