@@ -30,9 +30,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from ssd.core.losses import multibox_loss, weight_decay_loss  # noqa: E402
+from ssd.engine.distribute import POLICIES  # noqa: E402
 from ssd.modeling.model import build_model, kernel_weights  # noqa: E402
 
-POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+# The dtypes timed here (float16 is for GPUs); their Keras policies come from the trainer's table.
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -223,15 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     tf.get_logger().setLevel("ERROR")  # each case is its own tf.function; retracing notes are noise
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    models = {dtype: build(dtype, args.width) for dtype in POLICIES}
+    models = {dtype: build(dtype, args.width) for dtype in DTYPES}
     flops = conv_flops(models["float32"])
-    cases = [matmul_case(args.matmul_size, dtype) for dtype in POLICIES]
+    cases = [matmul_case(args.matmul_size, dtype) for dtype in DTYPES]
     # Both dtypes of one setting run back to back, so their ratio sees the same machine load.
     for batch in args.batches:
         for xla in (False, True) if args.xla else (False,):
-            cases += [inference_case(models[d], d, batch, xla, flops) for d in POLICIES]
+            cases += [inference_case(models[d], d, batch, xla, flops) for d in DTYPES]
     if args.train_batch:
-        cases += [training_case(models[d], d, args.train_batch, flops) for d in POLICIES]
+        cases += [training_case(models[d], d, args.train_batch, flops) for d in DTYPES]
     times, paired = measure(cases, args.repeats, args.warmup)
     rows = summarise(cases, times, paired)
     goal = targets(rows, max(args.batches))
