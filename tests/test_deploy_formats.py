@@ -132,6 +132,29 @@ def test_int8_models_calibrated_on_the_training_split_and_checked(exported):
         np.testing.assert_allclose(got["detection_scores"][:, 0], want["detection_scores"][:, 0], atol=0.1)
 
 
+def test_openvino_int8_keeps_the_l2_norm_float_and_ranges_span_all_calibration_images(exported, tmp_path):
+    import openvino as ov
+
+    from ssd.deploy.openvino_export import write_int8_ir
+
+    _, out, _ = exported
+    # A black and a white image: minus the mean (104, 117, 123), every input of the first is below
+    # zero and every input of the second above, so only a range over both spans [-123, 151].
+    black, white = np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 255, np.uint8)
+    model = ov.Core().read_model(str(write_int8_ir(out / "model.xml", tmp_path / "int8.xml", [black, white])))
+    quantizers = [op for op in model.get_ops() if op.get_type_name() == "FakeQuantize"]
+    inputs = {op.input_value(0).get_node().get_friendly_name(): op for op in quantizers}
+    preprocessed = [op for name, op in inputs.items() if "preprocess" in name]
+    assert len(preprocessed) == 1
+    low, high = (float(np.ravel(preprocessed[0].input_value(i).get_node().get_data())[0]) for i in (1, 2))
+    assert low == pytest.approx(-123, abs=1) and 151 <= high <= 153
+    norm = [op for op in model.get_ops() if "conv4_3_norm" in op.get_friendly_name()
+            and "mbox" not in op.get_friendly_name() and op.get_type_name() in ("ReduceSum", "Sqrt", "Multiply")]
+    assert {op.get_type_name() for op in norm} >= {"ReduceSum", "Sqrt", "Multiply"}
+    for op in norm:  # the sum of squares, its root and the scaling see float inputs
+        assert all(value.get_node().get_type_name() != "FakeQuantize" for value in op.input_values()), op
+
+
 def test_load_detector_picks_the_runtime_from_the_path(exported, tmp_path):
     _, out, _ = exported
     images = images_at(300, 2)

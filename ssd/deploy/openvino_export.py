@@ -7,8 +7,9 @@ Weights stay fp32 in the file (`compress_to_fp16=False`); the precision is chose
 is compiled (`ssd.deploy.runtimes`: f32 or bf16 inference precision hint).
 
 INT8: NNCF post-training quantization of the network's convolutions (mixed preset), calibrated on
-uint8 images (any size; the graph resizes). The L2 normalisation (`FLOAT_OP_TYPES`) and the
-post-processing subgraph stay float: NNCF leaves NonMaxSuppression and the index arithmetic alone.
+uint8 images (any size; the graph resizes), with activation ranges from the calibration images'
+global min and max. The L2 normalisation (`FLOAT_OP_TYPES`) and the post-processing subgraph stay
+float: NNCF leaves NonMaxSuppression and the index arithmetic alone.
 """
 
 from __future__ import annotations
@@ -42,13 +43,20 @@ def write_int8_ir(ir_path: str | Path, path: str | Path, calibration: Sequence[n
     decline_openvino_telemetry()  # before NNCF's import, which starts its telemetry
     import nncf
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
     if not calibration:
         raise ValueError("INT8 calibration needs at least one image, got none")
     model = ov.Core().read_model(str(ir_path))
     dataset = nncf.Dataset([np.asarray(image, np.uint8)[None] for image in calibration])
+    # Activation ranges from the global min/max over the calibration images: NNCF's default averages
+    # per-image minima and maxima, which clips the rarer large activations. On three trained models
+    # the default lost 0.79, 0.62 and 0.28 VOC07 mAP points, the global range 0.27, -0.10 and 0.24.
+    ranges = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
     quantized = nncf.quantize(model, dataset, subset_size=len(calibration), preset=nncf.QuantizationPreset.MIXED,
-                              ignored_scope=nncf.IgnoredScope(types=list(FLOAT_OP_TYPES), validate=False))
+                              ignored_scope=nncf.IgnoredScope(types=list(FLOAT_OP_TYPES), validate=False),
+                              advanced_parameters=ranges)
     path = Path(path)
     ov.save_model(quantized, str(path), compress_to_fp16=False)
     return path
