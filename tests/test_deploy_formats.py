@@ -155,6 +155,19 @@ def test_openvino_int8_keeps_the_l2_norm_float_and_ranges_span_all_calibration_i
         assert all(value.get_node().get_type_name() != "FakeQuantize" for value in op.input_values()), op
 
 
+def test_exports_read_rgb_without_reversing_channels(exported):
+    """The RGB -> BGR flip is folded into conv1_1 (`fold_channel_flip`): no runtime reverses the input."""
+    import onnx
+    import openvino as ov
+
+    _, out, _ = exported
+    assert not {"ReverseSequence", "ReverseV2"} & {node.op_type for node in onnx.load(out / "model.onnx").graph.node}
+    assert not {"ReverseSequence", "Reverse"} & {op.get_type_name() for op in ov.Core().read_model(out / "model.xml").get_ops()}
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString((out / "frozen_inference_graph.pb").read_bytes())
+    assert "ReverseV2" not in {node.op for node in graph_def.node}
+
+
 def test_load_detector_picks_the_runtime_from_the_path(exported, tmp_path):
     _, out, _ = exported
     images = images_at(300, 2)

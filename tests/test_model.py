@@ -17,6 +17,7 @@ from ssd.modeling.model import (
     PaddedConv2D,
     build_model,
     build_model_from_config,
+    fold_channel_flip,
     kernel_weights,
     scaled_channels,
     source_map_sizes,
@@ -178,6 +179,27 @@ def test_preprocessing_swaps_to_bgr_and_subtracts_the_mean():
     out = np.asarray(CaffePreprocess((103.939, 116.779, 123.68))(rgb))
     np.testing.assert_allclose(out[0, 0, 0], [255 - 103.939, 200 - 116.779, 10 - 123.68], rtol=1e-6)
     assert out.dtype == np.float32
+
+
+def test_unflipped_preprocessing_keeps_rgb_and_subtracts_the_mean_in_rgb_order():
+    rgb = np.array([[[[10, 200, 255]]]], np.uint8)
+    out = np.asarray(CaffePreprocess((1.0, 2.0, 3.0), flip_channels=False)(rgb))
+    np.testing.assert_allclose(out[0, 0, 0], [10 - 3, 200 - 2, 255 - 1], rtol=1e-6)
+
+
+def test_folding_the_channel_flip_into_conv1_1_keeps_every_output(slim300):
+    folded = fold_channel_flip(slim300)
+    first = slim300.get_layer("conv1_1").get_weights()[0]
+    np.testing.assert_array_equal(folded.get_layer("conv1_1").get_weights()[0], first[:, :, ::-1, :])
+    assert not folded.get_layer("preprocess").flip_channels and slim300.get_layer("preprocess").flip_channels
+    # Non-grey images, so that a kernel reversed the wrong way (or not at all) would show.
+    images = np.random.default_rng(3).integers(0, 256, (2, 300, 300, 3)).astype(np.float32)
+    want, got = slim300(images), folded(images)
+    for name in ("box_deltas", "class_logits"):
+        scale = np.abs(np.asarray(want[name])).max()
+        np.testing.assert_allclose(np.asarray(got[name]), np.asarray(want[name]), atol=1e-5 * scale)
+    with pytest.raises(ValueError, match="already folded"):
+        fold_channel_flip(folded)
 
 
 def test_model_subtracts_the_configured_mean():

@@ -42,6 +42,7 @@ from ssd.detections import (
     EXPORT_INFO_FILE, GRAPH_FILE, INPUT_NAME, LABEL_MAP_FILE, LABELS_FILE, OUTPUT_NAMES, SAVED_MODEL_DIR,
 )
 from ssd.modeling.inference import Detector
+from ssd.modeling.model import fold_channel_flip
 from ssd.modeling.run_dir import load_trained_model
 
 INPUT_SIGNATURE = (tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME),)
@@ -211,6 +212,7 @@ def export_run(
         raise ValueError(f"INT8 export needs a format among {', '.join(INT8_FORMATS)}; got {', '.join(formats)}")
     options = options or PostprocessOptions()
     model, config = load_trained_model(run_dir, checkpoint)
+    model = fold_channel_flip(model)
     result = ExportResult(Path(out_dir), tuple(config.class_names))
     result.out_dir.mkdir(parents=True, exist_ok=True)
     write_label_map(result.label_map_path, result.class_names)

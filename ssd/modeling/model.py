@@ -57,19 +57,26 @@ _EXTRAS: dict[str, tuple[tuple[str, int, int, int, int], ...]] = {
 
 @keras.saving.register_keras_serializable(package="ssd")
 class CaffePreprocess(layers.Layer):
-    """RGB images in [0, 255] [B, H, W, 3] -> float32 BGR minus `mean_bgr` (no scaling)."""
+    """RGB images in [0, 255] [B, H, W, 3] -> float32 BGR minus `mean_bgr` (no scaling).
 
-    def __init__(self, mean_bgr: tuple[float, float, float] = SSD_MEAN_BGR, **kwargs):
+    flip_channels=False keeps RGB order (minus the mean in RGB order): the layout of a model whose
+    first kernel took the flip over (`fold_channel_flip`).
+    """
+
+    def __init__(self, mean_bgr: tuple[float, float, float] = SSD_MEAN_BGR, flip_channels: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.mean_bgr = tuple(float(m) for m in mean_bgr)
+        self.flip_channels = bool(flip_channels)
 
     def call(self, images):
         x = ops.cast(images, "float32")
+        if not self.flip_channels:
+            return x - ops.convert_to_tensor(self.mean_bgr[::-1], "float32")
         x = ops.flip(x, axis=-1)  # RGB -> BGR, the channel order the VGG weights were trained on
         return x - ops.convert_to_tensor(self.mean_bgr, "float32")
 
     def get_config(self):
-        return {**super().get_config(), "mean_bgr": list(self.mean_bgr)}
+        return {**super().get_config(), "mean_bgr": list(self.mean_bgr), "flip_channels": self.flip_channels}
 
 
 @keras.saving.register_keras_serializable(package="ssd")
@@ -252,6 +259,31 @@ def build_model(
     return keras.Model(
         images, {"box_deltas": box_deltas, "class_logits": class_logits}, name=name or f"ssd_{preset}"
     )
+
+
+def fold_channel_flip(model: keras.Model) -> keras.Model:
+    """The same function with preprocessing's RGB -> BGR flip moved into conv1_1's kernel.
+
+    conv1_1(flip(x) - mean_bgr) = conv1_1'(x - mean_rgb), with conv1_1' the kernel's input
+    channels reversed (zero padding commutes with the flip): one reversal of every input image
+    fewer at inference (OpenVINO runs it as a reference-code ReverseSequence, 2% of an INT8
+    SSD300). For exports only: training keeps Caffe's BGR kernels, so weights map one to one.
+    """
+    preprocess = model.get_layer("preprocess")
+    if not preprocess.flip_channels:
+        raise ValueError(f"model {model.name}: the channel flip is already folded into conv1_1")
+
+    def clone(layer: layers.Layer) -> layers.Layer:
+        config = layer.get_config()
+        if layer is preprocess:
+            config["flip_channels"] = False
+        return layer.__class__.from_config(config)
+
+    folded = keras.models.clone_model(model, clone_function=clone)
+    folded.set_weights(model.get_weights())
+    kernel = folded.get_layer("conv1_1").kernel  # [kh, kw, input channels, filters]
+    kernel.assign(ops.flip(kernel, axis=2))
+    return folded
 
 
 def build_model_from_config(config: ModelConfig) -> keras.Model:
