@@ -8,7 +8,8 @@ train_detector.py (or --run-dir) for the INT8 accuracy check. Printed, and with 
   ceilings   the machine's fp32 / bf16 / int8 matrix-multiply rates (GOP/s, 2048^3 products):
              fp32 and bf16 through TensorFlow (oneDNN), int8 through ONNX Runtime's MatMulInteger
   runtimes   images/s at batch 1 and 8 (uint8 300x300 images of the synthetic test split, the whole
-             exported model: resize, network, decoding, NMS) for TF fp32 (frozen graph), TF mixed
+             exported model: resize, network, decoding, NMS; medians of --repeats rounds, each
+             round timing one pass of every runtime in turn) for TF fp32 (frozen graph), TF mixed
              bf16 (Keras mixed_bfloat16 policy), ONNX Runtime fp32, OpenVINO fp32 / bf16 / INT8,
              TFLite fp32 / INT8; the ratio to TF fp32; the max box and score deviation from TF fp32
              over the top 10 detections of each image and the share of those with the same class
@@ -171,16 +172,22 @@ def load(export: Path, run_dir: Path, file: str | None, precision: str) -> Detec
 # ----------------------------------------------------------------------------------- measuring
 
 
-def images_per_second(detect: DetectFn, images: np.ndarray, batch: int, repeats: int) -> float:
-    """Median images/s over `repeats` passes of len(images) images in calls of `batch`."""
-    detect(images[:batch])  # warm-up: kernels, allocations
-    rates = []
+def interleaved_rates(detectors: dict[str, DetectFn], images: np.ndarray, batch: int,
+                      repeats: int) -> dict[str, float]:
+    """Median images/s of each detector over `repeats` rounds, one pass of `images` per detector per round.
+
+    Round-robin, so that every detector is timed under the same drift of a shared machine's load.
+    """
+    for detect in detectors.values():
+        detect(images[:batch])  # warm-up: kernels, allocations
+    rates: dict[str, list[float]] = {label: [] for label in detectors}
     for _ in range(repeats):
-        tic = time.perf_counter()
-        for start in range(0, len(images), batch):
-            detect(images[start : start + batch])
-        rates.append(len(images) / (time.perf_counter() - tic))
-    return statistics.median(rates)
+        for label, detect in detectors.items():
+            tic = time.perf_counter()
+            for start in range(0, len(images), batch):
+                detect(images[start : start + batch])
+            rates[label].append(len(images) / (time.perf_counter() - tic))
+    return {label: statistics.median(values) for label, values in rates.items()}
 
 
 def deviation(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[str, float]:
@@ -195,22 +202,22 @@ def deviation(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[s
 
 def bench_width(width: float, export: Path, run_dir: Path, images: np.ndarray, repeats: int) -> list[dict]:
     """Every runtime x precision on `images`: images/s at batch 1 and 8, deviation from TF fp32."""
+    detectors = {f"{runtime} {precision}": load(export, run_dir, file, hint) for runtime, precision, file, hint in RUNTIMES}
     rows, reference = [], None
-    for runtime, precision, file, hint in RUNTIMES:
-        detect = load(export, run_dir, file, hint)
+    for (runtime, precision, file, _), detect in zip(RUNTIMES, detectors.values()):
         outputs = {k: np.concatenate([detect(images[i : i + 1])[k] for i in range(len(images))])
                    for k in ("detection_boxes", "detection_scores", "detection_classes")}
         reference = reference or outputs
-        row = {"width": width, "runtime": runtime, "precision": precision, "file": file or "(Keras model)",
-               "batch1": images_per_second(detect, images[:8], 1, repeats),
-               "batch8": images_per_second(detect, images, 8, repeats), **deviation(outputs, reference)}
-        rows.append(row)
-        print(f"  {runtime:13s} {precision:11s} b1 {row['batch1']:7.2f}  b8 {row['batch8']:7.2f} img/s  "
-              f"box dev {row['max_box_dev']:.1e}  score dev {row['max_score_dev']:.1e}  "
+        rows.append({"width": width, "runtime": runtime, "precision": precision, "file": file or "(Keras model)",
+                     **deviation(outputs, reference)})
+    batch1 = interleaved_rates(detectors, images[:8], 1, repeats)
+    batch8 = interleaved_rates(detectors, images, 8, repeats)
+    tf_fp32 = batch8[next(iter(detectors))]  # RUNTIMES starts with the baseline
+    for row, label in zip(rows, detectors):
+        row.update(batch1=batch1[label], batch8=batch8[label], speedup_b8=batch8[label] / tf_fp32)
+        print(f"  {row['runtime']:13s} {row['precision']:11s} b1 {row['batch1']:7.2f}  b8 {row['batch8']:7.2f} img/s"
+              f"  x{row['speedup_b8']:.2f}  box dev {row['max_box_dev']:.1e}  score dev {row['max_score_dev']:.1e}  "
               f"same class {row['same_class']:.0%}", flush=True)
-    base = rows[0]["batch8"]
-    for row in rows:
-        row["speedup_b8"] = row["batch8"] / base
     return rows
 
 
@@ -235,7 +242,7 @@ def bench_video(detect: DetectFn, video: Path, work: Path, repeats: int) -> dict
             report = detect_video(str(video), detect, work / "bench.mp4", jsonl, SYNTHETIC_CLASSES, 0.5, 8,
                                   None, False)
         pipeline.append(report.wall_fps)
-        model.append(images_per_second(detect, rgb, 8, 1))
+        model.append(interleaved_rates({"model": detect}, rgb, 8, 1)["model"])
     return {"pipeline_fps": statistics.median(pipeline), "model_fps": statistics.median(model),
             "ratio": statistics.median(pipeline) / statistics.median(model)}
 
