@@ -3,7 +3,8 @@
 One run, everything made in a temporary directory (or --work): a small synthetic VOC-format set,
 for each --widths an SSD300 (untrained, seed 0) exported in every format with INT8 twins
 calibrated on the set's training split, and a width --map-width SSD300 trained with
-train_detector.py for --epochs (or --run-dir) for the INT8 accuracy check. Printed, and with --json written:
+train_detector.py for --epochs (or --run-dir) for the INT8 accuracy check. Printed, and with
+--json written:
 
   ceilings   the machine's fp32 / bf16 / int8 matrix-multiply rates (GOP/s, 2048^3 products):
              fp32 and bf16 through TensorFlow (oneDNN), int8 through ONNX Runtime's MatMulInteger
