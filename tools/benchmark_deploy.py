@@ -203,7 +203,8 @@ def deviation(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> dict[s
 
 def bench_width(width: float, export: Path, run_dir: Path, images: np.ndarray, repeats: int) -> list[dict]:
     """Every runtime x precision on `images`: images/s at batch 1 and 8, deviation from TF fp32."""
-    detectors = {f"{runtime} {precision}": load(export, run_dir, file, hint) for runtime, precision, file, hint in RUNTIMES}
+    detectors = {f"{runtime} {precision}": load(export, run_dir, file, hint)
+                 for runtime, precision, file, hint in RUNTIMES}
     rows, reference = [], None
     for (runtime, precision, file, _), detect in zip(RUNTIMES, detectors.values()):
         outputs = {k: np.concatenate([detect(images[i : i + 1])[k] for i in range(len(images))])
