@@ -168,6 +168,95 @@ def test_exports_read_rgb_without_reversing_channels(exported):
     assert "ReverseV2" not in {node.op for node in graph_def.node}
 
 
+def tflite_ops(path: Path) -> tuple[list[dict], list[dict]]:
+    """The flatbuffer's ops (op_name, inputs, outputs) and tensors (name, dtype, quantization), by index."""
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    return interpreter._get_ops_details(), interpreter.get_tensor_details()
+
+
+def tflite_values(path: Path, image: np.ndarray):
+    """A function: tensor index -> its value (dequantized) after running `path` on `image`."""
+    interpreter = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    input_index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(input_index, list(image.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_index, image)
+    interpreter.invoke()
+    details = interpreter.get_tensor_details()
+
+    def value(index: int) -> np.ndarray:
+        scale, zero_point = details[index]["quantization"]
+        raw = interpreter.get_tensor(index).astype(np.float64)
+        return (raw - zero_point) * scale if scale else raw
+
+    return value
+
+
+def float_ops(ops: list[dict], tensors: list[dict]) -> dict[int, str]:
+    """Op index -> op name, of the ops whose output is float32."""
+    return {op["index"]: op["op_name"] for op in ops if tensors[op["outputs"][0]]["dtype"] == np.float32}
+
+
+def test_tflite_int8_keeps_the_mean_subtraction_and_the_conv4_3_l2_norm_float(exported):
+    """Every convolution int8 but conv4_3, whose output the L2 normalisation reads in float."""
+    _, out, _ = exported
+    ops, tensors = tflite_ops(out / "model_int8.tflite")
+    floats = float_ops(ops, tensors)
+    assert {"SUB", "L2_NORMALIZATION", "TFLite_Detection_PostProcess"} <= set(floats.values())
+    assert not [op for op in floats.values() if op.startswith("Flex")]
+    l2_input = next(op["inputs"][0] for op in ops if op["op_name"] == "L2_NORMALIZATION")
+    conv4_3 = next(op["index"] for op in ops if l2_input in op["outputs"])
+    convs = [op["index"] for op in ops if op["op_name"] == "CONV_2D"]
+    assert len(convs) == 35 and [index for index in convs if index in floats] == [conv4_3]
+    assert all(tensors[ops[index]["outputs"][0]]["dtype"] == np.int8 for index in convs if index != conv4_3)
+
+
+def assert_conv1_1_input(path: Path, image: np.ndarray, want: np.ndarray) -> None:
+    """conv1_1's input (dequantized) after running `path` on `image` equals `want` to half its step."""
+    ops, tensors = tflite_ops(path)
+    conv1_1_input = next(op for op in ops if op["op_name"] == "CONV_2D")["inputs"][0]
+    step = tensors[conv1_1_input]["quantization"][0]
+    np.testing.assert_allclose(tflite_values(path, image)(conv1_1_input), want, atol=step / 2 + 1e-4)
+
+
+def test_tflite_int8_computes_the_preprocessing_and_the_l2_norm(exported):
+    """conv1_1 reads RGB minus the mean in RGB order (the export folds the flip into its kernel); the
+    L2 norm's output is x / ||x|| of its input (int8, its step was 1/128 for values of ~0.04)."""
+    _, out, _ = exported
+    image = images_at(300, 1)  # the model's input size: the resize in front is the identity
+    mean_rgb = np.array(ModelConfig("vgg300", SYNTHETIC_CLASSES).mean_bgr[::-1])
+    assert_conv1_1_input(out / "model_int8.tflite", image, image - mean_rgb)
+    ops, _ = tflite_ops(out / "model_int8.tflite")
+    l2 = next(op for op in ops if op["op_name"] == "L2_NORMALIZATION")
+    value = tflite_values(out / "model_int8.tflite", image)
+    x = value(l2["inputs"][0])
+    np.testing.assert_allclose(value(l2["outputs"][0]), x / np.sqrt((x**2).sum(-1, keepdims=True) + 1e-10),
+                               atol=1e-6)
+
+
+def test_tflite_int8_of_a_model_that_flips_channels_reverses_them_in_float(tmp_path):
+    """Without the fold, quantized REVERSE_V2 copied int8 bytes under another scale than its input's:
+    conv1_1 read about 1.5 * (pixel - 83) minus the mean. Kept float, it reads BGR minus the mean."""
+    from ssd.deploy.tflite_export import write_tflite
+
+    tf.keras.utils.set_random_seed(0)
+    config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=0.125)
+    images = images_at(300, 3)
+    path = write_tflite(build_model_from_config(config), config, PostprocessOptions(), tmp_path / "m.tflite",
+                        images[:2])
+    assert "REVERSE_V2" in float_ops(*tflite_ops(path)).values()
+    assert_conv1_1_input(path, images[2:], images[2:, :, :, ::-1] - np.array(config.mean_bgr))
+
+
+def test_tflite_int8_refuses_an_empty_calibration_set(tmp_path):
+    from ssd.deploy.tflite_export import write_tflite
+
+    config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=0.125)
+    with pytest.raises(ValueError, match="INT8 calibration needs at least one image, got none"):
+        write_tflite(build_model_from_config(config), config, PostprocessOptions(), tmp_path / "m.tflite", [])
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def test_load_detector_picks_the_runtime_from_the_path(exported, tmp_path):
     _, out, _ = exported
     images = images_at(300, 2)
