@@ -11,7 +11,7 @@ detection_classes (1..C), num_detections, post-processing included:
   openvino     OUT/model.xml + model.bin (fp32 weights; precision chosen at load)
   tflite       OUT/model.tflite (TFLite_Detection_PostProcess: no Flex delegate)
 plus OUT/label_map.pbtxt, OUT/labels.txt and OUT/export.json (input size). --int8 adds OUT/model_int8.xml (NNCF) and/or
-OUT/model_int8.tflite (full-integer), calibrated on --calibration-images images drawn from the
+OUT/model_int8.tflite (int8 convolutions but conv4_3's), calibrated on --calibration-images images drawn from the
 run's training split (listed in OUT/calibration.json), then prints the VOC07 mAP of each INT8
 model next to its fp32 twin's on the run's validation split (or --calibration-check N images).
 
