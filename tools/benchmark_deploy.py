@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-images", type=int, default=200, help="synthetic test images (default: 200)")
     p.add_argument("--calibration-images", type=int, default=100, help="INT8 calibration images (default: 100)")
     p.add_argument("--images", type=int, default=16, help="timed images per pass (default: 16)")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds, each one pass through every runtime; medians (default: 3)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed rounds, each one pass through every runtime; medians (default: 3)")
     p.add_argument("--frames", type=int, default=96, help="video frames for the pipeline check (default: 96)")
     p.add_argument("--work", type=Path, help="keep everything here instead of a temporary directory")
     p.add_argument("--json", type=Path, help="write every figure as JSON here")
