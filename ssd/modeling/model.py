@@ -69,11 +69,12 @@ class CaffePreprocess(layers.Layer):
         self.flip_channels = bool(flip_channels)
 
     def call(self, images):
-        x = ops.cast(images, "float32")
-        if not self.flip_channels:
-            return x - ops.convert_to_tensor(self.mean_bgr[::-1], "float32")
-        x = ops.flip(x, axis=-1)  # RGB -> BGR, the channel order the VGG weights were trained on
-        return x - ops.convert_to_tensor(self.mean_bgr, "float32")
+        x, mean = ops.cast(images, "float32"), self.mean_bgr
+        if self.flip_channels:
+            x = ops.flip(x, axis=-1)  # RGB -> BGR, the channel order the VGG weights were trained on
+        else:
+            mean = mean[::-1]
+        return x - ops.convert_to_tensor(mean, "float32")
 
     def get_config(self):
         return {**super().get_config(), "mean_bgr": list(self.mean_bgr), "flip_channels": self.flip_channels}
@@ -266,8 +267,8 @@ def fold_channel_flip(model: keras.Model) -> keras.Model:
 
     conv1_1(flip(x) - mean_bgr) = conv1_1'(x - mean_rgb), with conv1_1' the kernel's input
     channels reversed (zero padding commutes with the flip): one reversal of every input image
-    fewer at inference (OpenVINO runs it as a reference-code ReverseSequence, 2% of an INT8
-    SSD300). For exports only: training keeps Caffe's BGR kernels, so weights map one to one.
+    fewer at inference (OpenVINO runs it as reference code, a ReverseSequence). For exports only:
+    training keeps Caffe's BGR kernels, so weights map one to one.
     """
     preprocess = model.get_layer("preprocess")
     if not preprocess.flip_channels:
