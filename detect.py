@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ssd.cli import add_model_arguments, configure_logging
+from ssd.cli import add_model_arguments, configure_logging, load_chosen_model
 from ssd.detections import LABELS_FILE
 from ssd.image_header import DEFAULT_MAX_PIXELS
 
@@ -59,10 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     # Imported late so that --help and argument errors answer without loading TensorFlow.
     from ssd.deploy.images import detect_images, expand_inputs
     from ssd.deploy.video import detect_video
-    from ssd.deploy.runtimes import load_model
 
     try:
-        detector, class_names, model_path = load_model(args.model, args.precision, args.labels)
+        detector, class_names, model_path = load_chosen_model(args.model, args.precision, args.labels)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `datasets` (not installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import load_dataset  # noqa: E402
-from ssd.cli import add_model_arguments, configure_logging  # noqa: E402
+from ssd.cli import add_model_arguments, configure_logging, load_chosen_model  # noqa: E402
 from ssd.evaluation.loop import evaluate_detector, evaluate_results_files  # noqa: E402
 from ssd.config import EVAL_METRICS  # noqa: E402
 from ssd.evaluation.metrics import EvaluatorGroup, make_evaluator  # noqa: E402
@@ -88,9 +88,8 @@ def _detector(args: argparse.Namespace):
         return Detector(model, config).detect, config.class_names, config.image_size, config.category_ids
     from ssd.detections import EXPORT_INFO_FILE
     from ssd.deploy.frozen_graph import graph_input_size
-    from ssd.deploy.runtimes import load_model
 
-    detector, class_names, path = load_model(args.model, args.precision)
+    detector, class_names, path = load_chosen_model(args.model, args.precision)
     size = graph_input_size(path)
     if args.image_size is not None and size is not None and args.image_size != size:
         raise ValueError(f"--image-size {args.image_size}: the model {path} resizes to its input size {size} "

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
 
-from ssd.cli import add_model_arguments, configure_logging  # noqa: E402
+from ssd.cli import add_model_arguments, configure_logging, load_chosen_model  # noqa: E402
 from ssd.deploy.http_limits import ServerLimits  # noqa: E402
 from ssd.deploy.tf_serving import DEFAULT_MODEL_NAME  # noqa: E402
 
@@ -98,10 +98,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.threads > 0:  # must happen before TensorFlow starts its thread pools
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from ssd.deploy.runtimes import load_model
 
     try:
-        graph, class_names, graph_path = load_model(args.model, args.precision, args.labels)
+        graph, class_names, graph_path = load_chosen_model(args.model, args.precision, args.labels)
         server = make_server(graph, class_names, args.host, args.port, limits, args.threshold, str(graph_path),
                              args.model_name)
     except (FileNotFoundError, ValueError, OSError) as err:

@@ -1,24 +1,38 @@
-"""Post-training INT8: the calibration images (drawn from a training split, recorded beside the model)
-and the accuracy check that compares an INT8 export's VOC07 mAP with its fp32 twin's.
+"""Reduced precision with an accuracy check: the INT8 calibration images (drawn from a training split,
+recorded beside the model), the validation split the checks run on, and the checks themselves.
 
     out_dir/calibration.json   {"data_root", "splits", "seed", "num_images", "image_ids": [...]}
+    out_dir/export.json        "accuracy_checks": [AccuracyCheck as JSON, ...]
+
+An accuracy check measures a reduced-precision model (OpenVINO INT8, or the IR compiled at bf16)
+against the fp32 IR on the run's validation split, in points of the run's metric (100 x VOC07 /
+VOC10 mAP or COCO AP@[.5:.95], every detection the graph returns), and records whether the drop
+is within the bound the export was given. `ssd.deploy.runtimes.choose_precision` reads them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ssd.deploy.runtimes import load_detector
-from ssd.evaluation.loop import evaluate_detector
+from ssd.deploy.runtimes import IR_FILE, IR_INT8_FILE, cpu_has_bf16, load_detector
+from ssd.deploy.timing import interleaved_rates
+from ssd.detections import EXPORT_INFO_FILE, DetectFn
+from ssd.evaluation.loop import evaluate_batches, evaluate_detector, load_batch
+from ssd.evaluation.metrics import headline, make_evaluator
 from ssd.evaluation.voc import VOCEvaluator
 from ssd.image_io import read_rgb, resize_rgb
 from ssd.records import DetectionDataset, Sample
 
 CALIBRATION_FILE = "calibration.json"
+CHECKS_KEY = "accuracy_checks"  # in export.json
+METRIC_NAMES = {"voc07": "VOC07 mAP", "voc10": "VOC10 mAP", "coco": "COCO AP"}
+TIMED_IMAGES, TIMED_BATCH, TIMED_ROUNDS = 16, 8, 3  # the speed an INT8 check reports: medians of rounds
 
 
 def draw_calibration(dataset: DetectionDataset, count: int, seed: int = 0) -> list[Sample]:
@@ -53,3 +67,145 @@ def compare_map(models: dict[str, Path], dataset: DetectionDataset, image_size: 
     return {label: evaluate_detector(load_detector(path), dataset, image_size, batch_size, evaluator,
                                      progress=progress)["map_voc07"][0]
             for label, path in models.items()}
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    """A reduced-precision model measured against the fp32 IR on the validation split (points of `metric`).
+
+    `model` is the file in the export ("model_int8.xml", or "model.xml" for bf16), `precision` what it
+    ran as ("int8" or "bf16"). `met`: the drop is within `max_drop` (and, for INT8, some operation
+    is still INT8). `details`: for INT8 the plain INT8 model's value, the operations kept float and
+    images/s of fp32, plain INT8 and this model.
+    """
+
+    model: str
+    precision: str
+    metric: str
+    splits: tuple[str, ...]
+    images: int
+    fp32: float
+    value: float
+    max_drop: float
+    met: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def drop(self) -> float:
+        return self.fp32 - self.value
+
+    def summary(self) -> str:
+        """One line: the value, the fp32 value, the drop against its bound, and where it was measured."""
+        within = "<=" if self.drop <= self.max_drop else ">"
+        return (f"{METRIC_NAMES[self.metric]} {self.value:.2f} against fp32 {self.fp32:.2f}, drop {self.drop:.2f} "
+                f"{within} {self.max_drop:g} points on {self.images} images of {','.join(self.splits)}")
+
+
+def read_accuracy_checks(export_dir: str | Path) -> list[AccuracyCheck]:
+    """The checks export.json in `export_dir` records (none when it or the key is missing)."""
+    path = Path(export_dir) / EXPORT_INFO_FILE
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text()).get(CHECKS_KEY, [])
+        return [AccuracyCheck(**{**record, "splits": tuple(record["splits"])}) for record in records]
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise ValueError(f"{path}: {CHECKS_KEY} is not a list of accuracy checks ({err})") from None
+
+
+def record_accuracy_checks(export_dir: str | Path, checks: Sequence[AccuracyCheck]) -> None:
+    """Put `checks` into export.json in `export_dir`, replacing earlier checks of the same model and precision."""
+    path = Path(export_dir) / EXPORT_INFO_FILE
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    replaced = {(c.model, c.precision) for c in checks}
+    kept = [c for c in read_accuracy_checks(export_dir) if (c.model, c.precision) not in replaced]
+    info[CHECKS_KEY] = [asdict(c) for c in (*kept, *checks)]
+    path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+class ValidationSet:
+    """A validation split in memory, warped to the model's input size, scored in points of `metric`."""
+
+    def __init__(self, dataset: DetectionDataset, image_size: int, metric: str = "voc07",
+                 splits: Sequence[str] = (), batch_size: int = 8):
+        if metric not in METRIC_NAMES:
+            raise ValueError(f"metric must be one of {tuple(METRIC_NAMES)}, got {metric!r}")
+        if not any(len(sample.labels) for sample in dataset.samples):
+            raise ValueError(f"the validation split {','.join(splits) or ''} has no ground truth "
+                             f"({len(dataset)} images): an accuracy check needs annotated images")
+        self.dataset, self.metric, self.splits, self.batch_size = dataset, metric, tuple(splits), batch_size
+        samples, images, sizes = load_batch(list(dataset.samples), (image_size, image_size))
+        self.items = list(zip(samples, images, sizes))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def images(self, count: int) -> np.ndarray:
+        """The first `count` images, uint8 [count, S, S, 3] RGB (for timing)."""
+        return np.stack([image for _, image, _ in self.items[:count]])
+
+    def score(self, detect: DetectFn, items: Iterable[tuple[Sample, np.ndarray, np.ndarray]] | None = None) -> float:
+        """The metric of `detect` on `items` (default: every image), in points; 0 without ground truth."""
+        items = self.items if items is None else list(items)
+        chunks = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        batches = (([s for s, _, _ in c], [im for _, im, _ in c], np.stack([z for _, _, z in c])) for c in chunks)
+        evaluator = make_evaluator([self.metric], self.dataset.class_names, (0.0,), self.dataset.category_ids)
+        results = evaluate_batches(detect, batches, evaluator)
+        return 100 * headline(results, self.metric)
+
+
+def check_reduced_precisions(export_dir: str | Path, calibration: Sequence[np.ndarray] | None,
+                             validation: ValidationSet, max_drop: float) -> list[AccuracyCheck]:
+    """Check the export's OpenVINO IR at bf16 (where the CPU has it) and, with `calibration`, make its
+    INT8 model with NNCF's accuracy control; record the checks in export.json and return them.
+
+    An INT8 model that misses `max_drop` is removed from the export: the float model stays the
+    default. The plain INT8 model (model_int8.xml as `export_run` wrote it) is the starting point
+    and the speed reference.
+    """
+    if not np.isfinite(max_drop):
+        raise ValueError(f"max_drop must be a finite number of points, got {max_drop}")
+    export_dir = Path(export_dir)
+    ir = export_dir / IR_FILE
+    if not ir.is_file():
+        raise FileNotFoundError(f"an accuracy check needs the OpenVINO IR {ir}; export with --format openvino")
+    fp32 = validation.score(load_detector(ir))
+    checks = []
+    if cpu_has_bf16():
+        value = validation.score(load_detector(ir, "bf16"))
+        checks.append(_check(validation, fp32, max_drop, IR_FILE, "bf16", value))
+    if calibration is not None:
+        checks.append(_checked_int8(ir, export_dir / IR_INT8_FILE, calibration, validation, fp32, max_drop))
+    record_accuracy_checks(export_dir, checks)
+    return checks
+
+
+def _check(validation: ValidationSet, fp32: float, max_drop: float, model: str, precision: str, value: float,
+           met: bool = True, **details: Any) -> AccuracyCheck:
+    return AccuracyCheck(model, precision, validation.metric, validation.splits, len(validation), fp32, value,
+                         max_drop, met and fp32 - value <= max_drop, details)
+
+
+def _checked_int8(ir: Path, path: Path, calibration: Sequence[np.ndarray], validation: ValidationSet,
+                  fp32: float, max_drop: float) -> AccuracyCheck:
+    """NNCF's accuracy control from the fp32 IR; the plain INT8 model at `path` is measured and replaced."""
+    from ssd.deploy.openvino_export import float_operations, write_accuracy_controlled_ir
+
+    plain = path.with_name(path.stem + "_plain.xml")
+    for suffix in (".xml", ".bin"):
+        path.with_suffix(suffix).replace(plain.with_suffix(suffix))
+    write_accuracy_controlled_ir(ir, path, calibration, validation, max_drop)
+    models = {"fp32": load_detector(ir), "plain_int8": load_detector(plain), "int8": load_detector(path)}
+    rates = interleaved_rates(models, validation.images(TIMED_IMAGES), TIMED_BATCH, TIMED_ROUNDS)
+    kept = sorted(float_operations(path) - float_operations(plain))
+    int8_left = len(float_operations(ir)) > len(float_operations(path))
+    result = _check(validation, fp32, max_drop, IR_INT8_FILE, "int8", validation.score(models["int8"]), int8_left,
+                   plain_int8=validation.score(models["plain_int8"]), kept_float=kept,
+                   quantized_operations=len(float_operations(ir)) - len(float_operations(path)),
+                   images_per_second=rates, timing=f"batch {TIMED_BATCH}, {TIMED_IMAGES} validation images, "
+                                                   f"median of {TIMED_ROUNDS} rounds")
+    for suffix in (".xml", ".bin"):
+        plain.with_suffix(suffix).unlink()
+        if not result.met:  # the float model stays the default: no INT8 model outside its bound
+            path.with_suffix(suffix).unlink()
+    return result

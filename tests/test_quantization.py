@@ -1,0 +1,136 @@
+"""INT8 with an accuracy bound (NNCF accuracy control) and the precision `--precision auto` picks from
+the checks export.json records, on a slim SSD300 trained briefly on a tiny synthetic set."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import export_graph
+import train_detector
+from datasets import load_dataset
+from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
+from ssd.deploy.quantization import AccuracyCheck, compare_map, read_accuracy_checks, record_accuracy_checks
+from ssd.deploy.runtimes import choose_precision, cpu_has_bf16
+
+
+def check(model: str, precision: str, value: float, max_drop: float = 0.5, met: bool | None = None) -> AccuracyCheck:
+    met = 50.0 - value <= max_drop if met is None else met
+    return AccuracyCheck(model, precision, "voc07", ("test",), 10, 50.0, value, max_drop, met)
+
+
+def test_checks_round_trip_through_export_json_and_replace_their_own_kind(tmp_path):
+    (tmp_path / "export.json").write_text(json.dumps({"image_size": 300}))
+    record_accuracy_checks(tmp_path, [check("model.xml", "bf16", 49.8), check("model_int8.xml", "int8", 49.0)])
+    record_accuracy_checks(tmp_path, [check("model_int8.xml", "int8", 49.7)])
+    info = json.loads((tmp_path / "export.json").read_text())
+    assert info["image_size"] == 300  # the rest of export.json is kept
+    checks = read_accuracy_checks(tmp_path)
+    assert [(c.model, c.precision, c.value) for c in checks] == [("model.xml", "bf16", 49.8),
+                                                                ("model_int8.xml", "int8", 49.7)]
+    assert checks[1].drop == pytest.approx(0.3)
+    assert "drop 0.30 <= 0.5 points on 10 images of test" in checks[1].summary()
+    (tmp_path / "export.json").write_text(json.dumps({"accuracy_checks": [{"model": "model.xml"}]}))
+    with pytest.raises(ValueError, match="export.json: accuracy_checks"):
+        read_accuracy_checks(tmp_path)
+
+
+def test_auto_precision_follows_the_recorded_checks(tmp_path):
+    for name in ("model.xml", "model_int8.xml", "frozen_inference_graph.pb"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "export.json").write_text("{}")
+    choice = choose_precision(tmp_path)
+    assert (choice.path.name, choice.label) == ("frozen_inference_graph.pb", "fp32")
+    assert "no int8 accuracy check" in choice.reason and "--max-map-drop" in choice.reason
+    record_accuracy_checks(tmp_path, [check("model.xml", "bf16", 49.9), check("model_int8.xml", "int8", 48.0)])
+    choice = choose_precision(tmp_path)
+    assert "int8 missed its bound" in choice.reason and "drop 2.00 > 0.5" in choice.reason
+    if cpu_has_bf16():
+        assert (choice.path.name, choice.precision, choice.label) == ("model.xml", "bf16", "bf16")
+    else:
+        assert (choice.path.name, choice.label) == ("frozen_inference_graph.pb", "fp32")
+        assert "no bf16 units" in choice.reason
+    record_accuracy_checks(tmp_path, [check("model_int8.xml", "int8", 49.6)])
+    choice = choose_precision(tmp_path)
+    assert (choice.path.name, choice.precision, choice.label) == ("model_int8.xml", "f32", "int8")
+    # A file names its own runtime; an explicit precision is taken as given.
+    assert choose_precision(tmp_path / "model.xml", "f32").label == "fp32"
+    assert choose_precision(tmp_path / "frozen_inference_graph.pb").label == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        choose_precision(tmp_path, "int4")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """A width-0.125 SSD300 trained briefly on 48 synthetic images; validation: 16 test images."""
+    root = tmp_path_factory.mktemp("quantization")
+    data, run = root / "data", root / "run"
+    generate_synthetic_voc(data, num_train=48, num_test=16, image_size_range=(200, 300))
+    code = train_detector.main([
+        "--run-dir", str(run), "--data-root", str(data), "--train-split", "trainval", "--val-split", "test",
+        "--width", "0.125", "--from-scratch", "--optimizer", "adam", "--lr", "3e-3", "--schedule", "cosine",
+        "--warmup-steps", "10", "--expand-probability", "0", "--batch-size", "8", "--epochs", "12",
+        "--eval-every", "0", "--workers", "1",
+    ])  # fmt: skip
+    assert code == 0
+    return data, run
+
+
+def export(run: Path, out: Path, max_drop: float) -> str:
+    """export_graph.py --format openvino --int8 --max-map-drop `max_drop`; its printed report."""
+    if out.exists():
+        shutil.rmtree(out)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert export_graph.main(["--run-dir", str(run), "--out", str(out), "--checkpoint", "latest",
+                                  "--format", "openvino", "--int8", "--calibration-images", "16",
+                                  "--max-map-drop", str(max_drop)]) == 0
+    return stdout.getvalue()
+
+
+def int8_check(out: Path) -> AccuracyCheck:
+    return next(c for c in read_accuracy_checks(out) if c.precision == "int8")
+
+
+@pytest.mark.slow
+def test_accuracy_control_meets_a_bound_the_plain_int8_model_misses(trained, tmp_path):
+    data, run = trained
+    export(run, tmp_path / "loose", 100.0)  # any INT8 model passes: the plain one, unchanged
+    loose = int8_check(tmp_path / "loose")
+    plain_drop = loose.fp32 - loose.details["plain_int8"]
+    assert loose.value == pytest.approx(loose.details["plain_int8"]) and loose.details["kept_float"] == []
+    assert plain_drop > 0.1, f"the plain INT8 model must lose accuracy for this test to mean anything: {plain_drop}"
+
+    bound = plain_drop / 2
+    report = export(run, tmp_path / "tight", bound)
+    tight = int8_check(tmp_path / "tight")
+    assert tight.met and tight.drop <= bound < tight.fp32 - tight.details["plain_int8"]
+    assert tight.details["kept_float"] and tight.details["quantized_operations"] > 0
+    assert f"{len(tight.details['kept_float'])} put back to float" in report and "x plain INT8" in report
+    # Measured again independently: the exported files, read from disk, through the VOC07 evaluator.
+    dataset = load_dataset(data, ["test"], SYNTHETIC_CLASSES)
+    maps = compare_map({"fp32": tmp_path / "tight" / "model.xml", "int8": tmp_path / "tight" / "model_int8.xml"},
+                       dataset, 300)
+    assert 100 * (maps["fp32"] - maps["int8"]) == pytest.approx(tight.drop, abs=1e-6)
+    choice = choose_precision(tmp_path / "tight")
+    assert (choice.path.name, choice.label) == ("model_int8.xml", "int8")
+
+
+@pytest.mark.slow
+def test_an_unreachable_bound_leaves_the_float_model_the_default(trained, tmp_path):
+    _, run = trained
+    out = tmp_path / "export"
+    # A bound no INT8 model can meet: 100 points better than fp32.
+    report = export(run, out, -100.0)
+    missed = int8_check(out)
+    assert not missed.met and missed.drop > -100.0
+    assert "MISSED" in report and "model_int8.xml was not written; the float model stays the default" in report
+    assert not (out / "model_int8.xml").exists() and not (out / "model_int8.bin").exists()
+    choice = choose_precision(out)
+    assert (choice.path.name, choice.precision, choice.label) == ("model.xml", "f32", "fp32")
+    assert "no int8 accuracy check" in choice.reason or "int8 missed its bound" in choice.reason
