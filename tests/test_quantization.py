@@ -14,18 +14,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_graph
-from datasets import load_dataset
-from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
-from ssd.config import ModelConfig, TrainConfig
+from ssd.cli import export as export_graph
+from ssd.config import ModelConfig
 from ssd.core.anchors import default_boxes
 from ssd.core.losses import multibox_loss
 from ssd.core.matching import training_targets
 from ssd.deploy.quantization import AccuracyCheck, compare_map, read_accuracy_checks, record_accuracy_checks
 from ssd.deploy.runtimes import choose_precision, cpu_has_bf16
+from ssd.engine.recipe import TrainConfig
 from ssd.image_io import read_rgb, resize_rgb
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import save_run_config
+from ssd_datasets import load_dataset
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
 
 
 def check(model: str, precision: str, value: float, max_drop: float = 0.5, met: bool | None = None) -> AccuracyCheck:
