@@ -27,11 +27,3 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, 
                              "CPU (INT8, else OpenVINO bf16, else fp32), printed at start; f32 or bf16: "
                              "OpenVINO inference precision of the model given")
 
-
-def load_chosen_model(model: Path, precision: str, labels: Path | None = None):
-    """`load_model` of what `choose_precision` picks for --model and --precision, the choice printed."""
-    from ssd.deploy.runtimes import choose_precision, load_model
-
-    choice = choose_precision(model, precision)
-    print(f"precision {choice.label} ({choice.path}): {choice.reason}", flush=True)
-    return load_model(choice.path, choice.precision, labels)

@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ssd.cli import add_model_arguments, configure_logging, load_chosen_model
+from ssd.cli import add_model_arguments, configure_logging
+from ssd.cli.precision import load_chosen_model
 from ssd.detections import LABELS_FILE
 from ssd.image_header import DEFAULT_MAX_PIXELS
 

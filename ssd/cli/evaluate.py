@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from ssd_datasets import load_dataset
-from ssd.cli import add_model_arguments, configure_logging, load_chosen_model
+from ssd.cli import add_model_arguments, configure_logging
+from ssd.cli.precision import load_chosen_model
 from ssd.evaluation.loop import evaluate_detector, evaluate_results_files
 from ssd.config import EVAL_METRICS
 from ssd.evaluation.metrics import EvaluatorGroup, make_evaluator

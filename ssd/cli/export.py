@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --int8: compare mAP on this many validation images (default: the whole split)")
     p.add_argument("--max-map-drop", type=float, metavar="POINTS",
                    help="with openvino: INT8 (NNCF accuracy control) and bf16 lose at most this many points of "
-                        "the run's validation metric, or are not made the default")
+                        "the run's validation metric, or are not made the default (negative: must gain)")
     p.add_argument("--data-root", type=Path, help="with --int8: dataset root (default: the run's data_root)")
     p.add_argument("--seed", type=int, default=0, help="with --int8: seed of the calibration draw (default: 0)")
     p.add_argument("--score-threshold", type=float, default=0.01,

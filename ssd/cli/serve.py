@@ -13,7 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from ssd.cli import add_model_arguments, configure_logging, load_chosen_model
+from ssd.cli import add_model_arguments, configure_logging
+from ssd.cli.precision import load_chosen_model
 from ssd.deploy.http_limits import ServerLimits
 from ssd.deploy.tf_serving import DEFAULT_MODEL_NAME
 

@@ -197,12 +197,12 @@ def _checked_int8(ir: Path, path: Path, calibration: Sequence[np.ndarray], valid
     write_accuracy_controlled_ir(ir, path, calibration, validation, max_drop)
     models = {"fp32": load_detector(ir), "plain_int8": load_detector(plain), "int8": load_detector(path)}
     rates = interleaved_rates(models, validation.images(TIMED_IMAGES), TIMED_BATCH, TIMED_ROUNDS)
-    kept = sorted(float_operations(path) - float_operations(plain))
-    int8_left = len(float_operations(ir)) > len(float_operations(path))
-    result = _check(validation, fp32, max_drop, IR_INT8_FILE, "int8", validation.score(models["int8"]), int8_left,
-                   plain_int8=validation.score(models["plain_int8"]), kept_float=kept,
-                   quantized_operations=len(float_operations(ir)) - len(float_operations(path)),
-                   images_per_second=rates, timing=f"batch {TIMED_BATCH}, {TIMED_IMAGES} validation images, "
+    in_float = float_operations(path)
+    quantized = len(float_operations(ir)) - len(in_float)
+    result = _check(validation, fp32, max_drop, IR_INT8_FILE, "int8", validation.score(models["int8"]),
+                    quantized > 0, plain_int8=validation.score(models["plain_int8"]),
+                    kept_float=sorted(in_float - float_operations(plain)), quantized_operations=quantized,
+                    images_per_second=rates, timing=f"batch {TIMED_BATCH}, {TIMED_IMAGES} validation images, "
                                                    f"median of {TIMED_ROUNDS} rounds")
     for suffix in (".xml", ".bin"):
         plain.with_suffix(suffix).unlink()

@@ -215,11 +215,13 @@ def choose_precision(path: str | os.PathLike, precision: str = "auto") -> Precis
         candidate, check = given.parent / name, checks.get((name, label))
         if not export_dir and given.name != name:
             continue
-        if check is None or not candidate.is_file():
+        if check is None:
             why_not.append(f"no {label} accuracy check in {given.parent / EXPORT_INFO_FILE} (export_graph.py "
                            f"--format openvino{' --int8' * (label == 'int8')} --max-map-drop POINTS)")
         elif not check.met:
             why_not.append(f"{label} missed its bound ({check.summary()})")
+        elif not candidate.is_file():
+            why_not.append(f"{candidate} passed its {label} check but does not exist")
         elif label == "bf16" and not cpu_has_bf16():
             why_not.append("this CPU has no bf16 units")
         else:

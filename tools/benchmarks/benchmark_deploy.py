@@ -7,15 +7,22 @@ train_detector.py for --epochs (or --run-dir) for the INT8 accuracy check. Print
 --json written:
 
   ceilings   the machine's fp32 / bf16 / int8 matrix-multiply rates (GOP/s, 2048^3 products):
-             fp32 and bf16 through TensorFlow (oneDNN), int8 through ONNX Runtime's MatMulInteger
+             fp32 and bf16 through TensorFlow (oneDNN), int8 through ONNX Runtime's MatMulInteger;
+             and, per width, the model's heaviest convolution alone at its own shapes (batch 8)
+             through OpenVINO at fp32, bf16 and int8: what each precision's kernels reach there
   runtimes   images/s at batch 1 and 8 (uint8 300x300 images of the synthetic test split, the whole
              exported model: resize, network, decoding, NMS; medians of --repeats rounds, each
              round timing one pass of every runtime in turn) for TF fp32 (frozen graph), TF mixed
              bf16 (Keras mixed_bfloat16 policy), ONNX Runtime fp32, OpenVINO fp32 / bf16 / INT8,
-             TFLite fp32 / INT8; the ratio to TF fp32; the max box and score deviation from TF fp32
-             over the top 10 detections of each image and the share of those with the same class
+             TFLite fp32 / INT8; the ratio to TF fp32; GOP/s of the convolutions at batch 8; for
+             OpenVINO the kernel that ran most of the convolutions' time (its exec type, which
+             names the instruction set: brgconv_avx512_I8, ..._bf16, ..._amx_int8); the max box and
+             score deviation from TF fp32 over the top 10 detections of each image and the share of
+             those with the same class
   accuracy   VOC07 11-point mAP (synthetic test split) of the trained model in each runtime, and
-             the change of each INT8 model from its fp32 twin
+             the change of each INT8 model from its fp32 twin; the trained model is also exported
+             with --int8 --max-map-drop 0.5 (export_graph.py's report printed) and that INT8 model
+             timed beside the plain one
   video      detect.py's pipeline FPS with the fastest runtime against that runtime alone on the
              same frames (model-only FPS)
 
