@@ -379,7 +379,8 @@ def run(args: argparse.Namespace, work: Path) -> dict:
               f"{args.calibration_images} training images)", flush=True)
         run_dir = make_untrained_run(work / f"run_w{width:g}", width, data)
         export = export_all(run_dir, work / f"export_w{width:g}", args.calibration_images)
-        report.setdefault("openvino_ceilings", {})[f"{width:g}"] = ceilings = openvino_ceilings(export / "model.xml", 8)
+        ceilings = openvino_ceilings(export / "model.xml", 8)
+        report.setdefault("openvino_ceilings", {})[f"{width:g}"] = ceilings
         print(f"  ceilings: {ceilings['layer']} alone, input {ceilings['input']}, OpenVINO GOP/s "
               + "  ".join(f"{k} {v:.1f}" for k, v in ceilings["gops"].items()), flush=True)
         report["runtimes"] += bench_width(width, export, run_dir, images, args.repeats)
@@ -392,7 +393,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     maps = bench_accuracy(export, data)
     report["accuracy"] = {"run_dir": str(trained), "map_voc07": maps,
                           "int8_change_points": {int8: 100 * (maps[int8] - maps[fp32])
-                                                 for int8, fp32 in INT8_TWINS.items()}}
+                                                 for int8, fp32 in INT8_TWINS.items() if int8 in maps}}
     for file, value in maps.items():
         print(f"  {file:26s} mAP {100 * value:6.2f}", flush=True)
     for int8, change in report["accuracy"]["int8_change_points"].items():
