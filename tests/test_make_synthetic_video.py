@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasets.synthetic import MIN_VISIBLE
 from ssd.mot import read_mot
 from ssd.overlap import iou_matrix
-from tools.make_synthetic_video import main, synthetic_scene
+from ssd_datasets.synthetic import MIN_VISIBLE
+from ssd_datasets.synthetic_video import main, synthetic_scene
 
 
 def test_ground_truth_file_follows_the_scene(tmp_path):

@@ -7,13 +7,13 @@ import json
 import cv2
 import numpy as np
 
-from datasets.synthetic import SYNTHETIC_CLASSES
 from ssd.deploy.tracking import TrackerOptions
 from ssd.deploy.video import detect_video
 from ssd.evaluation.tracking import evaluate_mot
 from ssd.mot import read_mot
 from ssd.visualize import Trails
-from tools.make_synthetic_video import synthetic_scene, write_synthetic_video
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES
+from ssd_datasets.synthetic_video import synthetic_scene, write_synthetic_video
 
 WIDTH, HEIGHT, FRAMES = 160, 120, 24
 
