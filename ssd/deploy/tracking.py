@@ -30,7 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ssd.deploy import kalman
 from ssd.overlap import iou_matrix
@@ -77,6 +76,8 @@ def assign(similarity: np.ndarray, minimum: float) -> tuple[np.ndarray, np.ndarr
     zero-gain pairs are dropped. Rows and columns with no admissible pair are left out first, so
     the solver sees only the contested part.
     """
+    from scipy.optimize import linear_sum_assignment  # here: a CLI's --help need not load SciPy
+
     admissible = similarity >= minimum
     rows = np.flatnonzero(admissible.any(axis=1))
     cols = np.flatnonzero(admissible.any(axis=0))
