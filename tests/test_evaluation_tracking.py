@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -124,3 +126,14 @@ def test_read_mot_names_the_file_and_line(tmp_path, line, message):
 def test_read_mot_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.txt"):
         read_mot(tmp_path / "nothing.txt")
+
+
+def test_command_prints_and_writes_json(files, tmp_path, capsys):
+    from ssd.cli.evaluate_tracking import main
+
+    gt, results = files
+    assert main(["--gt", str(gt), "--results", str(results), "--json", str(tmp_path / "m.json")]) == 0
+    assert "MOTA 50.0" in capsys.readouterr().out
+    assert json.loads((tmp_path / "m.json").read_text())["ID_switches"] == 1
+    assert main(["--gt", str(tmp_path / "none.txt"), "--results", str(results)]) == 2
+    assert "none.txt does not exist" in capsys.readouterr().err
