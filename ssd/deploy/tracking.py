@@ -135,22 +135,22 @@ class ByteTracker:
         if len(self.means):
             means = self.means.copy()
             means[~was_tracked, 7] = 0.0  # a track not seen last frame stops growing or shrinking
-            self.means, self.covariances = kalman.predict(means, self.covariances)
+            self.means, self.covariances = kalman.predict(means, self.covariances)  # 1
         owner = np.full(len(boxes), -1)  # the track (row) each detection went to
         high = np.flatnonzero(scores >= opts.high_score)
         low = np.flatnonzero((scores >= opts.low_score) & (scores < opts.high_score))
         confirmed = np.flatnonzero(self.states != TENTATIVE)
 
-        # 1: high-score detections <-> confirmed tracks (tracked or lost).
+        # 2: high-score detections <-> confirmed tracks (tracked or lost).
         rows, cols = assign(self._similarity(confirmed, high, boxes, scores, class_ids, opts.fuse_score),
                             opts.match_iou)
         owner[high[cols]] = confirmed[rows]
-        # 2: low-score detections <-> confirmed tracks left that were tracked in the last frame.
+        # 3: low-score detections <-> confirmed tracks left that were tracked in the last frame.
         left = np.setdiff1d(confirmed, confirmed[rows])
         left = left[was_tracked[left]]
         rows, cols = assign(self._similarity(left, low, boxes, scores, class_ids, False), opts.low_match_iou)
         owner[low[cols]] = left[rows]
-        # 3: tentative tracks <-> high-score detections left.
+        # 4: tentative tracks <-> high-score detections left.
         tentative = np.flatnonzero(self.states == TENTATIVE)
         high_left = high[owner[high] < 0]
         rows, cols = assign(self._similarity(tentative, high_left, boxes, scores, class_ids, opts.fuse_score),
@@ -163,10 +163,10 @@ class ByteTracker:
         keep[np.setdiff1d(tentative, owner[matched])] = False  # tentative tracks get one chance
         unmatched = np.ones(len(self.states), bool)
         unmatched[owner[matched]] = False
-        self.states[unmatched & (self.states == TRACKED)] = LOST
+        self.states[unmatched & (self.states == TRACKED)] = LOST  # 6
         keep &= ~((self.states == LOST) & (self.frame - self.last_frames > self.max_lost))
-        keep &= ~self._duplicates()
-        # 4: new tentative tracks from the high-score detections nobody took.
+        keep &= ~self._duplicates()  # 7
+        # 5: new tentative tracks from the high-score detections nobody took.
         new = high_left[(owner[high_left] < 0) & (scores[high_left] >= opts.new_track_score)]
         track_of = self._compact(keep, owner)
         track_of[new] = self._start(boxes[new], class_ids[new])
