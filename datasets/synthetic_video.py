@@ -4,8 +4,10 @@ Frames use the synthetic dataset's own drawing (datasets/synthetic.py: its textu
 low-saturation backgrounds, class shapes and class hues, sensor grain), so a model trained on
 that set detects the shapes here. What a tracker finds hard happens on purpose: the first two
 shapes are of one class and cross each other head-on (the later one drawn over the earlier);
-every shape changes speed and heading now and then, leaves the frame completely and comes back
-(it turns round a little outside), and later shapes pass over earlier ones.
+every shape changes speed and heading now and then; every third shape (the third, sixth, ...)
+leaves the frame completely once and comes back (it turns round a little outside the first
+border it reaches); otherwise shapes turn round with at most a third of themselves outside; later
+shapes pass over earlier ones.
 
 `--gt FILE` writes each object's identity per frame in MOTChallenge's gt.txt layout
 (`ssd.mot`: frame, id, bb_left, bb_top, bb_width, bb_height, consider, class, visibility; 1-based).
@@ -40,13 +42,16 @@ from ssd_datasets.synthetic import (
     shape_mask,
 )
 
-_OUTSIDE = 0.3  # how far (share of its size) a shape goes beyond the border before turning round
+_OUTSIDE = 0.3  # how far (share of its size) a leaving shape goes beyond the border before turning round
+_INSIDE = 2 / 3  # the share of itself another shape keeps inside the frame
+_STAYS, _LEAVES, _RETURNS = 0, 1, 2  # a shape's phases: it leaves the frame once, then stays
 _MIN_SPEED, _MAX_SPEED = 0.5, 8.0  # pixels per frame
 
 
 @dataclass
 class _Mover:
-    """One shape: mask (bool [h, w]), RGB colour, top-left position, velocity (pixels), next speed change."""
+    """One shape: mask (bool [h, w]), RGB colour, top-left position, velocity (pixels), next speed
+    change, whether it leaves the frame."""
 
     name: str
     mask: np.ndarray
@@ -54,6 +59,7 @@ class _Mover:
     position: np.ndarray
     velocity: np.ndarray
     next_change: int
+    phase: int  # _LEAVES: turns round outside the frame at the next border; _RETURNS: coming back; _STAYS
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,8 @@ def _movers(rng: np.random.Generator, width: int, height: int, count: int) -> li
             angle = rng.uniform(0, 2 * np.pi)
             velocity = speed * np.array([np.cos(angle), np.sin(angle)])
         colour = object_colour(name, rng).astype(np.float32)
-        movers.append(_Mover(name, mask.astype(bool), colour, position, velocity, int(rng.integers(30, 60))))
+        movers.append(_Mover(name, mask.astype(bool), colour, position, velocity, int(rng.integers(30, 60)),
+                             phase=_LEAVES if k % 3 == 2 else _STAYS))
     return movers
 
 
@@ -155,7 +162,7 @@ def _truth(owner: np.ndarray, movers: list[_Mover]) -> FrameTruth:
 
 
 def _step(mover: _Mover, width: int, height: int, t: int, rng: np.random.Generator) -> None:
-    """Move one frame on: now and then a new speed and heading; turn round a little outside the frame."""
+    """Move one frame on: now and then a new speed and heading; turn round at the borders."""
     if t == mover.next_change:
         speed = np.clip(np.hypot(*mover.velocity) * rng.uniform(0.4, 2.5), _MIN_SPEED, _MAX_SPEED)
         angle = np.arctan2(mover.velocity[1], mover.velocity[0]) + np.deg2rad(rng.uniform(-40, 40))
@@ -163,12 +170,21 @@ def _step(mover: _Mover, width: int, height: int, t: int, rng: np.random.Generat
         mover.next_change = t + int(rng.integers(20, 50))
     h, w = mover.mask.shape
     mover.position += mover.velocity
-    lo = np.array([-(1 + _OUTSIDE) * w, -(1 + _OUTSIDE) * h])
-    hi = np.array([width + _OUTSIDE * w, height + _OUTSIDE * h])
+    inner_lo = np.array([-(1 - _INSIDE) * w, -(1 - _INSIDE) * h])
+    inner_hi = np.array([width - _INSIDE * w, height - _INSIDE * h])
+    if mover.phase == _RETURNS and np.all((inner_lo <= mover.position) & (mover.position <= inner_hi)):
+        mover.phase = _STAYS
+    if mover.phase == _STAYS:
+        lo, hi = inner_lo, inner_hi
+    else:  # leaving or coming back: turn round only beyond the border
+        lo = np.array([-(1 + _OUTSIDE) * w, -(1 + _OUTSIDE) * h])
+        hi = np.array([width + _OUTSIDE * w, height + _OUTSIDE * h])
     for axis in range(2):
         if not lo[axis] <= mover.position[axis] <= hi[axis]:
             mover.velocity[axis] = -mover.velocity[axis]
             mover.position[axis] = np.clip(mover.position[axis], lo[axis], hi[axis])
+            if mover.phase == _LEAVES:
+                mover.phase = _RETURNS
 
 
 def write_synthetic_video(
