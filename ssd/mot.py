@@ -39,8 +39,8 @@ def _box_columns(boxes_xyxy: np.ndarray) -> np.ndarray:
 
 def result_lines(frame: int, ids: np.ndarray, boxes_xyxy: np.ndarray, scores: np.ndarray) -> str:
     """The result lines of one frame (1-based `frame`), one per tracked box, each ending in a newline."""
-    return "".join(f"{frame},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.5f},-1,-1,-1\n"
-                   for i, (x, y, w, h), s in zip(ids, _box_columns(boxes_xyxy).tolist(), np.asarray(scores).tolist()))
+    rows = zip(ids, _box_columns(boxes_xyxy).tolist(), np.asarray(scores).tolist())
+    return "".join(f"{frame},{int(i)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.5f},-1,-1,-1\n" for i, (x, y, w, h), s in rows)
 
 
 def gt_lines(frame: int, ids: np.ndarray, boxes_xyxy: np.ndarray, consider: np.ndarray, classes: np.ndarray,
@@ -76,7 +76,8 @@ def read_mot(path: str | Path) -> MotRows:
     pairs, counts = np.unique(table[:, :2], axis=0, return_counts=True)
     if np.any(counts > 1):
         frame, track = pairs[np.argmax(counts > 1)].astype(int)
-        raise ValueError(f"{path}: id {track} appears more than once in frame {frame}; an id is one object per frame")
+        raise ValueError(f"{path}: id {track} appears more than once in frame {frame}; "
+                         "an id is one object per frame")
     left_top = table[:, 2:4] - 1.0
     return MotRows(
         frames=table[:, 0].astype(int), ids=table[:, 1].astype(int),

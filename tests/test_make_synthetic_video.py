@@ -43,8 +43,9 @@ def test_identities_cross_leave_return_and_change_speed():
         for i in scene[t].ids.tolist():
             window = [scene[u] for u in range(t, t + 6)]
             if all(i in w.ids and w.visibilities[w.ids == i][0] == 1.0 for w in window):
-                c0, c5 = ((w.boxes_xyxy[w.ids == i][0, :2] + w.boxes_xyxy[w.ids == i][0, 2:]) / 2 for w in (window[0], window[5]))
-                speeds.setdefault(i, []).append(np.linalg.norm(c5 - c0) / 5)
+                first, last = ((w.boxes_xyxy[w.ids == i][0, :2] + w.boxes_xyxy[w.ids == i][0, 2:]) / 2
+                               for w in (window[0], window[5]))
+                speeds.setdefault(i, []).append(np.linalg.norm(last - first) / 5)
     assert any(max(v) > 1.5 * min(v) + 0.5 for v in speeds.values())
 
 

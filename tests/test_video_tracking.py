@@ -71,7 +71,8 @@ def test_untracked_video_has_no_track_ids(tmp_path):
     video = write_synthetic_video(tmp_path / "clip.mp4", 6, 10.0, WIDTH, HEIGHT)
     truths = [truth for _, truth in synthetic_scene(6, WIDTH, HEIGHT)]
     with open(tmp_path / "clip.jsonl", "w") as jsonl:
-        report = detect_video(str(video), TruthDetector(truths), None, jsonl, SYNTHETIC_CLASSES, 0.1, progress=False)
+        report = detect_video(str(video), TruthDetector(truths), None, jsonl, SYNTHETIC_CLASSES, 0.1,
+                              progress=False)
     assert not report.tracked and "tracker" not in report.summary()
     line = json.loads((tmp_path / "clip.jsonl").read_text().splitlines()[0])
     assert line["detections"] and all("track_id" not in d for d in line["detections"])

@@ -65,8 +65,9 @@ def predict(means: np.ndarray, covariances: np.ndarray) -> tuple[np.ndarray, np.
 def update(means: np.ndarray, covariances: np.ndarray, measurements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Correct predicted tracks [T] with their measurements [T, 4] (xyah) -> (means, covariances)."""
     h = means[:, 3:4]
-    measurement_noise = _diagonal(np.concatenate([h * POSITION_NOISE, h * POSITION_NOISE,
-                                                  np.full_like(h, _ASPECT_MEASUREMENT_STD), h * POSITION_NOISE], axis=1))
+    aspect = np.full_like(h, _ASPECT_MEASUREMENT_STD)
+    measurement_noise = _diagonal(np.concatenate([h * POSITION_NOISE, h * POSITION_NOISE, aspect, h * POSITION_NOISE],
+                                                 axis=1))
     innovation_cov = covariances[:, :4, :4] + measurement_noise  # S = H P H^T + R
     # K = P H^T S^-1; S is symmetric, so K^T = S^-1 (H P) is one batched solve.
     gain = np.linalg.solve(innovation_cov, covariances[:, :4, :]).transpose(0, 2, 1)

@@ -95,7 +95,7 @@ class VideoReport:
             f"  decode       {self.decode_s:8.2f} s  {per_frame(self.decode_s)}",
             f"  draw+encode  {self.draw_encode_s:8.2f} s  {per_frame(self.draw_encode_s)}",
         ] + ([f"  tracker      {self.track_s:8.2f} s  {per_frame(self.track_s)}  (CPU time; "
-              f"{100 * self.track_s / max(self.model_s, 1e-9):.1f}% of the model's time)"] if self.tracked else []))
+              f"{100 * self.track_s / max(self.model_s, 1e-9):.1f}% of the model's time)"] if self.tracked else []))  # fmt: skip
 
 
 class _Stop(Exception):

@@ -44,7 +44,8 @@ from ssd_datasets.synthetic_video import write_synthetic_video
 QUALITY_FIELDS = ("HOTA", "MOTA", "IDF1", "ID_switches", "misses", "false_positives")
 
 
-def detect_frames(video: Path, model: Path, batch_size: int, threshold: float) -> tuple[list[ImageDetections], float]:
+def detect_frames(video: Path, model: Path, batch_size: int,
+                  threshold: float) -> tuple[list[ImageDetections], float]:
     """The model's detections (score >= threshold) on every frame, and its median ms per frame."""
     detect, _, _ = load_model(model)
     capture = cv2.VideoCapture(str(video))
