@@ -33,7 +33,8 @@ import numpy as np
 from lxml import etree
 
 from datasets.image_check import image_file_problem
-from datasets.report import LoadReport
+from datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CROSSES_BORDER, BOX_OUTSIDE_IMAGE,
+                             DEGENERATE_BOX, FILE_MISSING, UNKNOWN_CLASS, LoadReport)
 from ssd.records import DetectionDataset, Sample, read_lines
 
 logger = logging.getLogger(__name__)
@@ -116,8 +117,8 @@ class _Context:
     # One parser per load: reusing it saves a parser set-up per file; blank text is never needed.
     parser: etree.XMLParser = field(default_factory=lambda: etree.XMLParser(remove_blank_text=True))
 
-    def issue(self, file: str, problem: str, action: str) -> None:
-        self.report.issue(file, problem, action)
+    def issue(self, file: str, problem: str, action: str, kind: str = "", example: str = "") -> None:
+        self.report.issue(file, problem, action, kind, example)
 
 
 def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Context) -> Sample:
@@ -145,31 +146,31 @@ def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Conte
         name_element = fields.get("name")
         name = (name_element.text or "").strip() if name_element is not None else ""
         where = f"object {index} ({name or 'no name'})"
+        label = ctx.class_ids.get(name)
         try:
-            label = ctx.class_ids.get(name)
             if label is None:
                 raise _Problem(f"unknown class {name!r}")
             flag = fields.get("difficult")
             is_difficult = flag is not None and (flag.text or "0").strip() not in ("0", "")
             x0, y0, x1, y1 = _voc_box(fields.get("bndbox"))
         except _Problem as problem:
-            ctx.issue(xml_path, f"{where}: {problem}", "skipped object")
+            ctx.issue(xml_path, f"{where}: {problem}", "skipped object", BAD_OBJECT if label else UNKNOWN_CLASS)
             continue
         if x1 <= x0 or y1 <= y0:
-            ctx.issue(xml_path, f"{where}: degenerate box xyxy={(x0, y0, x1, y1)}", "skipped object")
+            ctx.issue(xml_path, f"{where}: degenerate box xyxy={(x0, y0, x1, y1)}", "skipped object", DEGENERATE_BOX)
             continue
         cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
         cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
         if cx1 <= cx0 or cy1 <= cy0:
             ctx.issue(
                 xml_path, f"{where}: box xyxy={(x0, y0, x1, y1)} outside the "
-                f"{width}x{height} image", "skipped object",
+                f"{width}x{height} image", "skipped object", BOX_OUTSIDE_IMAGE,
             )  # fmt: skip
             continue
         if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
             ctx.issue(
                 xml_path, f"{where}: box xyxy={(x0, y0, x1, y1)} crosses the border of the "
-                f"{width}x{height} image", "clipped box",
+                f"{width}x{height} image", "clipped box", BOX_CROSSES_BORDER,
             )  # fmt: skip
         if is_difficult and not ctx.include_difficult:
             ctx.report.dropped_difficult += 1
@@ -221,16 +222,17 @@ def load_voc_with_report(
             seen.add(image_id)
             xml_path = os.path.join(annotations, stem + ".xml")
             if check_images and stem + ".jpg" not in jpegs:
-                ctx.issue(xml_path, f"image {os.path.join(images, stem + '.jpg')} is missing", "skipped file")
+                missing = os.path.join(images, stem + ".jpg")
+                ctx.issue(xml_path, f"image {missing} is missing", "skipped file", FILE_MISSING, missing)
                 continue
             try:
                 sample = _parse_annotation(xml_path, image_id, os.path.join(images, stem + ".jpg"), ctx)
             except _Problem as problem:
-                ctx.issue(xml_path, str(problem), "skipped file")
+                ctx.issue(xml_path, str(problem), "skipped file", BAD_ANNOTATION)
                 continue
             problem = image_file_problem(sample.image_path, sample.width, sample.height) if check_images else None
             if problem:
-                ctx.issue(xml_path, problem, "skipped file")
+                ctx.issue(xml_path, problem, "skipped file", BAD_IMAGE, sample.image_path)
                 continue
             samples.append(sample)
             report.files += 1

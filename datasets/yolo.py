@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.report import BOX_OK, LoadReport, box_problem, check_boxes
+from datasets.report import BAD_IMAGE, BAD_OBJECT, BOX_OK, LoadReport, box_problem, check_boxes
 from ssd.image_header import image_size
 from ssd.records import DetectionDataset, Sample
 
@@ -172,7 +172,7 @@ def _read_labels(path: Path, num_classes: int, report: LoadReport) -> tuple[np.n
                 elif not all(0.0 <= v <= 1.0 for v in values):
                     problem = f"cx cy w h must be normalised to [0, 1], got {values}"
         if problem:
-            report.issue(str(path), f"line {number} {line.strip()!r}: {problem}", "skipped object")
+            report.issue(str(path), f"line {number} {line.strip()!r}: {problem}", "skipped object", BAD_OBJECT)
             continue
         classes.append(cls)
         boxes.append(values)
@@ -184,7 +184,7 @@ def _sample(root: Path, image: Path, num_classes: int, report: LoadReport) -> Sa
     try:
         width, height = image_size(image)
     except ValueError as err:
-        report.issue(str(image), f"image size unreadable: {err}", "skipped file")
+        report.issue(str(image), f"image size unreadable: {err}", "skipped file", BAD_IMAGE)
         return None
     labels_file = label_path(image)
     classes, cxcywh, line_numbers = _read_labels(labels_file, num_classes, report)
@@ -192,8 +192,8 @@ def _sample(root: Path, image: Path, num_classes: int, report: LoadReport) -> Sa
     corners = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
     boxes, status = check_boxes(corners * scale, np.full(len(corners), width), np.full(len(corners), height))
     for k in np.flatnonzero(status != BOX_OK):
-        problem, action = box_problem(int(status[k]), f"cxcywh={cxcywh[k].tolist()}", width, height)
-        report.issue(str(labels_file), f"line {line_numbers[k]}: {problem}", action)
+        problem, action, kind = box_problem(int(status[k]), f"cxcywh={cxcywh[k].tolist()}", width, height)
+        report.issue(str(labels_file), f"line {line_numbers[k]}: {problem}", action, kind)
     keep = status <= 1  # ok or clipped
     return Sample(_image_id(root, image), str(image), width, height, boxes[keep],
                   (classes[keep] + 1).astype(np.int32), np.zeros(int(keep.sum()), bool))
