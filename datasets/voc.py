@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
+from datasets.classes import sorted_by_name
 from datasets.image_check import image_file_problem
 from datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CROSSES_BORDER, BOX_OUTSIDE_IMAGE,
                              DEGENERATE_BOX, FILE_MISSING, UNKNOWN_CLASS, LoadReport)
@@ -121,6 +122,13 @@ class _Context:
         self.report.issue(file, problem, action, kind, example)
 
 
+class _Discovered(dict):
+    """Class ids given to names in the order they are first met (classes read from the annotations)."""
+
+    def get(self, name: str, default: int | None = None) -> int | None:
+        return self.setdefault(name, len(self) + 1) if name else default
+
+
 def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Context) -> Sample:
     """One annotation file -> Sample with valid boxes only; raises _Problem for a bad file."""
     try:
@@ -192,7 +200,7 @@ def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Conte
 def load_voc_with_report(
     root: str | os.PathLike,
     splits: Sequence[str],
-    class_names: Sequence[str] = VOC_CLASSES,
+    class_names: Sequence[str] | None = VOC_CLASSES,
     include_difficult: bool = True,
     strict: bool = False,
     check_images: bool = True,
@@ -200,13 +208,10 @@ def load_voc_with_report(
     """Like `load_voc`, also returning the `LoadReport` of skipped and clipped data."""
     if isinstance(splits, str):
         raise TypeError(f'splits must be a sequence of names like ["VOC2007:trainval"], got {splits!r}')
-    if len(set(class_names)) != len(class_names) or not class_names:
-        raise ValueError(f"class_names must be unique and non-empty, got {tuple(class_names)!r}")
     root = Path(root)
     parsed = [parse_split(s) for s in splits]
     prefix_ids = len({subdir for subdir, _ in parsed}) > 1
-    report = LoadReport(strict=strict)
-    ctx = _Context({n: i + 1 for i, n in enumerate(class_names)}, include_difficult, report)
+    ctx = load_context(class_names, include_difficult, strict)
     samples: list[Sample] = []
     seen: set[str] = set()
     for subdir, set_name in parsed:
@@ -225,27 +230,51 @@ def load_voc_with_report(
                 missing = os.path.join(images, stem + ".jpg")
                 ctx.issue(xml_path, f"image {missing} is missing", "skipped file", FILE_MISSING, missing)
                 continue
-            try:
-                sample = _parse_annotation(xml_path, image_id, os.path.join(images, stem + ".jpg"), ctx)
-            except _Problem as problem:
-                ctx.issue(xml_path, str(problem), "skipped file", BAD_ANNOTATION)
-                continue
-            problem = image_file_problem(sample.image_path, sample.width, sample.height) if check_images else None
-            if problem:
-                ctx.issue(xml_path, problem, "skipped file", BAD_IMAGE, sample.image_path)
-                continue
-            samples.append(sample)
-            report.files += 1
-            report.objects += len(sample.labels)
-            if not len(sample.labels):
-                report.empty_images.append(xml_path)
-    return DetectionDataset(tuple(class_names), tuple(samples)), report
+            add_annotation(ctx, samples, xml_path, image_id, os.path.join(images, stem + ".jpg"), check_images)
+    return finish(ctx, samples, class_names, root)
+
+
+def load_context(class_names: Sequence[str] | None, include_difficult: bool, strict: bool) -> _Context:
+    """The load's state: the class ids (found in the annotations when `class_names` is None), the report."""
+    if class_names is not None and (len(set(class_names)) != len(class_names) or not class_names):
+        raise ValueError(f"class_names must be unique and non-empty, got {tuple(class_names)!r}")
+    class_ids = _Discovered() if class_names is None else {n: i + 1 for i, n in enumerate(class_names)}
+    return _Context(class_ids, include_difficult, LoadReport(strict=strict))
+
+
+def add_annotation(ctx: _Context, samples: list[Sample], xml_path: str, image_id: str, image_path: str,
+                   check_images: bool) -> None:
+    """Parse one annotation file and append its sample, or report why it is skipped."""
+    try:
+        sample = _parse_annotation(xml_path, image_id, image_path, ctx)
+    except _Problem as problem:
+        ctx.issue(xml_path, str(problem), "skipped file", BAD_ANNOTATION)
+        return
+    problem = image_file_problem(sample.image_path, sample.width, sample.height) if check_images else None
+    if problem:
+        ctx.issue(xml_path, problem, "skipped file", BAD_IMAGE, sample.image_path)
+        return
+    samples.append(sample)
+    ctx.report.files += 1
+    ctx.report.objects += len(sample.labels)
+    if not len(sample.labels):
+        ctx.report.empty_images.append(xml_path)
+
+
+def finish(ctx: _Context, samples: list[Sample], class_names: Sequence[str] | None,
+           where: str | os.PathLike) -> tuple[DetectionDataset, LoadReport]:
+    """The dataset and report of a load; classes found in the annotations are sorted by name."""
+    if class_names is not None:
+        return DetectionDataset(tuple(class_names), tuple(samples)), ctx.report
+    if not ctx.class_ids:
+        raise ValueError(f"{where}: no object of any annotation names a class (no <object><name>)")
+    return sorted_by_name(DetectionDataset(tuple(ctx.class_ids), tuple(samples))), ctx.report
 
 
 def load_voc(
     root: str | os.PathLike,
     splits: Sequence[str],
-    class_names: Sequence[str] = VOC_CLASSES,
+    class_names: Sequence[str] | None = VOC_CLASSES,
     include_difficult: bool = True,
     strict: bool = False,
     verbose: bool = False,
@@ -256,7 +285,8 @@ def load_voc(
     Args:
         root: the VOCdevkit folder (with year subfolders) or a plain VOC-format folder.
         splits: e.g. ["VOC2007:trainval", "VOC2012:trainval"], or ["trainval"] for `root` itself.
-        class_names: classes 1..C in this order; objects of other classes are skipped.
+        class_names: classes 1..C in this order; objects of other classes are skipped. None: the
+            names the annotations use, sorted.
         include_difficult: False leaves out objects marked difficult (for training).
         strict: raise ValueError naming the file and the problem instead of skipping.
         verbose: log every issue (a summary line is logged either way).
@@ -320,18 +350,3 @@ def write_voc_annotation(
         for tag, value in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1), ("ymax", y1)):
             etree.SubElement(bndbox, tag).text = str(value)
     etree.ElementTree(root).write(str(path), pretty_print=True, encoding="utf-8")
-
-
-def dataset_class_names(root: str | os.PathLike, splits: Sequence[str]) -> tuple[str, ...]:
-    """The classes a dataset folder declares in classes.txt, else VOC's 20 for devkit splits."""
-    path = Path(root) / CLASSES_FILE
-    if path.is_file():
-        names = tuple(read_lines(path, "class names file"))
-        if not names:
-            raise ValueError(f"{path} names no classes")
-        return names
-    if all(":" in split for split in splits):
-        return VOC_CLASSES
-    raise ValueError(
-        f"{root} has no {CLASSES_FILE}: name the classes (a list, comma-separated, or a file with one "
-        f"per line) or write them into {path}")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.report import BAD_IMAGE, BAD_OBJECT, BOX_OK, LoadReport, box_problem, check_boxes
+from datasets.report import BAD_IMAGE, BAD_OBJECT, BOX_OK, FILE_MISSING, LoadReport, box_problem, check_boxes
 from ssd.image_header import image_size
 from ssd.records import DetectionDataset, Sample
 
@@ -181,6 +181,9 @@ def _read_labels(path: Path, num_classes: int, report: LoadReport) -> tuple[np.n
 
 
 def _sample(root: Path, image: Path, num_classes: int, report: LoadReport) -> Sample | None:
+    if not image.is_file():
+        report.issue(str(image), f"image {image} is missing", "skipped file", FILE_MISSING)
+        return None
     try:
         width, height = image_size(image)
     except ValueError as err:
@@ -206,17 +209,25 @@ def load_yolo_with_report(root: str | os.PathLike, splits: Sequence[str], class_
         raise TypeError(f'splits must be a sequence of names like ["train"], got {splits!r}')
     root = Path(root)
     names = tuple(class_names) if class_names else yolo_class_names(root)
+    return load_yolo_images_with_report(root, [i for split in splits for i in split_images(root, split)], names,
+                                        strict)
+
+
+def load_yolo_images_with_report(root: str | os.PathLike, images: Sequence[Path], class_names: Sequence[str],
+                                 strict: bool = False) -> tuple[DetectionDataset, LoadReport]:
+    """The samples of the given image files (labels by `label_path`), classes 1..C = `class_names`;
+    image ids relative to <root>/images, else to `root`."""
+    root, names = Path(root), tuple(class_names)
     report = LoadReport(strict=strict)
     samples, seen = [], set()
-    for split in splits:
-        for image in split_images(root, split):
-            sample = _sample(root, image, len(names), report)
-            if sample is None or sample.image_id in seen:
-                continue  # the same image listed by two splits
-            seen.add(sample.image_id)
-            samples.append(sample)
-            if not len(sample.labels):
-                report.empty_images.append(sample.image_id)
+    for image in images:
+        sample = _sample(root, image, len(names), report)
+        if sample is None or sample.image_id in seen:
+            continue  # the same image listed by two splits
+        seen.add(sample.image_id)
+        samples.append(sample)
+        if not len(sample.labels):
+            report.empty_images.append(sample.image_id)
     report.files, report.objects = len(samples), sum(len(s.labels) for s in samples)
     return DetectionDataset(names, tuple(samples)), report
 
