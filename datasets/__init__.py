@@ -21,6 +21,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from datasets.classes import select_classes
 from datasets.exports import Export, Split, load_split, recognise
 from ssd.records import DetectionDataset, read_lines
@@ -73,16 +75,20 @@ def load_splits(export: Export, splits: Sequence[Split], class_names: str | Sequ
     if selection.missing:
         logger.warning("%s: classes %s are not in the data at %s (its classes: %s); they are evaluated without "
                        "ground truth", what, ", ".join(selection.missing), export.root, ", ".join(own.class_names))
-    samples, seen = [], set()
+    samples, paths, ids = [], set(), set()
     for split, dataset, report in parts:
         part = select_classes(_relabelled(dataset, own), wanted, what, allow_missing=True)
         report.dropped_classes = part.dropped
         report.objects = sum(len(s.labels) for s in part.dataset.samples)
         report.log(logger, f"{split.name} ({split.describe()})", verbose)
         for sample in part.dataset.samples:
-            if sample.image_id not in seen:
-                seen.add(sample.image_id)
-                samples.append(sample)
+            if sample.image_path in paths:
+                continue  # an image two splits list (train and trainval)
+            if sample.image_id in ids:  # each split numbers its own images (Roboflow's COCO files)
+                sample = dataclasses.replace(sample, image_id=f"{split.name}/{sample.image_id}")
+            paths.add(sample.image_path)
+            ids.add(sample.image_id)
+            samples.append(sample)
     return DetectionDataset(wanted, tuple(samples), selection.dataset.category_ids)
 
 
@@ -105,3 +111,63 @@ def _relabelled(part: DetectionDataset, union: DetectionDataset) -> DetectionDat
     """`part` with the union's class list, so every split's labels mean the same classes."""
     return select_classes(part, union.class_names, allow_missing=True).dataset if part.class_names != \
         union.class_names else part
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainValData:
+    """What training reads: the training set, the validation set (None: no validation), their splits."""
+
+    train: DetectionDataset
+    val: DetectionDataset | None
+    train_splits: tuple[str, ...]
+    val_splits: tuple[str, ...]  # ("<fraction> of <split>",) when held out by --val-fraction
+
+
+def load_train_val(data_root: str | os.PathLike, train_splits: Sequence[str] = (), val_splits: Sequence[str] = (),
+                   class_names: str | Sequence[str] | None = None, val_fraction: float | None = None, seed: int = 0,
+                   data_format: str | None = None, image_dir: str | os.PathLike | None = None,
+                   include_difficult: bool = True, strict: bool = False, verbose: bool = False) -> TrainValData:
+    """The training and validation sets of an export: the splits named, else the export's own.
+
+    An export with one split is the whole dataset: `val_fraction` of its images (a seeded random
+    choice) is held out for validation, or training runs without validation. The validation set
+    has the training set's classes.
+    """
+    export = recognise(data_root, data_format, image_dir)
+    default_train, default_val = export.default_splits()
+    train = [export.split(s) for s in train_splits] or default_train
+    val = [export.split(s) for s in val_splits] if val_splits else [s for s in default_val if s not in train]
+    if val_fraction is not None and val_splits:
+        raise ValueError("--val-fraction holds a part of the training data out: give it or --val-split, not both")
+    logger.info("%s at %s: training on %s", export.tool, export.root, "; ".join(f"{s.name} ({s.describe()})"
+                                                                                for s in train))
+    train_set = load_splits(export, train, class_names, include_difficult=include_difficult, include_crowd=False,
+                            strict=strict, verbose=verbose)
+    names = tuple(s.name for s in train)
+    if val_fraction is not None:
+        train_set, val_set = hold_out(train_set, val_fraction, seed)
+        logger.info("validating on %d images held out of %s (--val-fraction %g, seed %d)", len(val_set),
+                    ", ".join(names), val_fraction, seed)
+        return TrainValData(train_set, val_set, names, (f"{val_fraction:g} of {', '.join(names)}",))
+    if not val:
+        logger.warning("%s at %s has no validation split: training without validation (--val-fraction F holds a "
+                       "part out, --val-split names one)", export.tool, export.root)
+        return TrainValData(train_set, None, names, ())
+    logger.info("validating on %s", "; ".join(f"{s.name} ({s.describe()})" for s in val))
+    val_set = load_splits(export, val, train_set.class_names, strict=strict, verbose=verbose, allow_missing=True,
+                          what="the training classes")
+    return TrainValData(train_set, val_set, names, tuple(s.name for s in val))
+
+
+def hold_out(dataset: DetectionDataset, fraction: float, seed: int) -> tuple[DetectionDataset, DetectionDataset]:
+    """(rest, held out): `fraction` of the images, at least one, chosen by a random permutation
+    seeded with `seed`; both keep the dataset's image order."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"--val-fraction must be between 0 and 1, got {fraction}")
+    if len(dataset) < 2:
+        raise ValueError(f"--val-fraction {fraction}: the dataset has {len(dataset)} image(s), too few to split")
+    count = min(len(dataset) - 1, max(1, round(fraction * len(dataset))))
+    held = set(np.random.default_rng(seed).permutation(len(dataset))[:count].tolist())
+    parts = ([s for k, s in enumerate(dataset.samples) if k not in held],
+             [s for k, s in enumerate(dataset.samples) if k in held])
+    return tuple(dataclasses.replace(dataset, samples=tuple(p)) for p in parts)  # type: ignore[return-value]

@@ -1,0 +1,291 @@
+"""Exports as labelling tools write them (layouts from each tool's documentation), read with no split flags.
+
+Each fixture draws its images with OpenCV and writes the annotations in the tool's own layout and
+conventions, independently of the library's writers; the expected boxes are the drawn ones.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from datasets import load_dataset, load_train_val
+from datasets.classes import select_classes
+from datasets.exports import recognise
+
+# (file stem, (width, height), [(class name, x0, y0, x1, y1) in 0-based continuous pixels])
+IMAGES = [
+    ("a", (64, 48), [("circle", 4, 6, 20, 22), ("square", 30, 10, 50, 40)]),
+    ("b", (80, 60), [("triangle", 10, 10, 40, 50)]),
+    ("c", (56, 56), [("square", 0, 0, 28, 28), ("triangle", 30, 30, 56, 56), ("circle", 8, 34, 20, 46)]),
+    ("d", (72, 40), []),
+]
+COLOURS = {"circle": (0, 0, 255), "square": (0, 255, 0), "triangle": (255, 0, 0)}
+
+
+def draw(path: Path, size: tuple[int, int], objects: list) -> None:
+    """An image with each object drawn as a filled rectangle of its class colour."""
+    image = np.full((size[1], size[0], 3), 127, np.uint8)
+    for name, x0, y0, x1, y1 in objects:
+        cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), COLOURS[name], thickness=-1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+def expected(images=IMAGES, names=None) -> dict[str, tuple]:
+    """{stem: (width, height, boxes, class names)} of the fixture."""
+    return {stem: (size, [o[1:] for o in objs if names is None or o[0] in names],
+                   [o[0] for o in objs if names is None or o[0] in names]) for stem, size, objs in images}
+
+
+def check(dataset, images=IMAGES, names=None) -> None:
+    """The dataset holds exactly the drawn images and boxes, classes by name."""
+    want = expected(images, names)
+    got = {Path(s.image_path).stem: s for s in dataset.samples}
+    assert sorted(got) == sorted(want)
+    for stem, (size, boxes, labels) in want.items():
+        sample = got[stem]
+        assert (sample.width, sample.height) == size
+        np.testing.assert_allclose(sample.boxes, np.array(boxes, np.float32).reshape(-1, 4), atol=1e-4)
+        assert [dataset.class_names[k - 1] for k in sample.labels.tolist()] == labels
+
+
+def coco_json(images, categories: list[dict], file_name=lambda stem: f"{stem}.jpg", image_id=lambda k: k,
+              start_annotation: int = 1) -> dict:
+    """A COCO detection file for `images` (category ids by name from `categories`)."""
+    ids = {c["name"]: c["id"] for c in categories}
+    entries, annotations = [], []
+    for k, (stem, (w, h), objects) in enumerate(images):
+        entries.append({"id": image_id(k), "file_name": file_name(stem), "width": w, "height": h})
+        for name, x0, y0, x1, y1 in objects:
+            annotations.append({"id": start_annotation + len(annotations), "image_id": image_id(k),
+                                "category_id": ids[name], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                "area": (x1 - x0) * (y1 - y0), "iscrowd": 0, "segmentation": []})
+    return {"info": {}, "licenses": [], "images": entries, "annotations": annotations, "categories": categories}
+
+
+# --- Ultralytics YOLO: data.yaml with path: and a names map; labels with trailing spaces, blank lines
+
+
+def write_ultralytics(tmp_path: Path) -> Path:
+    """configs/data.yaml pointing (path: ../shapes) at images/{train,val} + labels/{train,val}."""
+    root = tmp_path / "shapes"
+    names = ["square", "circle", "triangle"]  # the tool's order, not alphabetical
+    for split, members in (("train", IMAGES[:3]), ("val", IMAGES[3:])):
+        for stem, (w, h), objects in members:
+            suffix = ".png" if stem == "b" else ".jpeg"
+            draw(root / "images" / split / f"{stem}{suffix}", (w, h), objects)
+            lines = [f"{names.index(n)} {(x0 + x1) / 2 / w} {(y0 + y1) / 2 / h} {(x1 - x0) / w} {(y1 - y0) / h}   "
+                     for n, x0, y0, x1, y1 in objects]
+            (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (root / "labels" / split / f"{stem}.txt").write_text("\n\n".join(lines) + "\n\n")
+    (tmp_path / "configs").mkdir()
+    yaml = tmp_path / "configs" / "data.yaml"
+    yaml.write_text("# Ultralytics dataset\npath: ../shapes  # dataset root dir\ntrain: images/train\n"
+                    "val: images/val  # val images\ntest:  # optional\n\nnames:\n  0: square\n  1: circle\n"
+                    "  2: triangle\n")
+    return yaml
+
+
+def test_ultralytics_data_yaml(tmp_path):
+    yaml = write_ultralytics(tmp_path)
+    data = load_train_val(yaml)
+    assert data.train.class_names == ("square", "circle", "triangle")
+    assert (data.train_splits, data.val_splits) == (("train",), ("val",))
+    check(data.train, IMAGES[:3])
+    check(data.val, IMAGES[3:])
+    assert recognise(yaml).tool == "Ultralytics YOLO"
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("train: images/train\nval: images/val\n", r"data.yaml: no 'names:' key: add the class names"),
+    ("train: images/train\nnc: 2\nnames: [a, b, c]\n", r"data.yaml: nc is 2 but names lists 3 classes"),
+    ("val: images/val\nnames: [a]\n", r"data.yaml: no 'train:' key"),
+])
+def test_ultralytics_misconfiguration_named(tmp_path, yaml_text, message):
+    (tmp_path / "data.yaml").write_text(yaml_text)
+    with pytest.raises(ValueError, match=message):
+        load_train_val(tmp_path / "data.yaml")
+
+
+def test_ultralytics_split_folder_missing_named(tmp_path):
+    yaml = write_ultralytics(tmp_path)
+    yaml.write_text(yaml.read_text().replace("val: images/val", "val: images/valid"))
+    with pytest.raises(FileNotFoundError, match=r"shapes/images/valid: no such folder or list file"):
+        load_train_val(yaml)
+
+
+# --- Roboflow COCO: train/ valid/ test/, each _annotations.coco.json with its images beside it
+
+ROBOFLOW_CATEGORIES = [{"id": 0, "name": "shapes", "supercategory": "none"},
+                       {"id": 1, "name": "circle", "supercategory": "shapes"},
+                       {"id": 2, "name": "square", "supercategory": "shapes"},
+                       {"id": 3, "name": "triangle", "supercategory": "shapes"}]
+
+
+def write_roboflow(tmp_path: Path) -> Path:
+    root = tmp_path / "roboflow"
+    for split, members in (("train", IMAGES[:2]), ("valid", IMAGES[2:3]), ("test", IMAGES[3:])):
+        for stem, size, objects in members:
+            draw(root / split / f"{stem}.jpg", size, objects)
+        text = json.dumps(coco_json(members, ROBOFLOW_CATEGORIES))
+        (root / split / "_annotations.coco.json").write_text(text)
+    return root
+
+
+def test_roboflow_coco(tmp_path):
+    data = load_train_val(write_roboflow(tmp_path))
+    assert data.train.class_names == ("circle", "square", "triangle")  # "shapes" is their supercategory
+    assert data.train.category_ids == (1, 2, 3)
+    assert (data.train_splits, data.val_splits) == (("train",), ("valid",))
+    check(data.train, IMAGES[:2])
+    check(data.val, IMAGES[2:3])
+
+
+def test_classes_select_and_order_on_any_format(tmp_path):
+    root = write_roboflow(tmp_path)
+    dataset = load_dataset(root, ["train", "valid"], "triangle,circle")
+    assert dataset.class_names == ("triangle", "circle") and dataset.category_ids == (3, 1)
+    check(dataset, IMAGES[:3], names={"triangle", "circle"})
+    with pytest.raises(ValueError, match=r"--classes: hexagon not among the dataset's classes circle, square, "
+                                         r"triangle"):
+        load_dataset(root, ["train"], "circle,hexagon")
+
+
+def test_dropped_classes_counted_in_the_summary(tmp_path, caplog):
+    root = write_roboflow(tmp_path)
+    with caplog.at_level("INFO", logger="datasets"):
+        load_dataset(root, ["train"], "circle")
+    assert "2 objects of other classes left out (1 square, 1 triangle)" in caplog.text
+
+
+# --- CVAT "COCO 1.0": annotations/instances_<subset>.json + images/ (or images/<subset>/)
+
+@pytest.mark.parametrize("image_folder", ["images", "images/default"])
+def test_cvat_coco(tmp_path, image_folder):
+    root = tmp_path / "cvat"
+    categories = [{"id": k + 1, "name": n, "supercategory": ""} for k, n in enumerate(["triangle", "circle",
+                                                                                         "square"])]
+    for stem, size, objects in IMAGES:
+        draw(root / image_folder / f"{stem}.jpg", size, objects)
+    (root / "annotations").mkdir()
+    text = json.dumps(coco_json(IMAGES, categories, image_id=lambda k: k + 1))
+    (root / "annotations" / "instances_default.json").write_text(text)
+    data = load_train_val(root)
+    assert data.train.class_names == ("triangle", "circle", "square") and data.val is None
+    check(data.train)
+    held = load_train_val(root, val_fraction=0.25, seed=3)
+    assert (len(held.train), len(held.val)) == (3, 1)
+    assert sorted(s.image_id for s in held.train.samples + held.val.samples) == ["1", "2", "3", "4"]
+
+
+# --- Label Studio "COCO": result.json + images/, file_name with or without "images/"
+
+@pytest.mark.parametrize("file_name", [lambda s: f"images/{s}.jpg", lambda s: f"{s}.jpg",
+                                       lambda s: f"images\\{s}.jpg"], ids=["prefixed", "bare", "windows"])
+def test_label_studio_coco(tmp_path, file_name):
+    root = tmp_path / "label-studio"
+    for stem, size, objects in IMAGES:
+        draw(root / "images" / f"{stem}.jpg", size, objects)
+    categories = [{"id": k, "name": n} for k, n in enumerate(["circle", "square", "triangle"])]
+    (root / "result.json").write_text(json.dumps(coco_json(IMAGES, categories, file_name, start_annotation=0)))
+    for path in (root, root / "result.json"):
+        data = load_train_val(path)
+        assert data.train.class_names == ("circle", "square", "triangle") and data.val is None
+        check(data.train)
+
+
+def test_image_folder_not_found_lists_where_it_looked(tmp_path):
+    root = tmp_path / "label-studio"
+    categories = [{"id": 0, "name": "circle"}]
+    (root / "images").mkdir(parents=True)
+    (root / "result.json").write_text(json.dumps(coco_json(IMAGES[:1], categories[:1] + [
+        {"id": 1, "name": "square"}])))
+    with pytest.raises(FileNotFoundError, match=r"result.json: none of its 1 images was found \(e.g. .*a.jpg\); "
+                                                r"looked in .*label-studio, .*label-studio/images"):
+        load_train_val(root)
+
+
+# --- LabelImg: VOC XML beside each image, or in a folder of its own; no ImageSets
+
+LABELIMG_XML = """<annotation verified="yes">
+\t<folder>{folder}</folder>
+\t<filename>{stem}.jpg</filename>
+\t<path>/home/someone/shapes/{stem}.jpg</path>
+\t<source>
+\t\t<database>Unknown</database>
+\t</source>
+\t<size>
+\t\t<width>{w}</width>
+\t\t<height>{h}</height>
+\t\t<depth>3</depth>
+\t</size>
+\t<segmented>0</segmented>
+{objects}</annotation>
+"""
+LABELIMG_OBJECT = """\t<object>
+\t\t<name>{name}</name>
+\t\t<pose>Unspecified</pose>
+\t\t<truncated>0</truncated>
+\t\t<difficult>0</difficult>
+\t\t<bndbox>
+\t\t\t<xmin>{xmin}</xmin>
+\t\t\t<ymin>{ymin}</ymin>
+\t\t\t<xmax>{xmax}</xmax>
+\t\t\t<ymax>{ymax}</ymax>
+\t\t</bndbox>
+\t</object>
+"""
+
+
+def write_labelimg(root: Path, xml_folder: str, image_folder: str) -> None:
+    for stem, (w, h), objects in IMAGES:
+        draw(root / image_folder / f"{stem}.jpg", (w, h), objects)
+        text = "".join(LABELIMG_OBJECT.format(name=n, xmin=x0 + 1, ymin=y0 + 1, xmax=x1, ymax=y1)  # 1-based
+                       for n, x0, y0, x1, y1 in objects)
+        (root / xml_folder).mkdir(parents=True, exist_ok=True)
+        (root / xml_folder / f"{stem}.xml").write_text(LABELIMG_XML.format(folder=image_folder, stem=stem, w=w, h=h,
+                                                                           objects=text))
+
+
+@pytest.mark.parametrize("xml_folder, image_folder", [("photos", "photos"), ("annotations", "images")],
+                         ids=["beside", "own-folder"])
+def test_labelimg_folder(tmp_path, caplog, xml_folder, image_folder):
+    root = tmp_path / "labelimg"
+    write_labelimg(root, xml_folder, image_folder)
+    with caplog.at_level("INFO", logger="datasets"):
+        data = load_train_val(root)
+    assert data.train.class_names == ("circle", "square", "triangle") and data.val is None
+    assert "classes found in the XML files" in caplog.text and "circle, square, triangle" in caplog.text
+    check(data.train)
+
+
+def test_voc_image_sets_split_missing_names_the_splits(tmp_path):
+    root = tmp_path / "voc"
+    write_labelimg(root, "Annotations", "JPEGImages")
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("a\nb\n")
+    (root / "ImageSets" / "Main" / "val.txt").write_text("c\nd\n")
+    data = load_train_val(root)
+    check(data.train, IMAGES[:2])
+    check(data.val, IMAGES[2:])
+    with pytest.raises(FileNotFoundError, match=r"no split 'test'; its splits: train, val"):
+        load_train_val(root, ["train"], ["test"])
+
+
+def test_select_classes_maps_a_superset_in_another_order():
+    """A run's classes (square, circle) on data with (circle, square, triangle): labels follow the names."""
+    from ssd.records import DetectionDataset, Sample
+
+    sample = Sample("1", "x.jpg", 10, 10, np.array([[0, 0, 1, 1], [1, 1, 2, 2], [2, 2, 3, 3]], np.float32),
+                    np.array([1, 2, 3], np.int32), np.zeros(3, bool))
+    data = DetectionDataset(("circle", "square", "triangle"), (sample,), (7, 3, 90))
+    chosen = select_classes(data, ("square", "circle", "hexagon"), allow_missing=True)
+    assert chosen.dataset.class_names == ("square", "circle", "hexagon")
+    assert chosen.dataset.category_ids == (3, 7, 91)  # the dataset's own; a new id for the missing class
+    assert chosen.dataset.samples[0].labels.tolist() == [2, 1]
+    assert chosen.dropped == {"triangle": 1} and chosen.missing == ("hexagon",)
