@@ -99,7 +99,7 @@ def read_data_yaml(path: str | os.PathLike) -> DataYaml:
         raise ValueError(f"{path}: nc is {nc} but names lists {len(names)} classes: set nc: {len(names)} or "
                          "remove the nc line")
     root = Path(keys["path"]) if keys.get("path") else path.parent
-    root = root if root.is_absolute() else path.parent / root
+    root = root if root.is_absolute() else Path(os.path.normpath(path.parent / root))
     splits = {k: tuple(v) if isinstance(v, list) else (v,) for k in SPLIT_KEYS if (v := keys.get(k))}
     if "train" not in splits:
         raise ValueError(f"{path}: no 'train:' key: add train: images/train (a folder or list file relative to "
