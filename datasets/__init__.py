@@ -1,16 +1,16 @@
 """Dataset sources, one module each, all returning `ssd.records.DetectionDataset`.
 
-- `datasets.voc`: Pascal VOC devkit folders or any VOC-format folder (`load_voc`).
-- `datasets.coco`: a COCO `instances_*.json` and its image folder (`load_coco`).
-- `datasets.yolo`: YOLO txt labels beside images (`load_yolo`).
-- `datasets.synthetic`: the generated coloured-shapes set in any of the three formats
+- `ssd_datasets.voc`: Pascal VOC devkit folders or any VOC-format folder (`load_voc`).
+- `ssd_datasets.coco`: a COCO `instances_*.json` and its image folder (`load_coco`).
+- `ssd_datasets.yolo`: YOLO txt labels beside images (`load_yolo`).
+- `ssd_datasets.synthetic`: the generated coloured-shapes set in any of the three formats
   (`generate_synthetic`, `load_synthetic`).
 
-`datasets.exports` recognises a labelling tool's export as written (Ultralytics data.yaml,
+`ssd_datasets.exports` recognises a labelling tool's export as written (Ultralytics data.yaml,
 Roboflow / CVAT / Label Studio COCO, LabelImg and CVAT VOC) and `load_splits` reads its splits;
-`load_dataset` does both for split names given. `datasets.classes` picks and orders the classes.
-This folder is used from the checkout (it is not installed), so it never shadows the PyPI package
-called `datasets`.
+`load_dataset` does both for split names given; `ssd_datasets.classes` picks and orders the
+classes. This folder is installed under the import name `ssd_datasets`, so it never shadows the
+PyPI package called `datasets`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.classes import select_classes
-from datasets.exports import Export, Split, load_split, recognise
+from ssd_datasets.classes import select_classes
+from ssd_datasets.exports import Export, Split, load_split, recognise
 from ssd.records import DetectionDataset, read_lines
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def load_splits(export: Export, splits: Sequence[Split], class_names: str | Sequ
 
     Classes: `class_names` (names or "a,b,c" / a file) selects and orders the export's classes by
     name, objects of the others left out and counted; without it, the export's own (see
-    `datasets.exports`). A YOLO folder that names no classes takes `class_names` as its names.
+    `ssd_datasets.exports`). A YOLO folder that names no classes takes `class_names` as its names.
     `allow_missing`: a class of `class_names` the data lacks is reported, not refused (evaluating
     a trained run). `include_difficult=False` drops VOC difficult and COCO crowd objects,
     `include_crowd=False` COCO crowd objects only (training never matches a crowd box).

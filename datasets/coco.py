@@ -14,7 +14,7 @@ Boxes: `bbox` is [x, y, w, h] in continuous pixels, which is the library's "xyxy
 region in evaluation); `include_crowd=False` leaves them out, as training does (a crowd box is not
 one object and must not be matched as a positive). Image ids are `str(id)`.
 
-Bad data follows `datasets.report`: an annotation of an unknown image or category, a malformed,
+Bad data follows `ssd_datasets.report`: an annotation of an unknown image or category, a malformed,
 degenerate or outside box skips the object; a duplicate image id, a missing image file or a bad
 image entry skips the image; boxes crossing the border are clipped. Categories must be sound
 (unique ids and names): they define the model's outputs, so a problem there is an error.
@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from datasets.image_paths import ImageFinder
-from datasets.report import (BAD_ANNOTATION, BAD_OBJECT, BOX_CLIPPED, BOX_OK, FILE_MISSING, LoadReport, box_problem,
+from ssd_datasets.image_paths import ImageFinder
+from ssd_datasets.report import (BAD_ANNOTATION, BAD_OBJECT, BOX_CLIPPED, BOX_OK, FILE_MISSING, LoadReport, box_problem,
                              check_boxes)
 from ssd.records import DetectionDataset, Sample
 

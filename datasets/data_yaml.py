@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets.yolo import _split_flow, _strip_comment, _unquote
+from ssd_datasets.yolo import _split_flow, _strip_comment, _unquote
 
 SPLIT_KEYS = ("train", "val", "test")
 _KEY = re.compile(r"^([A-Za-z_][\w-]*)\s*:(?:\s+(.*)|\s*)$")

@@ -4,7 +4,7 @@
 splits by the export's own names, and the classes it declares. Layouts, tried in this order:
 
     Ultralytics YOLO    data.yaml (the file, or a folder holding it with train:/val: keys):
-                        splits train / val / test as the yaml names them (`datasets.data_yaml`)
+                        splits train / val / test as the yaml names them (`ssd_datasets.data_yaml`)
     Label Studio COCO   result.json + images/ (one split)
     Roboflow COCO       train/, valid/, test/, each with _annotations.coco.json and its images
     COCO / CVAT COCO    annotations/instances_<split>.json (CVAT: <split> = default, Train, ...)
@@ -13,10 +13,10 @@ splits by the export's own names, and the classes it declares. Layouts, tried in
     YOLO folder         images/ + labels/: splits are list files (train.txt) or images/ subfolders
     VOCdevkit           VOC2007/, VOC2012/, ...: splits "VOC2007:trainval", ...
     VOC with ImageSets  Annotations/ + ImageSets/Main/<split>.txt + JPEGImages/ (CVAT "Pascal VOC 1.1")
-    VOC folder          .xml files anywhere below, no ImageSets (LabelImg): one split, `datasets.voc_folder`
+    VOC folder          .xml files anywhere below, no ImageSets (LabelImg): one split, `ssd_datasets.voc_folder`
 
 COCO `file_name`s are looked up in the JSON's folder, then the image folders, then the export
-root (`datasets.coco.image_folders`); `image_dir` replaces that list with one folder.
+root (`ssd_datasets.coco.image_folders`); `image_dir` replaces that list with one folder.
 Classes: the yaml's names, the COCO categories, classes.txt or CVAT's labelmap.txt; a VOCdevkit
 has VOC's 20; any other VOC folder the names its XML files use, sorted.
 """
@@ -30,12 +30,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets.coco import image_folders, load_coco_with_report
-from datasets.data_yaml import read_data_yaml
-from datasets.report import LoadReport
-from datasets.voc import CLASSES_FILE, VOC_CLASSES, load_voc_with_report, parse_split
-from datasets.voc_folder import annotation_files, load_voc_folder_with_report
-from datasets.yolo import IMAGE_SUFFIXES, load_yolo_images_with_report, yolo_class_names
+from ssd_datasets.coco import image_folders, load_coco_with_report
+from ssd_datasets.data_yaml import read_data_yaml
+from ssd_datasets.report import LoadReport
+from ssd_datasets.voc import CLASSES_FILE, VOC_CLASSES, load_voc_with_report, parse_split
+from ssd_datasets.voc_folder import annotation_files, load_voc_folder_with_report
+from ssd_datasets.yolo import IMAGE_SUFFIXES, load_yolo_images_with_report, yolo_class_names
 from ssd.records import DATA_FORMATS, DetectionDataset, read_lines
 
 logger = logging.getLogger(__name__)

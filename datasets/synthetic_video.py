@@ -16,13 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 # The dataset's drawing helpers, so the video looks like its images.
-from datasets.synthetic import SYNTHETIC_CLASSES, background_texture, object_colour, shape_mask  # noqa: E402
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, background_texture, object_colour, shape_mask
 
 
 @dataclass

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
-from datasets.classes import sorted_by_name
-from datasets.image_check import image_file_problem
-from datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CROSSES_BORDER, BOX_OUTSIDE_IMAGE,
+from ssd_datasets.classes import sorted_by_name
+from ssd_datasets.image_check import image_file_problem
+from ssd_datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CROSSES_BORDER, BOX_OUTSIDE_IMAGE,
                              DEGENERATE_BOX, FILE_MISSING, UNKNOWN_CLASS, LoadReport)
 from ssd.records import DetectionDataset, Sample, read_lines
 
@@ -292,7 +292,7 @@ def load_voc(
         verbose: log every issue (a summary line is logged either way).
         check_images: skip annotations whose JPEG is missing, empty, truncated (no end marker),
             unreadable from its header, too large or of another size than <size> (a cheap check
-            of a few hundred bytes per file, `datasets.image_check`; nothing is decoded).
+            of a few hundred bytes per file, `ssd_datasets.image_check`; nothing is decoded).
 
     Broken XML, a missing, non-finite or absurd size (not 1..65535) and a missing JPEG or one
     failing the cheap check skip the file; unknown classes, non-finite coordinates ("nan",

@@ -15,9 +15,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.report import FILE_MISSING, LoadReport
-from datasets.yolo import IMAGE_SUFFIXES
-from datasets.voc import add_annotation, finish, load_context
+from ssd_datasets.report import FILE_MISSING, LoadReport
+from ssd_datasets.yolo import IMAGE_SUFFIXES
+from ssd_datasets.voc import add_annotation, finish, load_context
 from ssd.records import DetectionDataset, Sample
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ label file is its path with the last `images` folder replaced by `labels` and th
 Image sizes are read from the image headers (no decoding). Class k becomes label k + 1. Image ids
 are the image path relative to images/ without its suffix ("train/000001").
 
-Bad data follows `datasets.report`: a line with the wrong number of fields, a non-number, a class
+Bad data follows `ssd_datasets.report`: a line with the wrong number of fields, a non-number, a class
 out of range or coordinates outside [0, 1] skips the object; boxes crossing the border are
 clipped; an unreadable image header skips the image. An empty or missing label file is an
 image without objects (a negative), as in Ultralytics.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.report import BAD_IMAGE, BAD_OBJECT, BOX_OK, FILE_MISSING, LoadReport, box_problem, check_boxes
+from ssd_datasets.report import BAD_IMAGE, BAD_OBJECT, BOX_OK, FILE_MISSING, LoadReport, box_problem, check_boxes
 from ssd.image_header import image_size
 from ssd.records import DetectionDataset, Sample
 

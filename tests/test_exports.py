@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets import load_dataset, load_train_val
-from datasets.classes import select_classes
-from datasets.exports import recognise
+from ssd_datasets import load_dataset, load_train_val
+from ssd_datasets.classes import select_classes
+from ssd_datasets.exports import recognise
 from tests.export_fixtures import (CVAT_CLASSES, IMAGES, LABEL_STUDIO_CLASSES, ULTRALYTICS_CLASSES, coco_json,
                                    write_cvat_coco, write_label_studio, write_labelimg, write_roboflow,
                                    write_ultralytics)
@@ -91,7 +91,7 @@ def test_classes_select_and_order_on_any_format(tmp_path):
 
 def test_dropped_classes_counted_in_the_summary(tmp_path, caplog):
     root = write_roboflow(tmp_path)
-    with caplog.at_level("INFO", logger="datasets"):
+    with caplog.at_level("INFO", logger="ssd_datasets"):
         load_dataset(root, ["train"], "circle")
     assert "2 objects of other classes left out (1 square, 1 triangle)" in caplog.text
 
@@ -141,7 +141,7 @@ def test_image_folder_not_found_lists_where_it_looked(tmp_path):
 def test_labelimg_folder(tmp_path, caplog, xml_folder, image_folder):
     root = tmp_path / "labelimg"
     write_labelimg(root, xml_folder, image_folder)
-    with caplog.at_level("INFO", logger="datasets"):
+    with caplog.at_level("INFO", logger="ssd_datasets"):
         data = load_train_val(root)
     assert data.train.class_names == ("circle", "square", "triangle") and data.val is None
     assert "classes found in the XML files" in caplog.text and "circle, square, triangle" in caplog.text

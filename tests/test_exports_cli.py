@@ -14,8 +14,8 @@ import shutil
 import numpy as np
 import pytest
 
-from datasets import load_dataset
-from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic
+from ssd_datasets import load_dataset
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic
 from ssd.cli import evaluate as evaluate_cli
 from ssd.cli import train as train_cli
 from ssd.evaluation.coco import STAT_NAMES

@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 # The project's own loggers; every other (third-party) logger stays at WARNING, --verbose or not.
-OWN_LOGGERS = ("ssd", "datasets", "ssd_datasets", "train_detector")
+OWN_LOGGERS = ("ssd", "ssd_datasets", "train_detector")
 
 
 def configure_logging(verbose: bool = False) -> None:

@@ -16,13 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `datasets` (not installed) importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets import parse_class_names  # noqa: E402
-from datasets.voc import VOC_CLASSES  # noqa: E402
-from ssd.cli import configure_logging  # noqa: E402
-from ssd.config import BOX_SETS  # noqa: E402
+from ssd_datasets import parse_class_names
+from ssd_datasets.voc import VOC_CLASSES
+from ssd.cli import configure_logging
+from ssd.config import BOX_SETS
 
 
 def build_parser() -> argparse.ArgumentParser:

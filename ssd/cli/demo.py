@@ -17,14 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if __package__ in (None, ""):
-    sys.path.insert(0, str(ROOT))
-
-import detect  # noqa: E402
-import export_graph  # noqa: E402
-import train_detector  # noqa: E402
-from tools import evaluate, make_synthetic_dataset, make_synthetic_video  # noqa: E402
+from ssd.cli import detect, evaluate, make_synthetic_dataset
+from ssd.cli import export as export_graph
+from ssd.cli import train as train_detector
+from ssd_datasets import synthetic_video as make_synthetic_video
 
 # The demo's recipe: a slim network from scratch with Adam converges on the shapes in minutes;
 # the zoom-out augmentation is left out because it pays off only over long runs.
@@ -34,7 +30,7 @@ QUICK = dict(train=48, test=16, epochs=1, frames=12, calibration=8)
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=ROOT / "demo_output", help="where everything goes (default: demo_output/)")
+    p.add_argument("--out", type=Path, default=Path("demo_output"), help="where everything goes (default: demo_output/ in the current directory)")
     p.add_argument("--quick", action="store_true", help="a tiny dataset and one epoch: checks the plumbing only")
     p.add_argument("--epochs", type=int, help="training epochs (default: 15, or 1 with --quick)")
     p.add_argument("--width", type=float, default=0.125, help="channel multiplier of the SSD300 (default: 0.125)")

@@ -22,18 +22,15 @@ import json
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `datasets` (not installed) importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets import load_splits  # noqa: E402
-from datasets.exports import recognise  # noqa: E402
-from ssd.cli import add_model_arguments, configure_logging  # noqa: E402
-from ssd.evaluation.loop import evaluate_detector, evaluate_results_files  # noqa: E402
-from ssd.config import EVAL_METRICS  # noqa: E402
-from ssd.evaluation.metrics import EvaluatorGroup, make_evaluator  # noqa: E402
-from ssd.evaluation.report import format_coco_table, format_table, save_pr_curves  # noqa: E402
-from ssd.records import DATA_FORMATS  # noqa: E402
-from ssd.evaluation.results_files import COMP4_PREFIX, write_results_files  # noqa: E402
+from ssd_datasets import load_splits
+from ssd_datasets.exports import recognise
+from ssd.cli import add_model_arguments, configure_logging
+from ssd.evaluation.loop import evaluate_detector, evaluate_results_files
+from ssd.config import EVAL_METRICS
+from ssd.evaluation.metrics import EvaluatorGroup, make_evaluator
+from ssd.evaluation.report import format_coco_table, format_table, save_pr_curves
+from ssd.records import DATA_FORMATS
+from ssd.evaluation.results_files import COMP4_PREFIX, write_results_files
 
 
 def build_parser() -> argparse.ArgumentParser:

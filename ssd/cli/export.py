@@ -27,11 +27,8 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make `datasets` (not installed) importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ssd.cli import configure_logging  # noqa: E402
-from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS  # noqa: E402  (NumPy only: fast --help)
+from ssd.cli import configure_logging
+from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS  # NumPy only: fast --help
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -99,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _calibration(args: argparse.Namespace):
     """(record path, images): --calibration-images drawn from the run's training split, recorded in OUT."""
-    from datasets import load_dataset
+    from ssd_datasets import load_dataset
     from ssd.deploy.quantization import CALIBRATION_FILE, calibration_images, draw_calibration, write_calibration_record
-    from ssd.modeling.run_dir import load_run_config
+    from ssd.engine.run_config import load_run_config
 
     model_config, train_config = load_run_config(args.run_dir)
     root = args.data_root or Path(train_config.data_root)
@@ -115,9 +112,9 @@ def _calibration(args: argparse.Namespace):
 
 def _print_int8_check(args: argparse.Namespace, files: dict[str, Path]) -> None:
     """VOC07 mAP of each INT8 model next to its fp32 twin's, on the run's validation split."""
-    from datasets import load_dataset
+    from ssd_datasets import load_dataset
     from ssd.deploy.quantization import compare_map
-    from ssd.modeling.run_dir import load_run_config
+    from ssd.engine.run_config import load_run_config
     from ssd.records import DetectionDataset
 
     model_config, train_config = load_run_config(args.run_dir)

@@ -6,10 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
-
-from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic  # noqa: E402
-from ssd.records import DATA_FORMATS  # noqa: E402
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic
+from ssd.records import DATA_FORMATS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -20,7 +18,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "and test. voc: JPEGImages/, Annotations/ (VOC XML), ImageSets/Main/<split>.txt; "
             "coco: images/, annotations/instances_<split>.json; yolo: images/, labels/, <split>.txt, "
             "data.yaml. One seed gives the same images and boxes in every format. Read it back with "
-            "datasets.load_dataset(OUT, ['trainval']) or train on it with train_detector.py --data-root OUT."
+            "ssd_datasets.load_dataset(OUT, ['trainval']) or train on it with ssd-train --data-root OUT."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -13,11 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
-
-from ssd.cli import add_model_arguments, configure_logging  # noqa: E402
-from ssd.deploy.http_limits import ServerLimits  # noqa: E402
-from ssd.deploy.tf_serving import DEFAULT_MODEL_NAME  # noqa: E402
+from ssd.cli import add_model_arguments, configure_logging
+from ssd.deploy.http_limits import ServerLimits
+from ssd.deploy.tf_serving import DEFAULT_MODEL_NAME
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def post(args: argparse.Namespace) -> int:
-    from ssd.deploy.server import post_image
+    from ssd.deploy.client import post_image
 
     if not args.post.is_file():
         print(f"error: image {args.post} does not exist", file=sys.stderr)

@@ -36,20 +36,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
-from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from datasets import load_train_val
+from ssd_datasets import load_train_val
 from ssd.cli import configure_logging
-from ssd.config import (BASE_WEIGHT_SUFFIXES, BOX_SETS, EVAL_METRICS, OPTIMIZERS, PRECISIONS, PRESETS, RECIPES,
-                        SCHEDULES, STRATEGIES, ModelConfig, TrainConfig)
-from ssd.records import DATA_FORMATS, DetectionDataset
-
-DEFAULTS = TrainConfig()
-log = logging.getLogger("train_detector")
-
+from ssd.config import BOX_SETS, EVAL_METRICS, PRESETS, ModelConfig
+from ssd.engine.recipe import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, STRATEGIES, TrainConfig
+from ssd.engine.run_config import DEFAULTS, check_initialisation, check_objects, resolve_configs, resolve_model_config
+from ssd.records import DATA_FORMATS
 
 def _default(name: str) -> str:
     value = getattr(DEFAULTS, name)
@@ -175,91 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_configs(args: argparse.Namespace) -> tuple[ModelConfig | None, TrainConfig]:
-    """Run dir's config, else --config, else defaults; then the flags given on the command line."""
-    from ssd.modeling.run_dir import load_run_config
-
-    own = args.run_dir / "config.json"
-    source = own if own.is_file() else getattr(args, "config", None)
-    model_config, train_config = load_run_config(source) if source else (None, DEFAULTS)
-    if hasattr(args, "recipe"):
-        train_config = dataclasses.replace(train_config, **RECIPES[args.recipe])
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    overrides = {k: (tuple(v) if isinstance(v, list) else v) for k, v in vars(args).items() if k in fields}
-    return model_config, dataclasses.replace(train_config, **overrides)
+def configs_from_args(args: argparse.Namespace) -> tuple[ModelConfig | None, TrainConfig]:
+    """The run's configs as the flags decide them (ssd.engine.run_config holds the policy)."""
+    return resolve_configs(args.run_dir, getattr(args, "config", None), getattr(args, "recipe", None), vars(args))
 
 
-def resolve_model_config(args: argparse.Namespace, model_config: ModelConfig | None,
-                         train_set: DetectionDataset, init_from: str | None = None) -> ModelConfig:
-    """A new run's model from the flags (or the --init-from run's); a resumed run's own, refusing
-    flags that would change it."""
-    given = {k: getattr(args, k) for k in ("preset", "width", "boxes") if hasattr(args, k)}
-    if model_config is None and init_from:
-        return finetune_config(init_from, given, train_set)
-    if model_config is None:
-        boxes = given.get("boxes", "coco" if getattr(args, "recipe", None) == "coco" else "voc")
-        return ModelConfig(given.get("preset", "vgg300"), train_set.class_names, width=given.get("width", 1.0),
-                           boxes=boxes, category_ids=train_set.category_ids)
-    if (args.run_dir / "config.json").is_file():
-        changed = {k: v for k, v in given.items() if getattr(model_config, k) != v}
-        if changed:
-            raise ValueError(f"--run-dir {args.run_dir} holds a {model_config.preset} run of width "
-                             f"{model_config.width}; {changed} would not fit its checkpoints: use a new --run-dir")
-    elif given:
-        model_config = ModelConfig(given.get("preset", model_config.preset), model_config.class_names,
-                                   width=given.get("width", model_config.width),
-                                   boxes=given.get("boxes", model_config.boxes), category_ids=model_config.category_ids)
-    if tuple(model_config.class_names) != tuple(train_set.class_names):
-        raise ValueError(f"the run was made for classes {list(model_config.class_names)}, the data (--classes "
-                         f"or classes.txt) has {list(train_set.class_names)}")
-    return model_config
-
-
-def finetune_config(init_from: str, given: dict, train_set: DetectionDataset) -> ModelConfig:
-    """The --init-from run's model config for the data's classes; --preset/--width/--boxes must agree with it."""
-    from ssd.modeling.finetune import finetune_model_config
-    from ssd.modeling.run_dir import load_run_config
-
-    source, _ = load_run_config(init_from)
-    changed = {k: v for k, v in given.items() if getattr(source, k) != v}
-    if changed:
-        raise ValueError(f"--init-from {init_from} is a {source.preset} run of width {source.width} "
-                         f"({source.boxes} boxes); {changed} would not fit its weights: fine-tuning keeps "
-                         "the source's preset, width and boxes")
-    return finetune_model_config(source, train_set.class_names, train_set.category_ids)
-
-
-def check_objects(train_set: DetectionDataset, config: TrainConfig) -> None:
-    """Refuse a training set without images or objects of its classes; warn about classes never seen."""
-    if not train_set.samples:
-        raise ValueError(f"the training splits {list(config.train_splits)} of {config.data_root} have no usable "
-                         "image: every one was skipped (the summary above says why; --verbose lists each)")
-    counts = Counter(int(label) for s in train_set.samples for label in s.labels)
-    if not counts:
-        raise ValueError(f"the training split has no objects of the classes {list(train_set.class_names)}: "
-                         "do --classes (or classes.txt) match the annotations' <name> tags?")
-    unseen = [name for i, name in enumerate(train_set.class_names, 1) if counts[i] == 0]
-    if unseen:
-        log.warning("no training objects of classes %s: check --classes", unseen)
-
-
-def check_initialisation(config: TrainConfig) -> None:
-    """Before anything slow: VGG-16 weights that exist, or an explicit --from-scratch."""
-    if config.vgg16_weights and not Path(config.vgg16_weights).expanduser().is_file():
-        raise FileNotFoundError(f"--base-weights {config.vgg16_weights}: no such file")
-    if config.vgg16_weights and Path(config.vgg16_weights).suffix.lower() not in BASE_WEIGHT_SUFFIXES:
-        raise ValueError(f"--base-weights {config.vgg16_weights}: expected a file ending in "
-                         f"{', '.join(BASE_WEIGHT_SUFFIXES)} (Keras, Caffe or PyTorch VGG-16)")
-    if config.init_from:
-        if not (Path(config.init_from) / "config.json").is_file():
-            raise FileNotFoundError(f"--init-from {config.init_from}: not a run directory (no config.json)")
-        if config.vgg16_weights:
-            raise ValueError("--init-from and --base-weights both initialise the base: give one of them")
-        return
-    if not config.vgg16_weights and not config.from_scratch:
-        raise ValueError("no ImageNet weights: pass --base-weights PATH (the Keras file "
-                         "vgg16_weights_tf_dim_ordering_tf_kernels.h5, Caffe's fc-reduced .caffemodel or "
-                         "vgg16_reducedfc.pth) or --from-scratch")
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The model flags given (--preset, --width, --boxes)."""
+    return {k: getattr(args, k) for k in ("preset", "width", "boxes") if hasattr(args, k)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -279,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, verbose: bool) -> int:
-    model_config, config = resolve_configs(args)
+    model_config, config = configs_from_args(args)
     check_initialisation(config)
     data = load_train_val(config.data_root, config.train_splits, config.val_splits,
                           getattr(args, "classes", None) or (model_config and model_config.class_names),
@@ -289,7 +208,8 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
                                  val_splits=() if config.val_fraction else data.val_splits)
     train_set = data.train
     check_objects(train_set, config)
-    model_config = resolve_model_config(args, model_config, train_set, config.init_from)
+    model_config = resolve_model_config(args.run_dir, model_config, train_set, model_options(args),
+                                        getattr(args, "recipe", None), config.init_from)
 
     from ssd.data.pipeline import PipelineError
     from ssd.engine.distribute import make_strategy
