@@ -65,7 +65,7 @@ def load_splits(export: Export, splits: Sequence[Split], class_names: str | Sequ
     if isinstance(class_names, str):
         class_names = parse_class_names(class_names)
     if export.format == "yolo" and export.class_names is None and class_names:
-        export = dataclasses.replace(export, class_names=tuple(class_names), names_source=what)
+        export = dataclasses.replace(export, class_names=tuple(class_names))
     parts = [(split, *load_split(export, split, include_difficult, include_crowd, strict)) for split in splits]
     own = _union_classes(export, [dataset for _, dataset, _ in parts])
     if export.class_names is None and export.format == "voc":
@@ -75,8 +75,12 @@ def load_splits(export: Export, splits: Sequence[Split], class_names: str | Sequ
     if selection.missing:
         logger.warning("%s: classes %s are not in the data at %s (its classes: %s); they are evaluated without "
                        "ground truth", what, ", ".join(selection.missing), export.root, ", ".join(own.class_names))
+    for entry in dict.fromkeys(entry for _, _, report in parts for entry in report.not_classes):
+        logger.info("%s: %s is the other categories' supercategory and no annotation uses it: not a class",
+                    export.root, entry)
     samples, paths, ids = [], set(), set()
     for split, dataset, report in parts:
+        report.not_classes = []  # said once above, not once per split
         part = select_classes(_relabelled(dataset, own), wanted, what, allow_missing=True)
         report.dropped_classes = part.dropped
         report.objects = sum(len(s.labels) for s in part.dataset.samples)
@@ -109,8 +113,7 @@ def _union_classes(export: Export, parts: Sequence[DetectionDataset]) -> Detecti
 
 def _relabelled(part: DetectionDataset, union: DetectionDataset) -> DetectionDataset:
     """`part` with the union's class list, so every split's labels mean the same classes."""
-    return select_classes(part, union.class_names, allow_missing=True).dataset if part.class_names != \
-        union.class_names else part
+    return select_classes(part, union.class_names, allow_missing=True).dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +171,6 @@ def hold_out(dataset: DetectionDataset, fraction: float, seed: int) -> tuple[Det
         raise ValueError(f"--val-fraction {fraction}: the dataset has {len(dataset)} image(s), too few to split")
     count = min(len(dataset) - 1, max(1, round(fraction * len(dataset))))
     held = set(np.random.default_rng(seed).permutation(len(dataset))[:count].tolist())
-    parts = ([s for k, s in enumerate(dataset.samples) if k not in held],
-             [s for k, s in enumerate(dataset.samples) if k in held])
-    return tuple(dataclasses.replace(dataset, samples=tuple(p)) for p in parts)  # type: ignore[return-value]
+    rest = tuple(s for k, s in enumerate(dataset.samples) if k not in held)
+    out = tuple(s for k, s in enumerate(dataset.samples) if k in held)
+    return dataclasses.replace(dataset, samples=rest), dataclasses.replace(dataset, samples=out)

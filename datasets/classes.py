@@ -62,7 +62,8 @@ def select_classes(dataset: DetectionDataset, class_names: Sequence[str], what: 
         else:
             sample = dataclasses.replace(sample, labels=labels)
         samples.append(sample)
-    return ClassSelection(DetectionDataset(wanted, tuple(samples), _category_ids(dataset, wanted)), dict(dropped), missing)
+    relabelled = DetectionDataset(wanted, tuple(samples), _category_ids(dataset, wanted))
+    return ClassSelection(relabelled, dict(dropped), missing)
 
 
 def _category_ids(dataset: DetectionDataset, wanted: tuple[str, ...]) -> tuple[int, ...] | None:

@@ -121,25 +121,28 @@ def load_coco_with_report(
     """Like `load_coco`, also returning the `LoadReport` of skipped and clipped data."""
     path = str(annotation_file)
     data = read_coco_json(path)
-    data["categories"] = _without_supercategory(data, path)
+    supercategory = _unused_supercategory(data)
+    if supercategory is not None:
+        data["categories"] = [c for c in data["categories"] if c is not supercategory]
     with _gc_paused():
-        return _load(data, path, image_dir, include_crowd, include_empty, strict, check_images)
+        dataset, report = _load(data, path, image_dir, include_crowd, include_empty, strict, check_images)
+    if supercategory is not None:
+        report.not_classes.append(f"category {supercategory.get('name')!r} (id {supercategory.get('id')})")
+    return dataset, report
 
 
-def _without_supercategory(data: dict[str, Any], path: str) -> list[Any]:
-    """The categories without one that no annotation uses and that is the `supercategory` of all the
-    others (Roboflow writes its project as category 0, "shapes" over "circle", "square", ...)."""
+def _unused_supercategory(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The category that no annotation uses and that is the `supercategory` of all the others (Roboflow
+    writes its project as category 0, "shapes" over "circle", "square", ...), or None."""
     categories = data["categories"]
     if len(categories) < 2 or not all(isinstance(c, dict) for c in categories):
-        return categories
+        return None
     used = {a.get("category_id") for a in data.get("annotations") or [] if isinstance(a, dict)}
-    for k, category in enumerate(categories):
-        others = categories[:k] + categories[k + 1:]
+    for category in categories:
+        others = [c for c in categories if c is not category]
         if category.get("id") not in used and all(c.get("supercategory") == category.get("name") for c in others):
-            logger.info("%s: category %r (id %s) is the supercategory of the others and no annotation uses it: "
-                        "not a class", path, category.get("name"), category.get("id"))
-            return others
-    return categories
+            return category
+    return None
 
 
 def _load(data: dict[str, Any], path: str, image_dir: str | os.PathLike | Sequence[str | os.PathLike] | None,
@@ -233,8 +236,9 @@ def _images(entries: list[Any], finder: ImageFinder, path: str, report: LoadRepo
         found = finder.find(name) if check_images else finder.first_guess(name)
         if found is None:
             missing = finder.first_guess(name)
-            report.issue(path, f"image {image_id}: file {name} is missing (looked in {', '.join(map(str, finder.folders))})",
-                         "skipped file", FILE_MISSING, missing)
+            looked = ", ".join(map(str, finder.folders))
+            report.issue(path, f"image {image_id}: file {name} is missing (looked in {looked})", "skipped file",
+                         FILE_MISSING, missing)
             continue
         images.append((image_id, found, width, height))
     return images

@@ -27,7 +27,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ssd_datasets.coco import image_folders, load_coco_with_report
@@ -68,8 +68,6 @@ class Export:
     splits: tuple[Split, ...]
     class_names: tuple[str, ...] | None = None  # None: the annotations' own (COCO categories, VOC names)
     image_dir: Path | None = None  # COCO: the one folder every file_name is relative to
-    names_source: str = ""  # where class_names come from, for messages
-    notes: tuple[str, ...] = field(default=())
 
     def split(self, name: str) -> Split:
         """A split by the export's name for it (any case), or a path or name the format reads."""
@@ -136,7 +134,7 @@ def _ultralytics(path: Path, image_dir: Path | None) -> Export | None:
     data = read_data_yaml(yaml)
     splits = tuple(Split(key, "yolo", tuple(data.entry_path(e) for e in entries))
                    for key, entries in data.splits.items())
-    return Export("Ultralytics YOLO", "yolo", data.root, splits, data.names, names_source=str(yaml))
+    return Export("Ultralytics YOLO", "yolo", data.root, splits, data.names)
 
 
 def _has_split_keys(yaml: Path) -> bool:
@@ -179,8 +177,7 @@ def _yolo_folder(path: Path, image_dir: Path | None) -> Export | None:
     splits = tuple(Split(f.stem, "yolo", (f,)) for f in lists) + tuple(
         Split(d.name, "yolo", (d,)) for d in folders if d.name not in {f.stem for f in lists})
     names = yolo_class_names(path) if any((path / n).is_file() for n in ("data.yaml", "classes.txt")) else None
-    return Export("YOLO folder", "yolo", path, splits or (Split("images", "yolo", (path / "images",)),), names,
-                  names_source=str(path / "data.yaml" if (path / "data.yaml").is_file() else path / "classes.txt"))
+    return Export("YOLO folder", "yolo", path, splits or (Split("images", "yolo", (path / "images",)),), names)
 
 
 def _vocdevkit(path: Path, image_dir: Path | None) -> Export | None:
@@ -189,24 +186,20 @@ def _vocdevkit(path: Path, image_dir: Path | None) -> Export | None:
     if not years:
         return None
     splits = tuple(Split(f"{d.name}:{s.stem}", "voc", (path,)) for d in years for s in _image_sets(d))
-    names, source = _voc_names(path)
-    return Export("VOCdevkit", "voc", path, splits, names or VOC_CLASSES, names_source=source or "VOC's 20 classes")
+    return Export("VOCdevkit", "voc", path, splits, _voc_names(path) or VOC_CLASSES)
 
 
 def _voc_image_sets(path: Path, image_dir: Path | None) -> Export | None:
     if not (path.is_dir() and (path / "Annotations").is_dir() and (path / "ImageSets" / "Main").is_dir()):
         return None
     splits = tuple(Split(s.stem, "voc", (path,)) for s in _image_sets(path))
-    names, source = _voc_names(path)
-    return Export("VOC (ImageSets/Main)", "voc", path, splits, names, names_source=source)
+    return Export("VOC (ImageSets/Main)", "voc", path, splits, _voc_names(path))
 
 
 def _voc_folder(path: Path, image_dir: Path | None) -> Export | None:
     if not (path.is_dir() and annotation_files(path)):
         return None
-    names, source = _voc_names(path)
-    return Export("VOC XML folder", "voc", path, (Split(path.name or "all", "voc", (path,)),), names,
-                  names_source=source)
+    return Export("VOC XML folder", "voc", path, (Split(path.name or "all", "voc", (path,)),), _voc_names(path))
 
 
 def _image_sets(folder: Path) -> list[Path]:
@@ -216,18 +209,18 @@ def _image_sets(folder: Path) -> list[Path]:
     return [f for f in files if not ("_" in f.stem and f.stem.rsplit("_", 1)[1] in stems)]
 
 
-def _voc_names(root: Path) -> tuple[tuple[str, ...] | None, str]:
-    """Classes declared by classes.txt or CVAT's labelmap.txt (without its background), and the file."""
+def _voc_names(root: Path) -> tuple[str, ...] | None:
+    """Classes declared by classes.txt or CVAT's labelmap.txt (without its background), else None."""
     if (root / CLASSES_FILE).is_file():
         names = tuple(read_lines(root / CLASSES_FILE, "class names file"))
         if not names:
             raise ValueError(f"{root / CLASSES_FILE} names no classes: write one class name per line")
-        return names, str(root / CLASSES_FILE)
+        return names
     if (root / CVAT_LABELMAP).is_file():  # "# label:color_rgb:parts:actions" then "name:r,g,b::" lines
         names = tuple(n for line in read_lines(root / CVAT_LABELMAP, "label map") if not line.startswith("#")
                       if (n := line.split(":")[0].strip()) and n != "background")
-        return (names or None), str(root / CVAT_LABELMAP)
-    return None, ""
+        return names or None
+    return None
 
 
 _RECOGNISERS = ((_ultralytics, "yolo"), (_coco_file, "coco"), (_roboflow, "coco"), (_coco_folder, "coco"),

@@ -50,6 +50,8 @@ class LoadReport:
     empty_images: list[str] = field(default_factory=list)
     dropped_empty: int = 0
     dropped_classes: dict[str, int] = field(default_factory=dict)  # objects of classes not selected, by class
+    # Entries of the class list that are not classes: an unused supercategory of all the others.
+    not_classes: list[str] = field(default_factory=list)
     issues: list[LoadIssue] = field(default_factory=list)
     strict: bool = False
 
@@ -79,7 +81,8 @@ class LoadReport:
         if self.dropped_empty:
             text += f"; {self.dropped_empty} images without objects left out"
         for (action, kind), issues in self.grouped().items():
-            text += f"; {len(issues)} {_ACTION_WORDS.get(action, action)}: {kind} (e.g. {issues[0].example or issues[0].file})"
+            example = issues[0].example or issues[0].file
+            text += f"; {len(issues)} {_ACTION_WORDS.get(action, action)}: {kind} (e.g. {example})"
         if self.issues:
             text += " (--verbose lists each)"
         return text
@@ -93,6 +96,9 @@ class LoadReport:
 
     def log(self, logger: logging.Logger, what: str, verbose: bool) -> None:
         """Every issue when verbose, then the summary line (a warning when anything was skipped)."""
+        for entry in self.not_classes:
+            logger.info("%s: %s is the other categories' supercategory and no annotation uses it: not a class",
+                        what, entry)
         if verbose:
             for issue in self.issues:
                 logger.warning("%s", issue)

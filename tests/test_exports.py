@@ -70,8 +70,13 @@ def test_ultralytics_split_folder_missing_named(tmp_path):
 
 # --- Roboflow COCO: train/ valid/ test/, each _annotations.coco.json with its images beside it
 
-def test_roboflow_coco(tmp_path):
-    data = load_train_val(write_roboflow(tmp_path))
+def test_roboflow_coco(tmp_path, caplog):
+    root = write_roboflow(tmp_path)
+    with caplog.at_level("INFO", logger="ssd_datasets"):
+        load_dataset(root, ["train", "valid", "test"])
+    said = [r.getMessage() for r in caplog.records if "supercategory" in r.getMessage()]
+    assert len(said) == 1 and "category 'shapes' (id 0) is the other categories' supercategory" in said[0]
+    data = load_train_val(root)
     assert data.train.class_names == ("circle", "square", "triangle")  # "shapes" is their supercategory
     assert data.train.category_ids == (1, 2, 3)
     assert (data.train_splits, data.val_splits) == (("train",), ("valid",))

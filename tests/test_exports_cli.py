@@ -9,6 +9,7 @@ set and its COCO copy with other category ids in another order score alike, by n
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -177,3 +178,21 @@ def test_detections_score_alike_on_the_voc_set_and_its_coco_copy(tmp_path):
     direct = pycocotools_stats(tmp_path / "coco" / "annotations" / "instances_test.json", tmp_path / "results.json")
     assert 0.1 < direct[0] < 0.95
     assert [results["coco"]["coco"]["stats"][0][n] for n in STAT_NAMES] == direct
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_verbose_lists_every_problem_and_third_party_loggers_stay_at_warning(tmp_path, caplog, verbose):
+    from ssd.cli import configure_logging
+
+    root = write_label_studio(tmp_path / "ls")
+    for stem in ("a", "c"):
+        (root / "images" / f"{stem}.jpg").unlink()
+    configure_logging(verbose)
+    assert logging.getLogger("PIL.PngImagePlugin").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("ssd_datasets.coco").getEffectiveLevel() == (logging.DEBUG if verbose else logging.INFO)
+    with caplog.at_level(logging.NOTSET):
+        load_dataset(root, ["result"], verbose=verbose)
+    summary = [r.getMessage() for r in caplog.records if "loaded result" in r.getMessage()]
+    assert len(summary) == 1 and f"2 images skipped: file missing (e.g. {root / 'images' / 'a.jpg'})" in summary[0]
+    listed = [r.getMessage() for r in caplog.records if "is missing (looked in" in r.getMessage()]
+    assert len(listed) == (2 if verbose else 0)
