@@ -129,12 +129,14 @@ class TrainValData:
 def load_train_val(data_root: str | os.PathLike, train_splits: Sequence[str] = (), val_splits: Sequence[str] = (),
                    class_names: str | Sequence[str] | None = None, val_fraction: float | None = None, seed: int = 0,
                    data_format: str | None = None, image_dir: str | os.PathLike | None = None,
-                   include_difficult: bool = True, strict: bool = False, verbose: bool = False) -> TrainValData:
+                   include_difficult: bool = True, strict: bool = False, verbose: bool = False,
+                   run_classes: bool = False) -> TrainValData:
     """The training and validation sets of an export: the splits named, else the export's own.
 
     An export with one split is the whole dataset: `val_fraction` of its images (a seeded random
     choice) is held out for validation, or training runs without validation. The validation set
-    has the training set's classes.
+    has the training set's classes. `run_classes`: `class_names` are a trained run's (resuming or
+    repeating it), so one the data lacks is reported, not refused.
     """
     export = recognise(data_root, data_format, image_dir)
     default_train, default_val = export.default_splits()
@@ -145,7 +147,8 @@ def load_train_val(data_root: str | os.PathLike, train_splits: Sequence[str] = (
     logger.info("%s at %s: training on %s", export.tool, export.root, "; ".join(f"{s.name} ({s.describe()})"
                                                                                 for s in train))
     train_set = load_splits(export, train, class_names, include_difficult=include_difficult, include_crowd=False,
-                            strict=strict, verbose=verbose)
+                            strict=strict, verbose=verbose, allow_missing=run_classes,
+                            what="the run's classes" if run_classes else "--classes")
     names = tuple(s.name for s in train)
     if val_fraction is not None:
         train_set, val_set = hold_out(train_set, val_fraction, seed)

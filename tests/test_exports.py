@@ -178,3 +178,16 @@ def test_select_classes_maps_a_superset_in_another_order():
     assert chosen.dataset.category_ids == (3, 7, 91)  # the dataset's own; a new id for the missing class
     assert chosen.dataset.samples[0].labels.tolist() == [2, 1]
     assert chosen.dropped == {"triangle": 1} and chosen.missing == ("hexagon",)
+
+
+def test_a_runs_classes_in_another_order_or_missing_are_matched_by_name(tmp_path, caplog):
+    """Resuming a run on data that lists its classes otherwise: labels follow the names; a class of the
+    run the data lacks is reported (no objects), not refused."""
+    root = write_labelimg(tmp_path / "labelimg")
+    with caplog.at_level("WARNING", logger="ssd_datasets"):
+        data = load_train_val(root, class_names=("triangle", "hexagon", "circle"), run_classes=True)
+    assert data.train.class_names == ("triangle", "hexagon", "circle")
+    check(data.train, names={"triangle", "circle"})
+    assert "the run's classes: classes hexagon are not in the data" in caplog.text
+    with pytest.raises(ValueError, match="--classes: hexagon not among the dataset's classes"):
+        load_train_val(root, class_names=("triangle", "hexagon"))

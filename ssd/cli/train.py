@@ -200,10 +200,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, verbose: bool) -> int:
     model_config, config = configs_from_args(args)
     check_initialisation(config)
+    classes = getattr(args, "classes", None)
     data = load_train_val(config.data_root, config.train_splits, config.val_splits,
-                          getattr(args, "classes", None) or (model_config and model_config.class_names),
-                          config.val_fraction, config.seed, config.data_format, config.image_dir,
-                          config.include_difficult, config.strict, verbose)
+                          classes or (model_config and model_config.class_names), config.val_fraction, config.seed,
+                          config.data_format, config.image_dir, config.include_difficult, config.strict, verbose,
+                          run_classes=not classes and model_config is not None)
     config = dataclasses.replace(config, train_splits=data.train_splits,
                                  val_splits=() if config.val_fraction else data.val_splits)
     train_set = data.train
