@@ -191,3 +191,16 @@ def test_a_runs_classes_in_another_order_or_missing_are_matched_by_name(tmp_path
     assert "the run's classes: classes hexagon are not in the data" in caplog.text
     with pytest.raises(ValueError, match="--classes: hexagon not among the dataset's classes"):
         load_train_val(root, class_names=("triangle", "hexagon"))
+
+
+def test_ultralytics_lists_of_entries_list_files_and_parent_paths(tmp_path):
+    """`train:` as a list of a folder and a list file ("./" lines relative to it); Roboflow's YOLO
+    export writes `../train/images` relative to a yaml beside train/ (Ultralytics drops the ../)."""
+    write_ultralytics(tmp_path)
+    root = tmp_path / "shapes"
+    (root / "extra.txt").write_text("./images/val/d.jpeg\n")
+    (root / "data.yaml").write_text("train: [images/train, extra.txt]\nval: ../images/val\nnc: 3\n"
+                                    "names: ['square', 'circle', 'triangle']\n")
+    data = load_train_val(root / "data.yaml")
+    check(data.train)
+    check(data.val, IMAGES[3:])
