@@ -51,11 +51,11 @@ import train_detector  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc  # noqa: E402
 from ssd.config import ModelConfig, TrainConfig  # noqa: E402
-from ssd.deploy.export import export_module  # noqa: E402
 from ssd.deploy.quantization import calibration_images, compare_map  # noqa: E402
 from ssd.deploy.runtimes import load_detector  # noqa: E402
 from ssd.deploy.video import detect_video, open_video  # noqa: E402
 from ssd.detections import DetectFn  # noqa: E402
+from ssd.modeling.inference import Detector  # noqa: E402
 from ssd.modeling.model import build_model_from_config  # noqa: E402
 from ssd.modeling.run_dir import load_trained_model, save_run_config  # noqa: E402
 from tools.make_synthetic_video import write_synthetic_video  # noqa: E402
@@ -162,8 +162,7 @@ def bf16_detector(run_dir: Path) -> DetectFn:
         model, config = load_trained_model(run_dir, "latest")
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
-    module = export_module(model, config, max_detections=100)  # the exported graph, unfrozen: resize included
-    return lambda images: {k: v.numpy() for k, v in module(tf.constant(images)).items()}
+    return Detector(model, config).detect  # the exported graph, unfrozen: resize included
 
 
 def load(export: Path, run_dir: Path, file: str | None, precision: str) -> DetectFn:
