@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_graph
-from ssd.config import ModelConfig, TrainConfig
+from ssd.cli import export as export_graph
+from ssd.config import ModelConfig
+from ssd.engine.recipe import TrainConfig
 from ssd.core.postprocess import PostprocessOptions, postprocess
 from ssd.deploy.export import export_run, write_label_map
 from ssd.deploy.runtimes import load_detector
@@ -33,7 +34,7 @@ def make_run_dir(run_dir: Path) -> None:
     tf.keras.utils.set_random_seed(0)
     config = ModelConfig("vgg300", CLASSES, width=0.125)
     model = build_model_from_config(config)
-    save_run_config(run_dir, config, TrainConfig())
+    save_run_config(run_dir, config, TrainConfig().to_dict())
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(run_dir / "checkpoints"), 1).save()
 
 
@@ -173,7 +174,7 @@ def test_frozen_graph_detector_and_postprocess_give_the_same_detections(frozen_e
 
 
 def test_every_consumer_takes_the_one_postprocess_default(monkeypatch, tmp_path):
-    """Change the default in its one place: the detector, postprocess and the export all follow."""
+    """Change the default in its one place: the detector, the export and its CLI all follow."""
     changed = PostprocessOptions(0.02, 0.5, 60, 9)
     monkeypatch.setattr(PostprocessOptions.__init__, "__defaults__", tuple(changed.to_dict().values()))
     make_run_dir(tmp_path / "run")
@@ -183,6 +184,19 @@ def test_every_consumer_takes_the_one_postprocess_default(monkeypatch, tmp_path)
     assert load_detector(tmp_path / "out")(image)["detection_scores"].shape == (1, 9)
     detector = library_detector(tmp_path / "run", None)
     assert detector.options == changed and detector.detect(image)["detection_scores"].shape == (1, 9)
+    args = export_graph.build_parser().parse_args(["--run-dir", "run", "--out", "out"])
+    assert export_graph.postprocess_options_from(args) == changed
+
+
+def test_cli_flags_give_the_options_and_a_bad_one_is_refused_by_name(tmp_path, capsys):
+    args = export_graph.build_parser().parse_args(["--run-dir", "r", "--out", "o", "--score-threshold", "0.3",
+                                                   "--iou-threshold", "0.6", "--top-k-per-class", "7",
+                                                   "--max-detections", "3"])
+    assert export_graph.postprocess_options_from(args) == PostprocessOptions(0.3, 0.6, 7, 3)
+    assert export_graph.main(["--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out"),
+                              "--top-k-per-class", "0"]) == 2
+    assert "PostprocessOptions.top_k_per_class must be an integer >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
 
 
 def test_tf_resize_matches_cv2_inter_linear_within_one_grey_level():
