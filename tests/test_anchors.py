@@ -133,7 +133,7 @@ def test_default_boxes_and_variances_are_built_in_one_place():
 
 def test_every_consumer_takes_the_one_anchors_value(monkeypatch):
     """Swap what `Anchors.from_config` builds: the train step and the detector (so every export) follow."""
-    from ssd.config import TrainConfig
+    from ssd.engine.recipe import TrainConfig
     from ssd.deploy.tflite_export import _implements
     from ssd.engine.distribute import make_strategy
     from ssd.engine.state import build_state

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +204,9 @@ def tflite_values(path: Path, image: np.ndarray):
     """A function: tensor index -> its value (dequantized) after running `path` on `image`."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():  # "for debugging purposes only": what this helper does
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
     input_index = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(input_index, list(image.shape))
     interpreter.allocate_tensors()

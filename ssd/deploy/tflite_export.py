@@ -42,6 +42,7 @@ of the network. conv4_3 in float costs the full-width INT8 model about a fifth o
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -137,14 +138,16 @@ def _quantize_all_but_float_ops(converter: tf.lite.TFLiteConverter, images: list
     name is read; setting its options then quantizes again from the same calibration.
     """
     debug_options = tf.lite.experimental.QuantizationDebugOptions
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=lambda: ([image] for image in images),
-        debug_options=debug_options(denylisted_ops=list(FLOAT_OPS)))
-    conv4_3 = _feeding(debugger.calibrated_model, "L2_NORMALIZATION")
-    if len(conv4_3) != 1:  # the converter no longer fuses conv4_3_norm: INT8 would silently lose mAP
-        raise RuntimeError(f"expected one op feeding TFLite's L2_NORMALIZATION (conv4_3), found {len(conv4_3)}")
-    debugger.options = debug_options(denylisted_ops=list(FLOAT_OPS), denylisted_nodes=conv4_3)
-    return debugger.get_nondebug_quantized_model()
+    with warnings.catch_warnings():  # the debugger runs tf.lite.Interpreter inside: deprecated, no LiteRT twin
+        warnings.filterwarnings("ignore", "(?s).*tf.lite.Interpreter is deprecated", UserWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([image] for image in images),
+            debug_options=debug_options(denylisted_ops=list(FLOAT_OPS)))
+        conv4_3 = _feeding(debugger.calibrated_model, "L2_NORMALIZATION")
+        if len(conv4_3) != 1:  # the converter no longer fuses conv4_3_norm: INT8 would silently lose mAP
+            raise RuntimeError(f"expected one op feeding TFLite's L2_NORMALIZATION (conv4_3), found {len(conv4_3)}")
+        debugger.options = debug_options(denylisted_ops=list(FLOAT_OPS), denylisted_nodes=conv4_3)
+        return debugger.get_nondebug_quantized_model()
 
 
 def _feeding(model_content: bytes, op_name: str) -> list[str]:
