@@ -160,6 +160,14 @@ def test_detector_on_a_640x480_batch_equals_the_frozen_graph(frozen_export):
         np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-5, err_msg=name)
 
 
+def test_detector_refuses_images_that_are_not_uint8_rgb(frozen_export):
+    detector = library_detector(frozen_export[0], OPTIONS)
+    with pytest.raises(ValueError, match=r"images must be uint8 \[B, H, W, 3\] RGB, got float32 \(1, 64, 64, 3\)"):
+        detector.detect(np.zeros((1, 64, 64, 3), np.float32))  # a cast would wrap or truncate pixels silently
+    with pytest.raises(ValueError, match=r"got uint8 \(1, 64, 64\)"):
+        detector.detect(np.zeros((1, 64, 64), np.uint8))
+
+
 def test_frozen_graph_detector_and_postprocess_give_the_same_detections(frozen_export):
     run_dir, out = frozen_export
     images = np.random.default_rng(5).integers(0, 256, (2, 211, 157, 3), np.uint8)

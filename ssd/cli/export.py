@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -62,23 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The help of each `PostprocessOptions` field's flag (--score-threshold for score_threshold, ...).
+POSTPROCESS_HELP = {
+    "score_threshold": "per-class score threshold; a score must exceed it",
+    "iou_threshold": "NMS IoU threshold",
+    "top_k_per_class": "candidates per class going into NMS; TFLite's op has no such cap",
+    "max_detections": "detections kept per image",
+}
+
+
 def add_postprocess_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per `PostprocessOptions` field, its default the dataclass's (read when the parser is built)."""
     defaults = PostprocessOptions()
     group = parser.add_argument_group("post-processing, the same in every format")
-    group.add_argument("--score-threshold", type=float, default=defaults.score_threshold,
-                       help="per-class score threshold; a score must exceed it (default: %(default)s)")
-    group.add_argument("--iou-threshold", type=float, default=defaults.iou_threshold,
-                       help="NMS IoU threshold (default: %(default)s)")
-    group.add_argument("--top-k-per-class", type=int, default=defaults.top_k_per_class,
-                       help="candidates per class going into NMS; TFLite's op has no such cap (default: %(default)s)")
-    group.add_argument("--max-detections", type=int, default=defaults.max_detections,
-                       help="detections kept per image (default: %(default)s)")
+    for field in dataclasses.fields(PostprocessOptions):
+        default = getattr(defaults, field.name)
+        group.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default,
+                           help=f"{POSTPROCESS_HELP[field.name]} (default: %(default)s)")
 
 
 def postprocess_options_from(args: argparse.Namespace) -> PostprocessOptions:
     """The `PostprocessOptions` of parsed `add_postprocess_arguments` flags; ValueError naming a bad one."""
-    return PostprocessOptions(args.score_threshold, args.iou_threshold, args.top_k_per_class, args.max_detections)
+    fields = dataclasses.fields(PostprocessOptions)
+    return PostprocessOptions(**{field.name: getattr(args, field.name) for field in fields})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,8 +12,8 @@ num_detections [B]) for uint8 RGB images [B, H, W, 3]. The format follows from t
     *.tflite                     LiteRT's interpreter (builtin ops only), one image per call; the op's
                                  0-based classes shifted to 1..C (`tflite_to_contract`)
 
-Each runtime is imported only when its format is loaded: detect.py on an ONNX or TFLite file
-never loads TensorFlow.
+Each runtime is imported only when its format is loaded: an ONNX or TFLite model runs without
+loading TensorFlow.
 """
 
 from __future__ import annotations
