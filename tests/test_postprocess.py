@@ -192,6 +192,7 @@ def test_options_default_to_the_caffe_release_detection_output():
 @pytest.mark.parametrize("field, value", [
     ("score_threshold", -0.1), ("score_threshold", 1.0), ("iou_threshold", -0.01), ("iou_threshold", 1.5),
     ("top_k_per_class", 0), ("top_k_per_class", 2.5), ("max_detections", 0), ("max_detections", True),
+    ("score_threshold", "0.1"), ("iou_threshold", float("nan")),
 ])
 def test_bad_options_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=rf"PostprocessOptions\.{field} must .* got {value!r}"):

@@ -53,14 +53,14 @@ class PostprocessOptions:
     max_detections: int = 200
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.score_threshold < 1.0:
+        if not (_is(numbers.Real, self.score_threshold) and 0.0 <= self.score_threshold < 1.0):
             raise ValueError(f"PostprocessOptions.score_threshold must be in [0, 1), got {self.score_threshold!r}")
         # Caffe allows 0 (any overlap suppresses); above 1 nothing could be suppressed.
-        if not 0.0 <= self.iou_threshold <= 1.0:
+        if not (_is(numbers.Real, self.iou_threshold) and 0.0 <= self.iou_threshold <= 1.0):
             raise ValueError(f"PostprocessOptions.iou_threshold must be in [0, 1], got {self.iou_threshold!r}")
         for name in ("top_k_per_class", "max_detections"):
             value = getattr(self, name)  # the graph's output shapes: static, so no Caffe-style -1 for "all"
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            if not (_is(numbers.Integral, value) and value >= 1):
                 raise ValueError(f"PostprocessOptions.{name} must be an integer >= 1, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,6 +74,11 @@ class PostprocessOptions:
             raise ValueError(f"PostprocessOptions: unknown settings {unknown}; expected some of "
                              f"{[f.name for f in dataclasses.fields(cls)]}")
         return cls(**data)
+
+
+def _is(kind: type, value: Any) -> bool:
+    """`value` is a number of `kind` (numbers.Real, numbers.Integral), a bool not counting as one."""
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def postprocess(
