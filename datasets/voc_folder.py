@@ -18,7 +18,7 @@ from pathlib import Path
 from ssd_datasets.report import FILE_MISSING, LoadReport
 from ssd_datasets.yolo import IMAGE_SUFFIXES
 from ssd_datasets.voc import add_annotation, finish, load_context
-from ssd.records import DetectionDataset, Sample
+from ssd.records import DetectionDataset
 
 logger = logging.getLogger(__name__)
 
