@@ -16,9 +16,11 @@ import tensorflow as tf
 
 from ssd.cli import detect
 from ssd.config import ModelConfig
+from ssd.core.postprocess import PostprocessOptions
 from ssd.deploy.images import expand_inputs
 from ssd.deploy.video import _lower_thread_priority
-from ssd.deploy.export import export_module, frozen_graph_def, write_labels
+from ssd.deploy.export import write_labels
+from ssd.deploy.graph import export_module, frozen_graph_def
 from ssd.deploy.frozen_graph import FrozenGraph
 from ssd.detections import detection_records
 from ssd.modeling.model import build_model_from_config
@@ -34,7 +36,7 @@ def graph_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("graph")
     tf.keras.utils.set_random_seed(1)
     config = ModelConfig("vgg300", CLASSES, width=0.125)
-    module = export_module(build_model_from_config(config), config, max_detections=20)
+    module = export_module(build_model_from_config(config), config, PostprocessOptions(max_detections=20))
     (out / "frozen_inference_graph.pb").write_bytes(frozen_graph_def(module).SerializeToString())
     write_labels(out / "labels.txt", CLASSES)
     return out
@@ -79,6 +81,26 @@ def test_video_keeps_frame_count_size_rate_and_writes_a_line_per_frame(graph_dir
         x1, y1, x2, y2 = record["box_xyxy"]
         assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 120
         assert record["class_name"] == CLASSES[record["class_id"] - 1]
+
+
+@pytest.mark.slow
+def test_video_tracked_from_the_command_line(graph_dir, tmp_path):
+    video = write_synthetic_video(tmp_path / "clip.mp4", num_frames=8, fps=10.0, width=160, height=120)
+    code = detect.main([str(video), "--graph", str(graph_dir), "--out", str(tmp_path / "out"), "--quiet",
+                        "--mot", str(tmp_path / "mot")])  # --mot implies --track
+    assert code == 0
+    lines = [json.loads(line) for line in (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
+    tracked = [d for line in lines for d in line["detections"]]
+    assert tracked and all(d["track_id"] >= 1 for d in tracked), "an untrained model still starts some tracks"
+    mot = (tmp_path / "mot" / "clip.txt").read_text().splitlines()
+    assert len(mot) == len(tracked) and mot[0].startswith("1,") and mot[0].endswith(",-1,-1,-1")
+
+
+def test_cli_refuses_an_unwritable_mot_folder(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert detect.main(["x.mp4", "--model", str(tmp_path), "--out", str(tmp_path / "out"),
+                        "--mot", str(tmp_path / "file")]) == 2
+    assert f"--mot {tmp_path / 'file'}: is a file" in capsys.readouterr().err
 
 
 @pytest.mark.slow

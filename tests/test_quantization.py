@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from ssd.cli import export as export_graph
 from ssd.config import ModelConfig
-from ssd.core.anchors import default_boxes
+from ssd.core.anchors import Anchors
 from ssd.core.losses import multibox_loss
 from ssd.core.matching import training_targets
 from ssd.deploy.quantization import AccuracyCheck, compare_map, read_accuracy_checks, record_accuracy_checks
@@ -92,7 +92,7 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         labels[i, : len(s.labels)] = s.labels
     counts = np.array([len(s.labels) for s in dataset.samples], np.int32)
     deltas, classes = training_targets(tf.constant(boxes), tf.constant(labels), tf.constant(counts),
-                                       tf.constant(default_boxes(config.default_boxes)), config.default_boxes.variances)
+                                       Anchors.from_config(config.default_boxes))
     optimizer = keras.optimizers.Adam(1e-3)
 
     @tf.function
