@@ -78,8 +78,8 @@ def write_accuracy_controlled_ir(ir_path: str | Path, path: str | Path, calibrat
     model = ov.Core().read_model(str(ir_path))
     settings = _quantization_settings(calibration)
     quantized = nncf.quantize_with_accuracy_control(
-        model, _calibration_dataset(calibration), nncf.Dataset(validation.items),
-        lambda compiled, items: validation.score(openvino_detector(compiled), items),
+        model, _calibration_dataset(calibration), nncf.Dataset(list(validation.dataset.samples)),
+        lambda compiled, samples: validation.score(openvino_detector(compiled), samples),
         max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=settings.pop("advanced"),
         # Rank on at most 100 images: a ranking pass compiles and scores one candidate per group of operations.
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(

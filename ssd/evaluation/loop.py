@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -57,25 +57,13 @@ def evaluate_detector(
         raise ValueError(f"evaluate_detector: batch_size must be >= 1, got {batch_size}")
     size = (image_size, image_size) if isinstance(image_size, int) else image_size
     _check_classes(evaluator, dataset)
-    bar = tqdm(total=len(dataset), unit="img", disable=not progress, desc="evaluate")
-    results = evaluate_batches(detector, _prefetched_batches(dataset, batch_size, size), evaluator, bar.update)
-    bar.close()
-    return results
-
-
-def evaluate_batches(
-    detector: DetectFn,
-    batches: Iterable[tuple[list[Sample], list[np.ndarray], np.ndarray]],
-    evaluator: VOCEvaluator,
-    done: Callable[[int], object] = lambda count: None,
-) -> dict[str, Any]:
-    """Evaluate `detector` on batches of (samples, uint8 RGB images, original (height, width) [B, 2]),
-    as `load_batch` reads them; `done(count)` after each batch."""
     evaluator.reset()
-    for samples, images, sizes in batches:
+    bar = tqdm(total=len(dataset), unit="img", disable=not progress, desc="evaluate")
+    for samples, images, sizes in _prefetched_batches(dataset, batch_size, size):
         for run in _same_shape_runs(images):
             _process(evaluator, samples[run], detector(np.stack(images[run])), sizes[run])
-        done(len(samples))
+        bar.update(len(samples))
+    bar.close()
     return evaluator.evaluate()
 
 
