@@ -18,19 +18,22 @@ from ssd.config import ModelConfig
 from ssd.core.anchors import Anchors
 from ssd.core.losses import multibox_loss
 from ssd.core.matching import training_targets
-from ssd.deploy.quantization import AccuracyCheck, compare_map, read_accuracy_checks, record_accuracy_checks
+from ssd.deploy.quantization import (
+    AccuracyCheck, ValidationSet, compare_map, read_accuracy_checks, record_accuracy_checks,
+)
 from ssd.deploy.runtimes import choose_precision, cpu_has_bf16
 from ssd.engine.recipe import TrainConfig
 from ssd.image_io import read_rgb, resize_rgb
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import save_run_config
+from ssd.records import DetectionDataset, Sample
 from ssd_datasets import load_dataset
 from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
 
 
-def check(model: str, precision: str, value: float, max_drop: float = 0.5, met: bool | None = None) -> AccuracyCheck:
-    met = 50.0 - value <= max_drop if met is None else met
-    return AccuracyCheck(model, precision, "voc07", ("test",), 10, 50.0, value, max_drop, met)
+def check(model: str, precision: str, value: float, max_drop: float = 0.5) -> AccuracyCheck:
+    """A check against an fp32 value of 50 points on 10 images."""
+    return AccuracyCheck(model, precision, "voc07", ("test",), 10, 50.0, value, max_drop, 50.0 - value <= max_drop)
 
 
 def test_checks_round_trip_through_export_json_and_replace_their_own_kind(tmp_path):
@@ -72,6 +75,15 @@ def test_auto_precision_follows_the_recorded_checks(tmp_path):
     assert choose_precision(tmp_path / "frozen_inference_graph.pb").label == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         choose_precision(tmp_path, "int4")
+
+
+def test_bounds_need_the_openvino_format_a_finite_number_and_annotated_images(tmp_path, capsys):
+    for flags in (["--format", "frozen", "--max-map-drop", "0.5"], ["--format", "openvino", "--max-map-drop", "nan"]):
+        assert export_graph.main(["--run-dir", str(tmp_path), "--out", str(tmp_path / "out"), *flags]) == 2
+        assert "--max-map-drop needs openvino in --format and a finite number" in capsys.readouterr().err
+    unlabelled = DetectionDataset(SYNTHETIC_CLASSES, (Sample("a", "a.jpg", 300, 300),))
+    with pytest.raises(ValueError, match="validation split test has no ground truth"):
+        ValidationSet(unlabelled, 300, splits=("test",))
 
 
 @pytest.fixture(scope="module")
