@@ -384,8 +384,9 @@ def run(args: argparse.Namespace, work: Path) -> dict:
               + "  ".join(f"{k} {v:.1f}" for k, v in ceilings["gops"].items()), flush=True)
         report["runtimes"] += bench_width(width, export, run_dir, images, args.repeats)
 
-    print(f"=== INT8 accuracy: trained width {args.map_width:g} model", flush=True)
     trained = args.run_dir or train_run(work / "run_trained", data, args.map_width, args.epochs)
+    trained_width = load_run_config(trained)[0].width  # --run-dir's may differ from --map-width
+    print(f"=== INT8 accuracy: trained width {trained_width:g} model", flush=True)
     export = export_all(trained, work / "export_trained", args.calibration_images)
     report["checked_export"] = export_checked(trained, export / "checked", args.calibration_images)
     print(report["checked_export"], flush=True)
@@ -397,7 +398,6 @@ def run(args: argparse.Namespace, work: Path) -> dict:
         print(f"  {file:26s} mAP {100 * value:6.2f}", flush=True)
     for int8, change in report["accuracy"]["int8_change_points"].items():
         print(f"  {int8:26s} change {change:+.2f} points (target >= -0.5)", flush=True)
-    trained_width = load_run_config(trained)[0].width  # --run-dir's may differ from --map-width
     trained_rows = bench_width(trained_width, export, trained, images, args.repeats, RUNTIMES + CHECKED)
     report["runtimes"] += [{**row, "trained": True, "map_voc07": maps.get(row["file"]),
                             "map_change_points": report["accuracy"]["int8_change_points"].get(row["file"])}
