@@ -18,9 +18,8 @@ from ssd.config import ModelConfig
 from ssd.core.anchors import Anchors
 from ssd.core.losses import multibox_loss
 from ssd.core.matching import training_targets
-from ssd.deploy.quantization import (
-    AccuracyCheck, ValidationSet, compare_map, read_accuracy_checks, record_accuracy_checks,
-)
+from ssd.deploy.accuracy_checks import AccuracyCheck, read_accuracy_checks, record_accuracy_checks
+from ssd.deploy.quantization import ValidationSet, compare_map
 from ssd.deploy.runtimes import choose_precision, cpu_has_bf16
 from ssd.engine.recipe import TrainConfig
 from ssd.image_io import read_rgb, resize_rgb

@@ -32,4 +32,3 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, 
                         help="auto (default): the fastest precision the export's accuracy checks allow on this "
                              "CPU (INT8, else OpenVINO bf16, else fp32), printed at start; f32 or bf16: "
                              "OpenVINO inference precision of the model given")
-

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd.deploy.accuracy_checks import read_accuracy_checks
 from ssd.detections import EXPORT_INFO_FILE, GRAPH_FILE, INPUT_NAME, OUTPUT_NAMES, DetectFn
 
 IR_FILE, IR_INT8_FILE = "model.xml", "model_int8.xml"  # the OpenVINO IR files an export holds
@@ -204,8 +205,6 @@ def choose_precision(path: str | os.PathLike, precision: str = "auto") -> Precis
     checks in export.json beside the model; for an export directory it may open its
     model_int8.xml or model.xml instead of the frozen graph.
     """
-    from ssd.deploy.quantization import read_accuracy_checks
-
     if precision not in CHOICES:
         raise ValueError(f"precision must be one of {CHOICES}, got {precision!r}")
     if precision != "auto":
