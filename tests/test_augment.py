@@ -368,7 +368,8 @@ def test_training_resize_draws_each_of_the_five_interpolations_reproducibly():
     boxes, labels = np.array([[5, 5, 60, 50]], np.float32), np.array([1], np.int32)
     assert set(augment.INTERPOLATIONS) == set(CV2_INTERPOLATIONS)
     # No expansion, so no patch is plain mean fill (on which all five agree).
-    singles = {name: TrainAugmentation(24, expand_probability=0.0, interpolations=(name,)) for name in CV2_INTERPOLATIONS}
+    singles = {name: TrainAugmentation(24, expand_probability=0.0, interpolations=(name,))
+               for name in CV2_INTERPOLATIONS}
     drawn = []
     for seed in range(60):
         out = TrainAugmentation(24, expand_probability=0.0)(image, boxes, labels, np.random.default_rng(seed))[0]
