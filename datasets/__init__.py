@@ -1,9 +1,9 @@
 """Dataset sources, one module each, all returning `ssd.records.DetectionDataset`.
 
-- `datasets.voc`: Pascal VOC devkit folders or any VOC-format folder (`load_voc`).
-- `datasets.coco`: a COCO `instances_*.json` and its image folder (`load_coco`).
-- `datasets.yolo`: YOLO txt labels beside images (`load_yolo`).
-- `datasets.synthetic`: the generated coloured-shapes set in any of the three formats
+- `ssd_datasets.voc`: Pascal VOC devkit folders or any VOC-format folder (`load_voc`).
+- `ssd_datasets.coco`: a COCO `instances_*.json` and its image folder (`load_coco`).
+- `ssd_datasets.yolo`: YOLO txt labels beside images (`load_yolo`).
+- `ssd_datasets.synthetic`: the generated coloured-shapes set in any of the three formats
   (`generate_synthetic`, `load_synthetic`).
 
 `load_dataset` reads any of them, the format given or detected from the folder. This folder is
@@ -17,9 +17,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from datasets.coco import load_coco
-from datasets.voc import dataset_class_names, load_voc
-from datasets.yolo import load_yolo
+from ssd_datasets.coco import load_coco
+from ssd_datasets.voc import dataset_class_names, load_voc
+from ssd_datasets.yolo import load_yolo
 from ssd.records import DATA_FORMATS, DetectionDataset, read_lines
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from datasets.report import BOX_CLIPPED, BOX_OK, LoadReport, box_problem, check_boxes
+from ssd_datasets.report import BOX_CLIPPED, BOX_OK, LoadReport, box_problem, check_boxes
 from ssd.records import DetectionDataset, Sample
 
 logger = logging.getLogger(__name__)

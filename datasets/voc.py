@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
-from datasets.image_check import image_file_problem
-from datasets.report import LoadReport
+from ssd_datasets.image_check import image_file_problem
+from ssd_datasets.report import LoadReport
 from ssd.records import DetectionDataset, Sample, read_lines
 
 logger = logging.getLogger(__name__)

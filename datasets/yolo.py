@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.report import BOX_OK, LoadReport, box_problem, check_boxes
+from ssd_datasets.report import BOX_OK, LoadReport, box_problem, check_boxes
 from ssd.image_header import image_size
 from ssd.records import DetectionDataset, Sample
 

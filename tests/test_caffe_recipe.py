@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
+from ssd.engine.recipe import TrainConfig
 from ssd.core.losses import multibox_loss
 from ssd.core.matching import training_targets
 from ssd.data.pipeline import Batch

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.coco import default_image_dir, load_coco, load_coco_with_report, write_coco_json
+from ssd_datasets.coco import default_image_dir, load_coco, load_coco_with_report, write_coco_json
 
 FIXTURE = Path(__file__).parent / "fixtures" / "coco"
 MISSING_IMAGE = "000000000009.jpg"

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_graph
-from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
-from ssd.config import ModelConfig, TrainConfig
+from ssd.cli import export as export_graph
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
+from ssd.config import ModelConfig
+from ssd.engine.recipe import TrainConfig
 from ssd.core.postprocess import postprocess
 from ssd.deploy.export import PostprocessOptions
 from ssd.deploy.onnx_export import postprocess_model
@@ -38,7 +39,7 @@ def exported(tmp_path_factory) -> tuple[Path, Path, str]:
     config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=0.125)
     model = build_model_from_config(config)
     save_run_config(root / "run", config, TrainConfig(data_root=str(data), train_splits=("train",),
-                                                      val_splits=("val",)))
+                                                      val_splits=("val",)).to_dict())
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(root / "run" / "checkpoints"), 1).save()
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
@@ -318,7 +319,7 @@ def test_cli_refuses_int8_without_an_int8_format_and_unknown_formats(tmp_path, c
 
 def test_detect_cli_runs_any_format_on_video_and_images(exported, tmp_path):
     import detect
-    from tools.make_synthetic_video import write_synthetic_video
+    from ssd_datasets.synthetic_video import write_synthetic_video
 
     data, out, _ = exported
     video = tmp_path / "clip.mp4"
@@ -338,7 +339,8 @@ def test_evaluate_and_serve_take_any_format(exported, tmp_path):
     import cv2
 
     from ssd.deploy.runtimes import load_model
-    from ssd.deploy.server import make_server, post_image
+    from ssd.deploy.client import post_image
+    from ssd.deploy.server import make_server
     from tools import evaluate
 
     data, out, _ = exported

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import detect
+from ssd.cli import detect
 from ssd.config import ModelConfig
 from ssd.deploy.images import expand_inputs
 from ssd.deploy.video import _lower_thread_priority
@@ -22,7 +22,7 @@ from ssd.deploy.export import export_module, frozen_graph_def, write_labels
 from ssd.deploy.frozen_graph import FrozenGraph
 from ssd.detections import detection_records
 from ssd.modeling.model import build_model_from_config
-from tools.make_synthetic_video import synthetic_frames, write_synthetic_video
+from ssd_datasets.synthetic_video import synthetic_frames, write_synthetic_video
 
 CLASSES = ("circle", "square", "triangle")
 THRESHOLD = "0.3"  # an untrained model's softmax over 4 classes sits around 0.25..1: some pass

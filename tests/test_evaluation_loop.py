@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc, load_synthetic
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc, load_synthetic
 from ssd.evaluation.loop import evaluate_detector, evaluate_results_files
 from ssd.evaluation.voc import VOCEvaluator
 from ssd.evaluation.results_files import write_results_files
-from tools import evaluate as evaluate_cli
+from ssd.cli import evaluate as evaluate_cli
 
 MAX_DET = 10
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_graph
-from ssd.config import ModelConfig, TrainConfig
+from ssd.cli import export as export_graph
+from ssd.config import ModelConfig
+from ssd.engine.recipe import TrainConfig
 from ssd.deploy.export import resize_in_graph, write_label_map
 from ssd.modeling.inference import Detector
 from ssd.modeling.model import build_model_from_config
@@ -29,7 +30,7 @@ def make_run_dir(run_dir: Path) -> None:
     tf.keras.utils.set_random_seed(0)
     config = ModelConfig("vgg300", CLASSES, width=0.125)
     model = build_model_from_config(config)
-    save_run_config(run_dir, config, TrainConfig())
+    save_run_config(run_dir, config, TrainConfig().to_dict())
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(run_dir / "checkpoints"), 1).save()
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # A module may import its own subpackage, or one of a lower rank. Rank 0 is the shared contracts
-# at the top of `ssd/`. Stages of equal rank (engine, deploy) do not import each other.
-RANKS = {"core": 1, "data": 1, "modeling": 2, "evaluation": 3, "engine": 4, "deploy": 4}
+# at the top of `ssd/`. Stages of equal rank (engine, deploy) do not import each other. The commands
+# (`ssd.cli`) sit on top: they alone may import the dataset sources (`ssd_datasets`, the `datasets/` folder).
+RANKS = {"core": 1, "data": 1, "modeling": 2, "evaluation": 3, "engine": 4, "deploy": 4, "cli": 5}
+OUTSIDE = ("datasets", "tools", "train_detector", "detect", "export_graph")
 
 
 def stage(module: str) -> str:
@@ -41,8 +46,10 @@ def ssd_modules() -> dict[str, Path]:
 
 def wrong_way(importer: str, imported: str, known: set[str]) -> str | None:
     """Why `importer` may not import `imported`, or None if it may."""
-    if imported.split(".")[0] in ("datasets", "tools", "train_detector", "detect", "export_graph"):
-        return "the library never imports datasets/, tools/ or the CLIs"
+    if imported.split(".")[0] in OUTSIDE:
+        return "the library never imports tools/ or the top-level scripts (nor `datasets`: its name is ssd_datasets)"
+    if imported.split(".")[0] == "ssd_datasets" and stage(importer) != "cli":
+        return "only the commands (ssd.cli) import the dataset sources"
     if not imported.startswith("ssd.") or imported not in known:
         return None
     src, dst = stage(importer), stage(imported)
@@ -73,7 +80,12 @@ def test_the_rules_catch_wrong_way_edges():
     assert wrong_way("ssd.deploy.export", "ssd.engine.trainer", known)
     assert wrong_way("ssd.data.pipeline", "ssd.core.boxes", known)
     assert wrong_way("ssd.detections", "ssd.evaluation.voc", known)
-    assert wrong_way("ssd.config", "datasets.voc", known)
+    assert wrong_way("ssd.config", "ssd_datasets.voc", known)
+    assert wrong_way("ssd.engine.trainer", "ssd_datasets", known)
+    assert wrong_way("ssd.cli.train", "train_detector", known)
+    assert wrong_way("ssd.cli.train", "ssd_datasets", known) is None
+    assert wrong_way("ssd.cli.train", "ssd.engine.trainer", known) is None
+    assert wrong_way("ssd.engine.trainer", "ssd.cli.train", known)
     assert wrong_way("ssd.engine.trainer", "ssd.evaluation.loop", known) is None
     assert wrong_way("ssd.data.augment", "ssd.config", known) is None
 
@@ -91,3 +103,20 @@ def test_data_package_never_imports_tensorflow():
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_package_is_installed():
+    """pyproject's explicit package list (needed for the datasets/ -> ssd_datasets mapping) misses none."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {module_name(p.parent) for p in (ROOT / "ssd").rglob("__init__.py")}
+    assert on_disk | {"ssd_datasets"} == set(config["packages"])
+    assert config["package-dir"] == {"ssd_datasets": "datasets"}
+
+
+def test_no_file_edits_sys_path():
+    """Everything is imported as installed (`make setup`), so no script reaches into sys.path."""
+    edit = re.compile(r"sys\.path(\.insert|\.append|\.extend|\[[^]]*\]\s*=|\s*[+]?=)")
+    offenders = [str(path.relative_to(ROOT)) for path in ROOT.rglob("*.py")
+                 if ".venv" not in path.parts and edit.search(path.read_text())]
+    assert offenders == []

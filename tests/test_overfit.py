@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets.synthetic import SYNTHETIC_CLASSES, render_image
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, render_image
 from ssd.core.anchors import default_boxes
 from ssd.config import ModelConfig
 from ssd.core.losses import multibox_loss, weight_decay_loss

@@ -24,7 +24,8 @@ from ssd.deploy.frozen_graph import FrozenGraph
 from ssd.detections import detection_records
 from ssd.modeling.model import build_model_from_config
 from ssd.deploy.http_limits import ServerLimits
-from ssd.deploy.server import make_server, parse_size, post_image
+from ssd.deploy.client import post_image
+from ssd.deploy.server import make_server, parse_size
 from tests.image_bombs import jpeg_bomb, png_bomb, png_chunk, png_header, zero_png
 
 CLASSES = ("circle", "square", "triangle")

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
+from ssd.engine.recipe import TrainConfig
 from ssd.core.losses import multibox_loss, weight_decay_loss
 from ssd.core.matching import training_targets
 from ssd.data.pipeline import Batch

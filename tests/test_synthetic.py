@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from lxml import etree
 
-from datasets import load_dataset
-from datasets.synthetic import (SYNTHETIC_CATEGORY_IDS, SYNTHETIC_CLASSES, generate_synthetic, generate_synthetic_voc,
+from ssd_datasets import load_dataset
+from ssd_datasets.synthetic import (SYNTHETIC_CATEGORY_IDS, SYNTHETIC_CLASSES, generate_synthetic, generate_synthetic_voc,
                                 load_synthetic, render_image)
-from datasets.voc import load_voc_with_report
+from ssd_datasets.voc import load_voc_with_report
 from ssd.image_io import read_rgb
 
 SIZES = (96, 160)  # small images keep the tests quick
@@ -179,7 +179,7 @@ def test_unknown_format_refused():
 
 
 def test_format_detection_names_what_it_looked_for(tmp_path):
-    from datasets import detect_format
+    from ssd_datasets import detect_format
 
     with pytest.raises(FileNotFoundError, match="is not a folder"):
         detect_format(tmp_path / "missing")

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets import parse_class_names
-from datasets.voc import VOC_CLASSES, dataset_class_names, load_voc, load_voc_with_report, parse_split, write_voc_annotation
+from ssd_datasets import parse_class_names
+from ssd_datasets.voc import VOC_CLASSES, dataset_class_names, load_voc, load_voc_with_report, parse_split, write_voc_annotation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "VOCdevkit"
 MISSING_JPEG = "000017"
@@ -148,7 +148,13 @@ def test_strict_raises_naming_file_and_problem(devkit, image_id, message):
 
 
 def test_strict_accepts_clean_data(devkit):
-    assert len(load_voc(devkit, ["VOC2007:good"], strict=True)) == 2
+    strict, report = load_voc_with_report(devkit, ["VOC2007:good"], strict=True)
+    lenient = load_voc(devkit, ["VOC2007:good"])
+    assert report.issues == [] and [s.image_id for s in strict.samples] == ["000005", "000007"]
+    for a, b in zip(strict.samples, lenient.samples, strict=True):  # strict reads exactly what lenient keeps
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        assert a.labels.tolist() == b.labels.tolist() and a.difficult.tolist() == b.difficult.tolist()
+    assert by_id(strict)["000007"].labels.tolist() == [cls("car")]
 
 
 def test_empty_image_kept_and_counted(devkit):
@@ -205,11 +211,11 @@ def test_missing_set_file_and_bad_split_names(devkit):
 
 
 def test_summary_logged_and_details_with_verbose(devkit, caplog):
-    with caplog.at_level(logging.INFO, logger="datasets.voc"):
+    with caplog.at_level(logging.INFO, logger="ssd_datasets.voc"):
         load_voc(devkit, ["VOC2007:bad"])
     assert len(caplog.records) == 1 and "use --verbose" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="datasets.voc"):
+    with caplog.at_level(logging.INFO, logger="ssd_datasets.voc"):
         load_voc(devkit, ["VOC2007:bad"], verbose=True)
     assert "unicorn" in caplog.text and "000016.xml" in caplog.text
 
@@ -336,7 +342,7 @@ def test_unreadable_images_are_skipped_at_load_by_name(devkit):
 
 
 def test_image_declaring_too_many_pixels_is_skipped_at_load(devkit):
-    from datasets.image_check import image_file_problem
+    from ssd_datasets.image_check import image_file_problem
 
     path = devkit / "VOC2007" / "JPEGImages" / "000007.jpg"
     assert image_file_problem(str(path), 500, 333) is None

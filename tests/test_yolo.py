@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.yolo import label_path, load_yolo, load_yolo_with_report, parse_yaml_names, write_yolo_labels
+from ssd_datasets.yolo import label_path, load_yolo, load_yolo_with_report, parse_yaml_names, write_yolo_labels
 
 FIXTURE = Path(__file__).parent / "fixtures" / "yolo"
 

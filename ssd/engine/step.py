@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
+from ssd.engine.recipe import TrainConfig
 from ssd.core.anchors import default_boxes
 from ssd.core.losses import multibox_loss, weight_decay_loss
 from ssd.core.matching import training_targets

@@ -18,16 +18,14 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from ssd.core.anchors import default_boxes  # noqa: E402
-from ssd.config import DEFAULT_BOXES  # noqa: E402
-from ssd.evaluation.voc import VOCEvaluator  # noqa: E402
-from ssd.core.postprocess import postprocess  # noqa: E402
+from ssd.core.anchors import default_boxes
+from ssd.config import DEFAULT_BOXES
+from ssd.evaluation.voc import VOCEvaluator
+from ssd.core.postprocess import postprocess
 
 
 # ------------------------------------------------------------------ the straightforward NumPy way
