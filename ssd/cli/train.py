@@ -34,6 +34,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from ssd_datasets import load_dataset
 from ssd.cli import configure_logging
 from ssd.config import BOX_SETS, EVAL_METRICS, PRESETS, ModelConfig
 from ssd.engine.recipe import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, STRATEGIES, TrainConfig
+from ssd.engine.run_lock import hold_run_dir, release_run_dir
 from ssd.engine.run_config import DEFAULTS, check_initialisation, check_objects, resolve_configs, resolve_model_config
 from ssd.records import DATA_FORMATS
 
@@ -183,9 +185,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"train_detector.py: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        release_run_dir(args.run_dir)
 
 
 def _run(args: argparse.Namespace, verbose: bool) -> int:
+    if args.run_dir.exists() and "TF_CONFIG" not in os.environ:
+        # A run another trainer has is refused now, before TensorFlow starts; the Trainer takes the
+        # run directory in any case (in a cluster, only the chief's does).
+        hold_run_dir(args.run_dir)
     model_config, config = configs_from_args(args)
     check_initialisation(config)
     train_set = load_dataset(config.data_root, config.train_splits,

@@ -21,6 +21,9 @@ or unreadable .index or .data file, or a `checkpoint` file naming files that are
 and returns the newest intact checkpoint and the damaged ones newer than it, each named with
 the file at fault; `checkpoint_path` (export, evaluation) and the trainer's resume use it to fall
 back, and `set_aside` moves damaged ones into damaged/ so the next save starts clean.
+
+TensorFlow is imported only by the functions that use it, so the layout and JSON helpers load in
+a fraction of a second (the training CLI checks its run directory before TensorFlow starts).
 """
 
 from __future__ import annotations
@@ -32,18 +35,16 @@ import logging
 import os
 import re
 import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import keras
-import tensorflow as tf
-from google.protobuf import text_format
+from typing import TYPE_CHECKING, Any
 
 from ssd.config import ModelConfig
 
-from ssd.modeling.model import build_model_from_config
+if TYPE_CHECKING:
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,9 @@ def storage_full(path: str | Path, needed_bytes: int) -> Iterator[None]:
     except StorageFullError:
         raise
     except Exception as err:
+        tf = sys.modules.get("tensorflow")  # a TensorFlow error needs TensorFlow loaded
         full = (isinstance(err, OSError) and err.errno in _FULL_ERRNOS) or \
-            (isinstance(err, tf.errors.OpError) and any(w in str(err) for w in _FULL_WORDS))
+            (tf is not None and isinstance(err, tf.errors.OpError) and any(w in str(err) for w in _FULL_WORDS))
         if not full:
             raise
         raise StorageFullError(errno.ENOSPC, _full_message(Path(path), needed_bytes, err)) from None
@@ -171,6 +173,8 @@ def checkpoint_problem(prefix: str) -> str | None:
     Reads every tensor (TensorFlow checks each one's CRC32C), so a truncated or altered .data file
     is found as surely as an unreadable .index.
     """
+    import tensorflow as tf
+
     index = f"{prefix}.index"
     if not os.path.isfile(index):
         return f"{index} is missing"
@@ -195,6 +199,8 @@ def _first_line(error: Exception) -> str:
 def _candidates(directory: Path) -> tuple[list[str], list[tuple[str, str]]]:
     """Checkpoint prefixes of `directory`, newest first (those on disk and those its `checkpoint`
     file names), and the `checkpoint` file itself as damaged if it cannot be parsed."""
+    import tensorflow as tf
+
     named: list[str] = []
     problems: list[tuple[str, str]] = []
     state_file = directory / STATE_FILE
@@ -244,6 +250,9 @@ def set_aside(scan: CheckpointScan) -> Path:
 def _list_only_present(directory: Path, latest: str | None) -> None:
     """Rewrite `directory`'s `checkpoint` file to list only checkpoints whose files are there, `latest`
     as the newest; remove it when there is no `latest` or it cannot be parsed."""
+    import tensorflow as tf
+    from google.protobuf import text_format
+
     state_file = directory / STATE_FILE
     state = tf.train.get_checkpoint_state(str(directory)) if state_file.is_file() else None
     if state is None or latest is None:
@@ -290,6 +299,10 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> str:
 
 def load_trained_model(run_dir: str | Path, which: str = "best") -> tuple[keras.Model, ModelConfig]:
     """Rebuild the run's model (float32) and restore its weights from a checkpoint."""
+    import tensorflow as tf
+
+    from ssd.modeling.model import build_model_from_config
+
     model_config = load_model_config(run_dir)
     model = build_model_from_config(model_config)
     tf.train.Checkpoint(model=model).restore(checkpoint_path(run_dir, which)).expect_partial()
