@@ -44,6 +44,7 @@ from ssd.cli import configure_logging
 from ssd.config import BOX_SETS, EVAL_METRICS, PRESETS, ModelConfig
 from ssd.engine.recipe import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, STRATEGIES, TrainConfig
 from ssd.engine.run_lock import hold_run_dir, release_run_dir
+from ssd.evaluation.report import percent
 from ssd.engine.run_config import DEFAULTS, check_initialisation, check_objects, resolve_configs, resolve_model_config
 from ssd.records import DATA_FORMATS
 
@@ -228,7 +229,7 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
     except StorageFullError as error:
         print(f"train_detector.py: error: {error.strerror}", file=sys.stderr)
         return 1
-    best = f"; best val {config.eval_metric} {result.best_map:.4f}" if result.best_map is not None else ""
+    best = f"; best validation {config.eval_metric} {percent(result.best_map)}" if result.best_map is not None else ""
     state = "interrupted" if result.interrupted else "finished"
     print(f"{state} at step {result.step} (epoch {result.epoch}){best}; run directory: {args.run_dir}")
     return 130 if result.interrupted else 0
