@@ -210,3 +210,12 @@ def test_checkpoint_path_with_every_checkpoint_damaged_is_refused(tmp_path):
     truncate_to_half(data_file(tmp_path / CHECKPOINTS / "ckpt-1"))
     with pytest.raises(FileNotFoundError, match="no intact checkpoint.*every one is damaged"):
         checkpoint_path(tmp_path, "latest")
+
+
+def test_changed_options_lists_each_difference_in_field_order():
+    from ssd.engine.run_config import changed_options
+
+    saved = TrainConfig(learning_rate=1e-3, epochs=None, seed=0)
+    now = TrainConfig(learning_rate=1e-2, epochs=9, seed=0)
+    assert changed_options(saved, now) == [("epochs", None, 9), ("learning_rate", 1e-3, 1e-2)]
+    assert changed_options(saved, saved) == []

@@ -277,6 +277,9 @@ def test_a_truncated_latest_checkpoint_is_named_and_resume_export_and_evaluate_u
     assert f"resumed from {run_dir / 'checkpoints' / 'ckpt-2'}, the newest intact checkpoint (step 2" in caplog.text
     assert (run_dir / "checkpoints" / "damaged" / data.name).is_file()
     assert "finished at step 6" in capsys.readouterr().out
+    # the longer run is an option changed on resume: said, and kept in train.log
+    change = f"step 2: options changed from {run_dir / 'config.json'}: iterations 4 → 6"
+    assert change in caplog.text and change in (run_dir / "train.log").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

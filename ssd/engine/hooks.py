@@ -160,10 +160,13 @@ class EpochLog(Hook):
         self.path, self.is_chief = path, is_chief
 
     def after_epoch(self, summary: dict[str, Any], finished: bool, last: bool) -> None:
-        line = epoch_line(summary)
+        self.write(epoch_line(summary))
+
+    def write(self, line: str) -> None:
+        """`line` to the log and (chief) appended to train.log."""
         log.info(line)
         if self.is_chief:
-            with storage_full(self.path, len(line) + 1), open(self.path, "a") as f:
+            with storage_full(self.path, len(line) + 1), open(self.path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
 
 

@@ -35,11 +35,12 @@ from ssd.data.pipeline import Batch, BatchPipeline
 from ssd.engine.checkpointing import BestCheckpoint, Checkpointer, initialise
 from ssd.engine.distribute import check_batch_size, make_strategy, worker_shard
 from ssd.engine.hooks import CheckpointSaver, EpochLog, Hook, Summaries, Validation, evaluate
+from ssd.engine.run_config import changed_options, load_run_config
 from ssd.engine.run_lock import hold_run_dir, release_run_dir
 from ssd.engine.state import build_state
 from ssd.engine.step import COUNTS, TrainStep
 from ssd.modeling.inference import Detector
-from ssd.modeling.run_dir import StorageFullError, save_run_config
+from ssd.modeling.run_dir import RUN_CONFIG, StorageFullError, save_run_config
 from ssd.records import DetectionDataset
 
 log = logging.getLogger("ssd.engine.trainer")
@@ -117,8 +118,8 @@ class Trainer:
         hooks: list[Hook] = [summaries]
         if val_set is not None:
             hooks.append(Validation(self.detector, val_set, self.config, self.best, summaries))
-        hooks += [CheckpointSaver(self.checkpointer, self.state, self.config.checkpoint_every),
-                  EpochLog(self.run_dir / "train.log", chief)]
+        self.epoch_log = EpochLog(self.run_dir / "train.log", chief)
+        hooks += [CheckpointSaver(self.checkpointer, self.state, self.config.checkpoint_every), self.epoch_log]
         return hooks
 
     # -- the state, for callers and tests
@@ -178,6 +179,7 @@ class Trainer:
         total = self.config.total_steps(self.steps_per_epoch)
         self._hold_run_dir()
         if self.shard.is_chief:
+            self._record_option_changes()
             save_run_config(self.run_dir, self.model_config, self.config.to_dict())
         result = TrainResult(step=self.step, epoch=self.completed_epochs, best_map=self.best.value)
         if self.step >= total:
@@ -207,6 +209,15 @@ class Trainer:
                 hook.after_train()
         result.step, result.epoch, result.best_map = self.step, self.completed_epochs, self.best.value
         return result
+
+    def _record_option_changes(self) -> None:
+        """Say (and append to train.log) each option that differs from the run's config.json."""
+        if not (self.run_dir / RUN_CONFIG).is_file():
+            return
+        changes = changed_options(load_run_config(self.run_dir)[1], self.config)
+        if changes:
+            listed = "; ".join(f"{name} {old!r} → {new!r}" for name, old, new in changes)
+            self.epoch_log.write(f"step {self.step}: options changed from {self.run_dir / RUN_CONFIG}: {listed}")
 
     def _run_epoch(self, pipeline: BatchPipeline, total: int, bar: tqdm) -> dict:
         """Train the rest of the current epoch (or up to `total`), then the epoch hooks; its summary."""
