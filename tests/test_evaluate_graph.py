@@ -75,7 +75,7 @@ def reference_results(pb_path: Path, voc_root: Path) -> dict[tuple[str, str], np
 def test_export_records_its_input_size(graph_and_data):
     export, _ = graph_and_data
     info = json.loads((export / "export.json").read_text())
-    assert info["image_size"] == 512 and info["preset"] == "vgg512" and info["max_detections"] == 30
+    assert info["image_size"] == 512 and info["preset"] == "vgg512" and info["postprocess"]["max_detections"] == 30
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The package layout: dependencies between stages point one way, and ssd.data never loads TensorFlow."""
+"""The package layout: dependencies between stages point one way, no module imports itself back
+through others (no cycle anywhere in ssd/), and ssd.data never loads TensorFlow."""
 
 from __future__ import annotations
 
@@ -88,6 +89,76 @@ def test_the_rules_catch_wrong_way_edges():
     assert wrong_way("ssd.engine.trainer", "ssd.cli.train", known)
     assert wrong_way("ssd.engine.trainer", "ssd.evaluation.loop", known) is None
     assert wrong_way("ssd.data.augment", "ssd.config", known) is None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """ssd module -> the ssd modules it imports (lazy imports included), with the packages they sit in."""
+    modules = ssd_modules()
+    graph = {}
+    for name, path in modules.items():
+        named = {imp for imp in imports_of(path) if imp in modules}
+        packages = {imp.rsplit(".", k)[0] for imp in named for k in range(1, imp.count(".") + 1)}
+        graph[name] = (named | packages) & set(modules) - {name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One import loop per strongly connected group of modules (Tarjan), as a path a -> ... -> a."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1:
+                found.append(_loop(graph, set(group), node))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _loop(graph: dict[str, set[str]], group: set[str], start: str) -> list[str]:
+    """A shortest path start -> ... -> start inside one strongly connected group (breadth first)."""
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        nxt_frontier = []
+        for node in frontier:
+            for nxt in sorted(graph[node] & group):
+                if nxt == start:
+                    return paths[node] + [start]
+                if nxt not in paths:
+                    paths[nxt] = paths[node] + [nxt]
+                    nxt_frontier.append(nxt)
+        frontier = nxt_frontier
+    raise AssertionError(f"{start} is in no loop of {sorted(group)}")
+
+
+def test_no_import_cycle_anywhere_in_ssd():
+    assert [" -> ".join(loop) for loop in cycles(import_graph())] == []
+
+
+def test_the_cycle_check_finds_loops_lazy_imports_included(tmp_path):
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e2"}, "e2": {"e"}}
+    assert cycles(graph) == [["a", "b", "c", "a"], ["e", "e2", "e"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    lazy = tmp_path / "lazy.py"
+    lazy.write_text("def f():\n    from ssd.deploy.export import export_run\n")
+    assert "ssd.deploy.export" in imports_of(lazy)
 
 
 def test_datasets_import_only_the_shared_contracts():

@@ -19,7 +19,8 @@ import pytest
 import tensorflow as tf
 
 from ssd.config import ModelConfig
-from ssd.deploy.export import export_module, frozen_graph_def
+from ssd.core.postprocess import PostprocessOptions
+from ssd.deploy.graph import export_module, frozen_graph_def
 from ssd.deploy.frozen_graph import FrozenGraph
 from ssd.detections import detection_records
 from ssd.modeling.model import build_model_from_config
@@ -40,7 +41,7 @@ def graph(tmp_path_factory) -> FrozenGraph:
     tf.keras.utils.set_random_seed(2)
     config = ModelConfig("vgg300", CLASSES, width=0.125)
     out.write_bytes(frozen_graph_def(export_module(build_model_from_config(config), config,
-                                                   max_detections=20)).SerializeToString())
+                                                   PostprocessOptions(max_detections=20))).SerializeToString())
     return FrozenGraph(out)
 
 

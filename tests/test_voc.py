@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ssd_datasets import parse_class_names
-from ssd_datasets.voc import VOC_CLASSES, dataset_class_names, load_voc, load_voc_with_report, parse_split, write_voc_annotation
+from ssd_datasets.voc import VOC_CLASSES, load_voc, load_voc_with_report, parse_split, write_voc_annotation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "VOCdevkit"
 MISSING_JPEG = "000017"
@@ -124,7 +124,12 @@ def test_bad_files_skipped_and_reported_by_name(devkit):
     assert "size" in skipped["000016.xml"]
     assert "000017.jpg" in skipped["000017.xml"]
     summary = report.summary()
-    assert "3 files" in summary and "4 objects" in summary and "1 boxes" in summary
+    # one entry per kind of problem, with its count and one example path
+    assert "2 images skipped: bad annotation file (e.g. " in summary
+    assert f"1 images skipped: file missing (e.g. {devkit / 'VOC2007' / 'JPEGImages' / '000017.jpg'})" in summary
+    for kind in ("unknown class", "degenerate box", "box outside the image", "malformed object"):
+        assert f"1 objects skipped: {kind} (e.g. {devkit / 'VOC2007' / 'Annotations' / '000012.xml'})" in summary
+    assert "1 boxes clipped: crosses the border" in summary
 
 
 def test_nothing_degenerate_reaches_a_sample(devkit):
@@ -213,7 +218,7 @@ def test_missing_set_file_and_bad_split_names(devkit):
 def test_summary_logged_and_details_with_verbose(devkit, caplog):
     with caplog.at_level(logging.INFO, logger="ssd_datasets.voc"):
         load_voc(devkit, ["VOC2007:bad"])
-    assert len(caplog.records) == 1 and "use --verbose" in caplog.text
+    assert len(caplog.records) == 1 and "--verbose lists each" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="ssd_datasets.voc"):
         load_voc(devkit, ["VOC2007:bad"], verbose=True)
@@ -250,9 +255,8 @@ def test_writer_round_trips_through_loader(tmp_path_factory, data):
 def test_name_files_must_be_utf8_and_errors_name_the_file(tmp_path):
     (tmp_path / "classes.txt").write_bytes(b"cat\n\xff\xfedog\n")
     with pytest.raises(ValueError, match=r"classes.txt is not UTF-8"):
-        dataset_class_names(tmp_path, ["trainval"])
+        parse_class_names(str(tmp_path / "classes.txt"))
     (tmp_path / "classes.txt").write_text("cat\n\n  dog \n")
-    assert dataset_class_names(tmp_path, ["trainval"]) == ("cat", "dog")
     assert parse_class_names("cat, dog,") == ("cat", "dog")
     assert parse_class_names(str(tmp_path / "classes.txt")) == ("cat", "dog")
     with pytest.raises(ValueError, match="names no classes"):

@@ -33,17 +33,21 @@ _NO_GPU = "failed call to cuInit"
 # TensorFlow's notice when a dependency (tf2onnx) calls one of its deprecated functions: nothing a
 # user of ours can act on.
 _TF_DEPRECATION = re.compile(r"\(from [\w.]+\) is deprecated and will be removed")
-# Dependencies whose INFO logging is their own progress, not ours.
-_QUIET_LOGGERS = ("absl", "tensorflow", "tf2onnx")
+
+
+# The project's own loggers; every other (third-party) logger stays at WARNING, --verbose or not.
+OWN_LOGGERS = ("ssd", "ssd_datasets")
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """INFO to stderr (DEBUG with verbose); a quiet TensorFlow start (see the module docstring)."""
+    """The project's messages at INFO to stderr (DEBUG with verbose), third-party ones from WARNING
+    (TensorFlow's notices about deprecated calls our dependencies make, never); a quiet TensorFlow
+    start (see the module docstring)."""
     os.environ.setdefault(TF_LEVEL_VARIABLE, "2")
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(logging.WARNING)  # the level every logger not set below inherits
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
     tf_logger = logging.getLogger("tensorflow")
     if _not_deprecation not in tf_logger.filters:
         tf_logger.addFilter(_not_deprecation)

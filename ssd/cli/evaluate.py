@@ -22,7 +22,8 @@ import json
 import sys
 from pathlib import Path
 
-from ssd_datasets import load_dataset
+from ssd_datasets import load_splits
+from ssd_datasets.exports import recognise
 from ssd.cli import add_model_arguments, configure_logging
 from ssd.evaluation.loop import evaluate_detector, evaluate_results_files
 from ssd.config import EVAL_METRICS
@@ -45,19 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "model's own input size (default: feed original images; the graph resizes them once)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per detector call (default: 16)")
     parser.add_argument("--prefix", default=COMP4_PREFIX, help=f"results file name prefix (default: {COMP4_PREFIX})")
-    parser.add_argument("--data-root", type=Path, required=True,
-                        help="the dataset: a VOCdevkit or VOC-style folder, a COCO folder (annotations/*.json) "
-                             "or a YOLO folder (images/, labels/)")
-    parser.add_argument("--data-format", choices=DATA_FORMATS, help="the dataset's format (default: detected)")
-    parser.add_argument("--split", default="VOC2007:test",
-                        help='VOC: "VOC2007:test" under a VOCdevkit, or "test" for a plain folder; COCO: "val2017" '
-                             '(annotations/instances_val2017.json) or a JSON file; YOLO: a list file or images/ '
-                             'subfolder (default: VOC2007:test)')
+    parser.add_argument("--data-root", "--data", dest="data_root", type=Path, required=True,
+                        help="the dataset as a tool exported it, a folder or a file: Ultralytics data.yaml, a COCO "
+                             "folder or .json (Roboflow, CVAT, Label Studio result.json), a YOLO folder, a "
+                             "VOCdevkit, a VOC folder or a LabelImg folder of XML files")
+    parser.add_argument("--data-format", choices=DATA_FORMATS, help="the dataset's format (default: recognised)")
+    parser.add_argument("--images", dest="image_dir", type=Path, metavar="DIR",
+                        help="COCO: the folder the file_names are relative to (default: looked up)")
+    parser.add_argument("--split", help='the split to evaluate: the export\'s name for it ("VOC2007:test", "val", '
+                             '"valid"), a COCO JSON file or a YOLO list file / image folder (default: the export\'s '
+                             'validation split; all of a one-split export)')
     parser.add_argument("--metric", nargs="+", choices=EVAL_METRICS, default=["voc07", "voc10"],
                         help="metrics to compute from one detector pass; voc07 and voc10 come together "
                              "(default: voc07 voc10)")
     parser.add_argument("--classes", help="class names, comma-separated or a file (default: the run's or "
-                        "graph's labels, else <data-root>/classes.txt, else the 20 VOC classes)")
+                        "graph's labels, matched to the dataset's classes by name; else the dataset's own)")
     parser.add_argument("--confidence-levels", type=float, nargs="+", default=[0.01, 0.1, 0.3, 0.5],
                         help="evaluate the detections with score >= each level (default: 0.01 0.1 0.3 0.5)")
     parser.add_argument("--iou-threshold", type=float, default=0.5, help="minimum overlap of a true positive")
@@ -100,8 +103,11 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, EvaluatorGroup]:
     if args.results_dir and "coco" in args.metric:
         raise ValueError("--results-dir holds VOC results files: use --metric voc07 voc10 with it")
     detector, class_names, size, category_ids = (None,) * 4 if args.results_dir else _detector(args)
-    dataset = load_dataset(args.data_root, [args.split], args.classes or class_names, data_format=args.data_format,
-                           strict=args.strict, verbose=args.verbose)
+    export = recognise(args.data_root, args.data_format, args.image_dir)
+    splits = [export.split(args.split)] if args.split else (export.default_splits()[1] or export.default_splits()[0])
+    args.split = ", ".join(s.name for s in splits)
+    dataset = load_splits(export, splits, args.classes or class_names, strict=args.strict, verbose=args.verbose,
+                          allow_missing=not args.classes, what="--classes" if args.classes else "the model's classes")
     evaluator = make_evaluator(args.metric, dataset.class_names, args.confidence_levels,
                                dataset.category_ids or category_ids, args.iou_threshold)
     if args.results_dir:

@@ -10,7 +10,9 @@ detection_classes (1..C), num_detections, post-processing included:
   onnx         OUT/model.onnx (NonMaxSuppression in ONNX ops; dynamic batch; TensorRT reads it)
   openvino     OUT/model.xml + model.bin (fp32 weights; precision chosen at load)
   tflite       OUT/model.tflite (TFLite_Detection_PostProcess: no Flex delegate)
-plus OUT/label_map.pbtxt, OUT/labels.txt and OUT/export.json (input size). --int8 adds OUT/model_int8.xml (NNCF) and/or
+plus OUT/label_map.pbtxt, OUT/labels.txt and OUT/export.json (input size, post-processing). Every format bakes in
+the same post-processing (--score-threshold, --iou-threshold, --top-k-per-class, --max-detections; defaults the
+Caffe release's, as the library's detector). --int8 adds OUT/model_int8.xml (NNCF) and/or
 OUT/model_int8.tflite (int8 convolutions but conv4_3's), calibrated on --calibration-images images drawn from the
 run's training split (listed in OUT/calibration.json), then prints the VOC07 mAP of each INT8
 model next to its fp32 twin's on the run's validation split (or --calibration-check N images).
@@ -24,11 +26,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from ssd.cli import configure_logging
-from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS  # NumPy only: fast --help
+from ssd.core.postprocess import PostprocessOptions  # NumPy only until used: fast --help
+from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS
 from ssd.evaluation.report import percent
 
 
@@ -56,11 +60,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --int8: compare mAP on this many validation images (default: the whole split)")
     p.add_argument("--data-root", type=Path, help="with --int8: dataset root (default: the run's data_root)")
     p.add_argument("--seed", type=int, default=0, help="with --int8: seed of the calibration draw (default: 0)")
-    p.add_argument("--score-threshold", type=float, default=0.01,
-                   help="per-class score threshold baked into the graph (default: 0.01, as in the paper)")
-    p.add_argument("--iou-threshold", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
-    p.add_argument("--max-detections", type=int, default=100, help="detections kept per image (default: 100)")
+    add_postprocess_arguments(p)
     return p
+
+
+# The help of each `PostprocessOptions` field's flag (--score-threshold for score_threshold, ...).
+POSTPROCESS_HELP = {
+    "score_threshold": "per-class score threshold; a score must exceed it",
+    "iou_threshold": "NMS IoU threshold",
+    "top_k_per_class": "candidates per class going into NMS; TFLite's op has no such cap",
+    "max_detections": "detections kept per image",
+}
+
+
+def add_postprocess_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `PostprocessOptions` field, its default the dataclass's (read when the parser is built)."""
+    defaults = PostprocessOptions()
+    group = parser.add_argument_group("post-processing, the same in every format")
+    for field in dataclasses.fields(PostprocessOptions):
+        default = getattr(defaults, field.name)
+        group.add_argument(f"--{field.name.replace('_', '-')}", type=type(default), default=default,
+                           help=f"{POSTPROCESS_HELP[field.name]} (default: %(default)s)")
+
+
+def postprocess_options_from(args: argparse.Namespace) -> PostprocessOptions:
+    """The `PostprocessOptions` of parsed `add_postprocess_arguments` flags; ValueError naming a bad one."""
+    fields = dataclasses.fields(PostprocessOptions)
+    return PostprocessOptions(**{field.name: getattr(args, field.name) for field in fields})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibration_images < 1 or (args.calibration_check is not None and args.calibration_check < 1):
         print("error: --calibration-images and --calibration-check must be >= 1", file=sys.stderr)
         return 2
-    from ssd.deploy.export import PostprocessOptions, export_run
+    from ssd.deploy.export import export_run
     from ssd.detections import INPUT_NAME, OUTPUT_NAMES
 
     try:
-        options = PostprocessOptions(args.score_threshold, args.iou_threshold, max_detections=args.max_detections)
+        options = postprocess_options_from(args)
         calibration = _calibration(args) if args.int8 else None
         result = export_run(args.run_dir, args.out, args.checkpoint, options, formats,
                             calibration[1] if calibration else None)

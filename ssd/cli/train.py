@@ -22,8 +22,9 @@ examples:
   # the Caffe COCO recipe (COCO default boxes, 81 outputs, 400k steps, COCO AP keeps best/)
   python train_detector.py --data-root ~/data/coco --run-dir runs/coco300 --recipe coco \\
       --base-weights ~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels.h5
-  # your own YOLO-format data (images/, labels/, data.yaml; format detected)
-  python train_detector.py --data-root ~/data/mine --train-split train.txt --val-split val.txt ...
+  # your own data as the labelling tool exported it (README, "Your own data"): its splits are found
+  python train_detector.py --data ~/data/shapes/data.yaml ...              # Ultralytics YOLO
+  python train_detector.py --data ~/data/labelimg --val-fraction 0.2 ...   # one split: hold 20% out
   # repeat a run elsewhere, changing one option
   python train_detector.py --config runs/ssd300/config.json --run-dir runs/again --lr 2e-3
   # find a learning rate first: writes lr_finder.csv and lr_finder.png
@@ -34,12 +35,13 @@ examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from ssd_datasets import load_dataset
+from ssd_datasets import load_train_val
 from ssd.cli import configure_logging
 from ssd.config import BOX_SETS, EVAL_METRICS, PRESETS, ModelConfig
 from ssd.engine.recipe import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, STRATEGIES, TrainConfig
@@ -77,18 +79,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="a run's config.json (or run directory) to repeat; the flags "
                    "given here override it (a --run-dir that already has a config.json uses its own)")
     data = p.add_argument_group("data")
-    data.add_argument("--data-root", help=f"a VOCdevkit or VOC-format folder, a COCO folder (annotations/*.json) or a "
-                      f"YOLO folder (images/, labels/) {_default('data_root')}")
-    data.add_argument("--data-format", choices=DATA_FORMATS, help="the dataset's format (default: detected from "
-                      "the folder)")
-    data.add_argument("--classes", help="class names, comma-separated or a file with one per line "
-                      "(default: <data-root>/classes.txt if present, else the 20 VOC classes)")
+    data.add_argument("--data-root", "--data", dest="data_root",
+                      help="the dataset as a tool exported it, a folder or a file: Ultralytics data.yaml, a COCO "
+                      "folder or .json (Roboflow, CVAT, Label Studio result.json), a YOLO folder (images/, labels/), "
+                      f"a VOCdevkit, a VOC folder or a LabelImg folder of XML files {_default('data_root')}")
+    data.add_argument("--data-format", choices=DATA_FORMATS, help="the dataset's format (default: recognised from "
+                      "its layout)")
+    data.add_argument("--images", dest="image_dir", metavar="DIR", help="COCO: the folder the file_names are "
+                      "relative to (default: the JSON's folder, then images/<split>, images/, then the root)")
+    data.add_argument("--classes", help="classes to train, comma-separated or a file with one per line, in the "
+                      "order wanted; objects of other classes are left out (default: the dataset's: data.yaml's "
+                      "names, the COCO categories, classes.txt or CVAT's labelmap.txt; a VOCdevkit: the 20 VOC "
+                      "classes; other VOC folders: the names in the XML files, sorted)")
     data.add_argument("--train-split", dest="train_splits", action="append", metavar="SPLIT",
-                      help=f"a split to train on, repeatable; VOC: VOC2007:trainval inside a VOCdevkit, trainval "
-                           f"in a single folder; COCO: train2017 (annotations/instances_train2017.json) or a JSON "
-                           f"file; YOLO: a list file (train.txt) or an images/ subfolder {_default('train_splits')}")
+                      help="a split to train on, repeatable: the export's name for it (train, Train, "
+                           "VOC2007:trainval), a COCO JSON file or a YOLO list file / image folder (default: the "
+                           "export's own: train, trainval; all of a one-split export)")
     data.add_argument("--val-split", dest="val_splits", action="append", metavar="SPLIT",
-                      help=f"a split to evaluate on, repeatable {_default('val_splits')}")
+                      help="a split to evaluate on, repeatable (default: the export's own: val, valid, "
+                           "Validation, test; none for a one-split export)")
+    data.add_argument("--val-fraction", type=float, metavar="F",
+                      help="hold this fraction of the training images out for validation (random, seeded by "
+                           "--seed; for exports with one split)")
     data.add_argument("--exclude-difficult", dest="include_difficult", action="store_false",
                       help="drop objects marked difficult from training (kept by default, as in Caffe)")
     data.add_argument("--strict", action="store_true",
@@ -197,10 +209,14 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
         hold_run_dir(args.run_dir)
     model_config, config = configs_from_args(args)
     check_initialisation(config)
-    train_set = load_dataset(config.data_root, config.train_splits,
-                             getattr(args, "classes", None) or (model_config and model_config.class_names),
-                             include_difficult=config.include_difficult, strict=config.strict, verbose=verbose,
-                             data_format=config.data_format, include_crowd=False)
+    classes = getattr(args, "classes", None)
+    data = load_train_val(config.data_root, config.train_splits, config.val_splits,
+                          classes or (model_config and model_config.class_names), config.val_fraction, config.seed,
+                          config.data_format, config.image_dir, config.include_difficult, config.strict, verbose,
+                          run_classes=not classes and model_config is not None)
+    config = dataclasses.replace(config, train_splits=data.train_splits,
+                                 val_splits=() if config.val_fraction else data.val_splits)
+    train_set = data.train
     check_objects(train_set, config)
     model_config = resolve_model_config(args.run_dir, model_config, train_set, model_options(args),
                                         getattr(args, "recipe", None), config.init_from)
@@ -218,9 +234,7 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
         suggestion = lr_range_test(trainer, args.run_dir, low, high, args.lr_finder_steps)
         print(f"suggested learning rate: {suggestion:.2e} (curve in {args.run_dir / 'lr_finder.png'})")
         return 0
-    val_set = load_dataset(config.data_root, config.val_splits, model_config.class_names, strict=config.strict,
-                           verbose=verbose, data_format=config.data_format) if config.val_splits else None
-    trainer = Trainer(model_config, config, args.run_dir, train_set, val_set, strategy)
+    trainer = Trainer(model_config, config, args.run_dir, train_set, data.val, strategy)
     try:
         result = trainer.fit()
     except (NonFiniteLossError, PipelineError) as error:

@@ -31,9 +31,13 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 class TrainConfig:
     """Every training option; the defaults are the paper's recipe for SSD300 on VOC07+12."""
 
-    data_root: str = "VOCdevkit"
-    train_splits: tuple[str, ...] = ("VOC2007:trainval", "VOC2012:trainval")
-    val_splits: tuple[str, ...] = ("VOC2007:test",)
+    data_root: str = "VOCdevkit"  # a folder or file: any export `ssd_datasets.exports` recognises
+    # Empty: the export's own (a VOCdevkit: VOC2007+2012 trainval, VOC2007 test); filled in with
+    # the splits chosen when a run starts, so config.json says what it trained on.
+    train_splits: tuple[str, ...] = ()
+    val_splits: tuple[str, ...] = ()
+    val_fraction: float | None = None  # of a one-split export, held out for validation (seeded by `seed`)
+    image_dir: str | None = None  # COCO: the folder every file_name is relative to (default: looked up)
     include_difficult: bool = True
     strict: bool = False  # refuse bad annotations and undecodable images instead of skipping them
     expand_probability: float = 0.5
@@ -68,7 +72,7 @@ class TrainConfig:
     eval_confidences: tuple[float, ...] = (0.01, 0.1, 0.3, 0.5)
     checkpoint_every: int = 1000
     max_boxes: int = 100
-    data_format: str | None = None  # None: detected from the data root
+    data_format: str | None = None  # None: recognised from the data root's layout
     eval_metric: str = "voc07"  # the validation number best/ is kept by
 
     def __post_init__(self) -> None:
@@ -87,8 +91,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.epochs must be positive or None, got {self.epochs}")
         if self.learning_rate <= 0:
             raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
-        if not self.train_splits:
-            raise ValueError("TrainConfig.train_splits must name at least one split")
+        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
+            raise ValueError(f"TrainConfig.val_fraction must be between 0 and 1, got {self.val_fraction}")
         for name in ("bias_lr_multiplier", "adam_epsilon"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")

@@ -51,11 +51,11 @@ from ssd_datasets import load_dataset
 from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
 from ssd.config import ModelConfig
 from ssd.engine.recipe import TrainConfig
-from ssd.deploy.export import export_module
 from ssd.deploy.quantization import calibration_images, compare_map
 from ssd.deploy.runtimes import load_detector
 from ssd.deploy.video import detect_video, open_video
 from ssd.detections import DetectFn
+from ssd.modeling.inference import Detector
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import load_trained_model, save_run_config
 from ssd_datasets.synthetic_video import write_synthetic_video
@@ -162,8 +162,7 @@ def bf16_detector(run_dir: Path) -> DetectFn:
         model, config = load_trained_model(run_dir, "latest")
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
-    module = export_module(model, config, max_detections=100)  # the exported graph, unfrozen: resize included
-    return lambda images: {k: v.numpy() for k, v in module(tf.constant(images)).items()}
+    return Detector(model, config).detect  # the exported graph, unfrozen: resize included
 
 
 def load(export: Path, run_dir: Path, file: str | None, precision: str) -> DetectFn:
