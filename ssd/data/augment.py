@@ -10,8 +10,8 @@ The distributions are Caffe's (weiliu89/caffe, branch `ssd`: `ApplyDistort` and 
 functions of src/caffe/util/im_transforms.cpp, `SampleBBox` / `GenerateBatchSamples` of
 src/caffe/util/sampler.cpp, `ExpandImage` / `CropImage` / `TransformAnnotation` of
 src/caffe/data_transformer.cpp, the parameters of examples/ssd/ssd_pascal.py), and for fixed
-parameters the photometric ops give Caffe's pixels exactly (tests/test_augment.py holds both
-against a NumPy transcription of that source):
+parameters the photometric ops give Caffe's pixels exactly (tests/test_augment_caffe.py holds
+both against a NumPy transcription of that source):
 - brightness adds, contrast multiplies (about 0), each rounded and saturated like OpenCV's
   `convertTo`; saturation multiplies the S channel and hue adds its delta to the H channel of
   OpenCV's 8-bit HSV (H is 0..179 in 2-degree units, so a delta of U(-18, 18) turns colours by
@@ -36,7 +36,7 @@ Differences from Caffe, on purpose (each below the resolution of a training imag
 - Caffe's data layer re-encodes the image as JPEG (OpenCV's default quality, 95) after the
   distortion, after the expansion and after the crop; this chain stays lossless.
 - the patch is snapped to whole canvas pixels (x0 = floor, width = floor, as Caffe's crop) before
-  its IoU and box-centre tests, and boxes are cut and normalised by the pixels actually cropped;
+  its IoU test, and boxes are kept by centre, cut and normalised by the pixels actually cropped;
   Caffe tests and projects the unsnapped patch, up to one canvas pixel off the pixels it crops.
 - a box centre exactly on the patch border is outside here (Caffe: inside); with Caffe's
   unsnapped patches that tie has probability zero.

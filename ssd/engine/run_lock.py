@@ -77,7 +77,7 @@ def hold_run_dir(run_dir: str | Path) -> RunLock:
         gone = holder and holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0)))
         note = " (that process is gone; a child of it still holds the lock: try again in a moment)" if gone else ""
         raise RunDirBusyError(
-            f"--run-dir {run_dir} is being trained by {describe(holder)}{note} (it holds {path}): one trainer "
+            f"--run-dir {run_dir} is being trained by {_describe(holder)}{note} (it holds {path}): one trainer "
             "per run directory; wait for it to end or stop it (evaluating or exporting the run works meanwhile)"
         ) from None
     except BaseException:
@@ -85,7 +85,7 @@ def hold_run_dir(run_dir: str | Path) -> RunLock:
         raise
     previous = _read_record(fd)
     if previous:
-        log.warning("took over %s from %s, which ended without releasing it", run_dir, describe(previous))
+        log.warning("took over %s from %s, which ended without releasing it", run_dir, _describe(previous))
     record = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": " ".join(sys.argv)}
     os.ftruncate(fd, 0)
@@ -115,7 +115,7 @@ def _read_record(fd: int) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else {}
 
 
-def describe(record: dict[str, Any] | None) -> str:
+def _describe(record: dict[str, Any] | None) -> str:
     """'pid 1234 on host h, started ...: command' (what is known of a lock holder)."""
     if not record or "pid" not in record:
         return "another process (it has not named itself)"
@@ -128,6 +128,7 @@ def describe(record: dict[str, Any] | None) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (one of another user counts)."""
     if pid <= 0:
         return False
     try:
@@ -135,5 +136,5 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True

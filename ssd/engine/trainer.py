@@ -5,8 +5,8 @@ directory's checkpoint: the state (`ssd.engine.state`), the step (`ssd.engine.st
 checkpoints (`ssd.engine.checkpointing`) and the hooks (`ssd.engine.hooks`); `fit()` is only
 the loop. The run directory's layout is described in `ssd.modeling.run_dir`; distribution in
 `ssd.engine.distribute`. A trainer's chief holds its run directory (`ssd.engine.run_lock`) from
-construction (or, for a directory that does not exist yet, from `fit`) until `close()` or the
-end of the process, so a second trainer on it is refused.
+construction (or, for a directory that does not exist yet, from `fit`) until
+`ssd.engine.run_lock.release_run_dir` or the end of the process, so a second trainer is refused.
 
 Where a change goes: how a run starts (resume, ImageNet weights, another run's weights) in
 `checkpointing.initialise`; how checkpoints are written in `Checkpointer`; the optimizer and
@@ -36,7 +36,7 @@ from ssd.engine.checkpointing import BestCheckpoint, Checkpointer, initialise
 from ssd.engine.distribute import check_batch_size, make_strategy, worker_shard
 from ssd.engine.hooks import CheckpointSaver, EpochLog, Hook, Summaries, Validation, evaluate
 from ssd.engine.run_config import changed_options, load_run_config
-from ssd.engine.run_lock import hold_run_dir, release_run_dir
+from ssd.engine.run_lock import hold_run_dir
 from ssd.engine.state import build_state
 from ssd.engine.step import COUNTS, TrainStep
 from ssd.modeling.inference import Detector
@@ -105,11 +105,6 @@ class Trainer:
         """One trainer per run directory: the chief takes it (RunDirBusyError if another process has it)."""
         if self.shard.is_chief:
             hold_run_dir(self.run_dir)
-
-    def close(self) -> None:
-        """Let another trainer have the run directory (this one must not train again)."""
-        if self.shard.is_chief:
-            release_run_dir(self.run_dir)
 
     def _build_hooks(self, val_set: DetectionDataset | None) -> list[Hook]:
         """In order: summaries, validation (adds val_map), checkpoint saving, the epoch log."""

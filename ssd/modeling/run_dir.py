@@ -163,7 +163,7 @@ class CheckpointScan:
     damaged: tuple[tuple[str, str], ...]
 
     def report(self) -> str:
-        """One line per damaged checkpoint."""
+        """The damaged checkpoints and why, on one line."""
         return "; ".join(f"{path}: {why}" for path, why in self.damaged)
 
 
