@@ -301,7 +301,7 @@ def test_coco_format_run_records_category_ids_boxes_and_keeps_best_by_coco_ap(tm
     best = json.loads((run_dir / "best" / "best.json").read_text())
     assert best["coco_ap"] == (best["metrics"]["stats"][0]["AP"] or 0.0)
     assert best["metrics"]["category_ids"] == list(SYNTHETIC_CATEGORY_IDS)
-    assert "best val coco" in capsys.readouterr().out
+    assert re.search(r"best val coco \d+\.\d\d%", capsys.readouterr().out)  # a percentage, with its unit
     assert "crowd objects left out" in caplog.text  # training never sees crowd boxes
     # tools/evaluate.py on this run: its COCO numbers equal pycocotools' on the results JSON it wrote.
     from ssd.evaluation.coco import STAT_NAMES

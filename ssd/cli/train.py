@@ -243,7 +243,7 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
     except StorageFullError as error:
         print(f"train_detector.py: error: {error.strerror}", file=sys.stderr)
         return 1
-    best = f"; best validation {config.eval_metric} {percent(result.best_map)}" if result.best_map is not None else ""
+    best = f"; best val {config.eval_metric} {percent(result.best_map)}" if result.best_map is not None else ""
     state = "interrupted" if result.interrupted else "finished"
     print(f"{state} at step {result.step} (epoch {result.epoch}){best}; run directory: {args.run_dir}")
     return 130 if result.interrupted else 0
