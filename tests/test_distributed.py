@@ -79,7 +79,7 @@ SCRIPT = textwrap.dedent('''
     def loss_alone(model, batch):
         """This batch's loss normalised by its own positives (what a per-replica mean would give)."""
         deltas, labels = training_targets(tf.constant(batch.boxes), tf.constant(batch.labels),
-                                          tf.constant(batch.counts), trainer.train_step.anchors, (0.1, 0.1, 0.2, 0.2))
+                                          tf.constant(batch.counts), trainer.train_step.anchors)
         out = model(tf.constant(batch.images), training=True)
         return float(multibox_loss(out["box_deltas"], out["class_logits"], deltas, labels)["loss"])
 
