@@ -16,7 +16,8 @@ one object and must not be matched as a positive). Image ids are `str(id)`.
 
 Bad data follows `datasets.report`: an annotation of an unknown image or category, a malformed,
 degenerate or outside box skips the object; a duplicate image id, a missing image file or a bad
-image entry skips the image; boxes crossing the border are clipped. Categories must be sound
+image entry (a size outside 1..65535, a `file_name` leaving the image folder, an image file failing
+`datasets.image_check`) skips the image; boxes crossing the border are clipped. Categories must be sound
 (unique ids and names): they define the model's outputs, so a problem there is an error.
 """
 
@@ -33,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
+from datasets.image_check import image_file_problem, path_inside, size_problem
 from datasets.report import BOX_CLIPPED, BOX_OK, LoadReport, box_problem, check_boxes
-from ssd.records import DetectionDataset, Sample
+from ssd.image_header import open_regular
+from ssd.records import DetectionDataset, Sample, class_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +74,12 @@ def read_coco_json(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"COCO annotation file {path} does not exist")
     try:
-        with open(path, "rb") as f, _gc_paused():
+        with open_regular(path, "COCO annotation file") as f, _gc_paused():
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be a COCO annotation file") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
             data.get("categories"), list):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
@@ -86,9 +91,13 @@ def coco_categories(data: dict[str, Any], path: str) -> tuple[tuple[str, ...], t
     """(class names, category ids) in the file's order; ValueError on missing, repeated or bad entries."""
     try:
         ids = tuple(int(c["id"]) for c in data["categories"])
-        names = tuple(str(c["name"]).strip() for c in data["categories"])
-    except (KeyError, TypeError, ValueError) as err:
+        names = tuple(c["name"] for c in data["categories"])
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{path}: every category needs an integer 'id' and a 'name' ({err!r})") from None
+    for category_id, name in zip(ids, names):
+        problem = class_name_problem(name)
+        if problem:
+            raise ValueError(f"{path}: category {category_id}: name {problem}")
     if not ids:
         raise ValueError(f"{path}: 'categories' is empty: the file names no classes")
     for what, values in (("ids", ids), ("names", names)):
@@ -162,7 +171,9 @@ def load_coco(
         include_empty: False leaves out images without objects (True keeps them as negatives).
         strict: raise ValueError naming the file and the problem instead of skipping.
         verbose: log every issue (a summary line is logged either way).
-        check_images: skip images whose file is missing.
+        check_images: skip images whose file is missing or fails `datasets.image_check` (not a
+            regular file, empty, not JPEG/PNG/BMP/WebP, another size than the entry's, over 40 MP,
+            a JPEG without its end marker).
     """
     dataset, report = load_coco_with_report(annotation_file, image_dir, include_crowd, include_empty, strict,
                                             check_images)
@@ -172,13 +183,15 @@ def load_coco(
 
 def _images(entries: list[Any], folder: Path, path: str, report: LoadReport,
             check_images: bool) -> list[tuple[Any, str, int, int]]:
-    """(id, file_name, width, height) of each sound image entry, first of a repeated id only."""
-    present = set(os.listdir(folder)) if check_images and folder.is_dir() else None
+    """(id, file_name, width, height) of each sound image entry, first of a repeated id only.
+
+    Sound: a size of 1..65535 per side, a file name inside `folder`, and (`check_images`) a file
+    that passes `datasets.image_check` at that size.
+    """
     images, seen = [], {}
     for k, entry in enumerate(entries):
         try:
-            image_id, name = entry["id"], str(entry["file_name"])
-            width, height = int(entry["width"]), int(entry["height"])
+            image_id, name, width, height = entry["id"], str(entry["file_name"]), entry["width"], entry["height"]
             hash(image_id)  # a list or object as id: TypeError, reported below
         except (KeyError, TypeError, ValueError) as err:
             report.issue(path, f"image entry {k} needs id, file_name, width and height ({err!r})", "skipped file")
@@ -187,15 +200,15 @@ def _images(entries: list[Any], folder: Path, path: str, report: LoadReport,
             report.issue(path, f"duplicate image id {image_id} ({name}; first {seen[image_id]})", "skipped file")
             continue
         seen[image_id] = name
-        if width <= 0 or height <= 0:
-            report.issue(path, f"image {image_id} ({name}): size must be positive, got {width}x{height}",
-                         "skipped file")
+        problem = size_problem(width, height)
+        if problem is None and path_inside(folder, name) is None:
+            problem = f"file_name {name!r} leaves the image folder {folder}"
+        if problem is None and check_images:
+            problem = image_file_problem(os.path.join(folder, name), int(width), int(height))
+        if problem:
+            report.issue(path, f"image {image_id} ({name}): {problem}", "skipped file")
             continue
-        if check_images and not (name in present if present is not None and "/" not in name
-                                 else (folder / name).is_file()):
-            report.issue(path, f"image {image_id}: file {folder / name} is missing", "skipped file")
-            continue
-        images.append((image_id, name, width, height))
+        images.append((image_id, name, int(width), int(height)))
     return images
 
 

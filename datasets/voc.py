@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
-from datasets.image_check import image_file_problem
+from datasets.image_check import MAX_IMAGE_SIDE, image_file_problem
 from datasets.report import LoadReport
 from ssd.records import DetectionDataset, Sample, read_lines
 
@@ -46,8 +46,6 @@ VOC_CLASSES: tuple[str, ...] = (
 
 # A dataset folder may name its classes, one per line, in this file at its root.
 CLASSES_FILE = "classes.txt"
-# The largest side a JPEG can declare (its header stores 16 bits): a larger <size> is absurd.
-MAX_IMAGE_SIDE = 65535
 
 
 def parse_split(split: str) -> tuple[str, str]:

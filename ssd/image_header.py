@@ -14,8 +14,10 @@ JPEG 2000, ...) is refused, since its declared size is not checked. NumPy-free, 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from collections.abc import Callable
+from typing import BinaryIO
 
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels (e.g. 8000 x 5000): 120 MB as decoded RGB
 FORMATS = ("JPEG", "PNG", "BMP", "WebP")
@@ -55,10 +57,39 @@ def image_size(data_or_path: bytes | bytearray | memoryview | str | os.PathLike,
         return _checked_size(lambda offset, count: data[offset : offset + count], name or "image bytes")
     path = os.fspath(data_or_path)
     try:
-        with open(path, "rb") as file:
+        with open_regular(path, "image file") as file:
             return _checked_size(_file_reader(file), name or f"image file {path}")
+    except NotARegularFile as err:
+        raise ImageHeaderError(str(err)) from None
     except OSError as err:
         raise ImageHeaderError(f"image file {path} cannot be read: {err.strerror or err}") from err
+
+
+class NotARegularFile(OSError):
+    """A path that names a FIFO, a device, a socket or a directory where a file is expected."""
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
+    """`path` opened for binary reading if it is a regular file (after symlinks); NotARegularFile if not.
+
+    Opened without blocking, so a FIFO is refused at once instead of waiting for a writer, and a
+    link to /dev/zero or /dev/urandom is refused before a byte is read from it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise NotARegularFile(f"{what} {os.fspath(path)} is {kind}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:

@@ -70,7 +70,7 @@ def class_name_problem(name: object) -> str | None:
     name must be text with something visible, no line break or control character, and no
     surrounding whitespace (reading the lines back strips it)."""
     if not isinstance(name, str):
-        return f"{name!r} is a {type(name).__name__}, not text"
+        return f"{name!r} is of type {type(name).__name__}, not text"
     if not name.strip():
         return f"{name!r} is empty or only whitespace"
     if len(f"x{name}x".splitlines()) > 1 or any(ord(c) < 32 or ord(c) == 127 for c in name):

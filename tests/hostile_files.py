@@ -9,6 +9,7 @@ and whose storages are persistent ids ("storage", torch.<Type>Storage, key, loca
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import pickletools
 import subprocess
@@ -86,31 +87,43 @@ def legacy_file(pickled: bytes, keys: list[str], storages: bytes = b"", head: tu
     return b"".join(pickle.dumps(x, protocol=2) for x in head) + pickled + pickle.dumps(keys, protocol=2) + storages
 
 
-def peak_memory_of_reading(reader: str, paths: list[Path]) -> dict:
-    """Read each file with `reader` ("module:function") in a fresh Python: its errors and the peak RSS.
+def measure(imports: str, body: str, *args: object, timeout: float = 120) -> dict:
+    """Run `body` in a fresh Python after `imports`: {"result": what body assigns to `result`,
+    "baseline_mb": the process's RSS peak after the imports, "peak_mb": its RSS peak at the end,
+    "seconds": how long the body took} (the process's own ru_maxrss: nothing else on the machine counts).
 
-    Returns {"errors": [message or None per path], "baseline_mb": RSS peak after the imports,
-    "peak_mb": RSS peak at the end} (the process's own ru_maxrss, so nothing else on the machine counts).
+    `sys.argv[1:]` holds `args` as strings. A body that hangs fails the test at `timeout`.
     """
-    module, function = reader.split(":")
     code = f"""
-import json, resource, sys
-from {module} import {function} as read
+import json, resource, sys, time
+{imports}
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-errors = []
+start = time.monotonic()
+{body}
+seconds = time.monotonic() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"result": result, "baseline_mb": baseline / 1024, "peak_mb": peak / 1024, "seconds": seconds}}))
+"""
+    run = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                         timeout=timeout, cwd=Path(__file__).parents[1])
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def peak_memory_of_reading(reader: str, paths: list[Path]) -> dict:
+    """Read each file with `reader` ("module:function") in a fresh Python (see `measure`); "result"
+    holds the error message (or None) per path."""
+    module, function = reader.split(":")
+    body = """
+result = []
 for path in sys.argv[1:]:
     try:
         read(path)
-        errors.append(None)
+        result.append(None)
     except (ValueError, FileNotFoundError) as err:
-        errors.append(str(err))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"errors": errors, "baseline_mb": baseline / 1024, "peak_mb": peak / 1024}}))
+        result.append(str(err))
 """
-    result = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return measure(f"from {module} import {function} as read", body, *paths)
 
 
 def cli_error_line(capsys, main, path: Path, *args: str) -> str:
@@ -121,3 +134,15 @@ def cli_error_line(capsys, main, path: Path, *args: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0], err
     return lines[0]
+
+
+def special_files(folder: Path, suffix: str = ".jpg") -> dict[str, str]:
+    """In `folder`: zero<suffix>, a link to /dev/zero (endless bytes), and fifo<suffix>, a named pipe
+    (a read blocks until a writer comes). {stem: what a refusal must say}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"zero{suffix}").symlink_to("/dev/zero")
+    os.mkfifo(folder / f"fifo{suffix}")
+    return {"zero": "is a character device, not a regular file", "fifo": "is a FIFO (named pipe), not a regular file"}
+
+
+LOAD_BOUND_MB, LOAD_BOUND_S = 50, 20  # special files are refused at once: no read that could grow or block

@@ -273,7 +273,7 @@ def test_zip_bombs_and_stride_0_tensors_are_refused_in_bounded_memory(tmp_path):
              cases["stride 0"][0], cases["legacy count 2^61"][0], cases["200,000-deep list"][0]]
     assert all(p.stat().st_size < 1_000_000 for p in paths)
     result = hf.peak_memory_of_reading("ssd.modeling.convert.torch_pickle:read_state_dict", paths)
-    bomb, claim, stride0, count, deep = result["errors"]
+    bomb, claim, stride0, count, deep = result["result"]
     assert "bomb.pth" in bomb and "declares 700,000,000 bytes" in bomb and "expected 16 bytes" in bomb
     assert "claim.pth" in claim and "need 700,000,000 bytes, more than the 600,000,000" in claim
     assert "stride0.pth" in stride0 and "count.pth" in count and "deep.pth" in deep
