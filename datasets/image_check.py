@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 
-from ssd.image_header import DEFAULT_MAX_PIXELS, NotARegularFile, check_pixels, image_size, open_regular
+from ssd.image_header import DEFAULT_MAX_PIXELS, check_pixels, image_size, open_regular
 
 # The largest side a JPEG can declare (its header stores 16 bits): a larger annotated size is absurd.
 MAX_IMAGE_SIDE = 65535
@@ -57,8 +57,6 @@ def checked_image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PI
             declared = image_size(path, name)
     except FileNotFoundError:
         raise ValueError(f"{name} is missing") from None
-    except NotARegularFile as err:
-        raise ValueError(str(err)) from None
     except OSError as err:
         raise ValueError(f"{name} cannot be read: {err.strerror or err}") from None
     check_pixels(*declared, max_pixels, name)

@@ -60,12 +60,12 @@ def image_size(data_or_path: bytes | bytearray | memoryview | str | os.PathLike,
         with open_regular(path, "image file") as file:
             return _checked_size(_file_reader(file), name or f"image file {path}")
     except NotARegularFile as err:
-        raise ImageHeaderError(str(err)) from None
+        raise ImageHeaderError(str(err)) from None  # an ImageHeaderError, as the docstring promises
     except OSError as err:
         raise ImageHeaderError(f"image file {path} cannot be read: {err.strerror or err}") from err
 
 
-class NotARegularFile(OSError):
+class NotARegularFile(ValueError):
     """A path that names a FIFO, a device, a socket or a directory where a file is expected."""
 
 
