@@ -73,6 +73,21 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
+def regular_file_problem(path: str | os.PathLike) -> str | None:
+    """"is a FIFO (named pipe), not a regular file" and the like for a path that exists but is not a
+    regular file (after symlinks), else None; nothing is opened."""
+    try:
+        return _kind_problem(os.stat(path).st_mode)
+    except OSError:
+        return None  # missing or unreadable: the caller's open says so
+
+
+def _kind_problem(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return f"is {next((name for test, name in _KINDS if test(mode)), 'something else')}, not a regular file"
+
+
 def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
     """`path` opened for binary reading if it is a regular file (after symlinks); NotARegularFile if not.
 
@@ -81,10 +96,9 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-            raise NotARegularFile(f"{what} {os.fspath(path)} is {kind}, not a regular file")
+        problem = _kind_problem(os.fstat(fd).st_mode)
+        if problem:
+            raise NotARegularFile(f"{what} {os.fspath(path)} {problem}")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ssd.detections import DetectFn, ImageDetections, select_detections
-from ssd.image_header import DEFAULT_MAX_PIXELS, check_pixels, image_size
+from ssd.image_header import DEFAULT_MAX_PIXELS, check_pixels, image_size, regular_file_problem
 from ssd.image_io import read_rgb
 from ssd.visualize import draw_detections
 
@@ -29,7 +29,11 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[Path], list[str]]:
-    """Image files, directories (their images, sorted), globs and video files -> (images, videos, errors)."""
+    """Image files, directories (their images, sorted), globs and video files -> (images, videos, errors).
+
+    Anything that is not a regular file (a FIFO, a link to a device) is an error naming it: reading
+    it would block or never end.
+    """
     images: list[Path] = []
     videos: list[Path] = []
     errors: list[str] = []
@@ -48,7 +52,11 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[Path], list[s
             errors.append(f"input {item} does not exist")
             paths = []
         for path in paths:
-            (videos if path.suffix.lower() in VIDEO_SUFFIXES else images).append(path)
+            problem = regular_file_problem(path)
+            if problem:
+                errors.append(f"input {path} {problem}")
+            else:
+                (videos if path.suffix.lower() in VIDEO_SUFFIXES else images).append(path)
     return images, videos, errors
 
 
