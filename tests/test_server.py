@@ -418,3 +418,44 @@ def test_oversized_bodies_are_refused_before_100_continue_and_the_connection_sta
         assert (response.status, json.loads(response.read())["status"]) == (200, "ok")
     finally:
         connection.close()
+
+
+# -- hardening, third round: the predict endpoint and the decoded-pixel bound
+
+PREDICT = "/v1/models/ssd:predict"
+
+
+def black_predict_body(width: int, height: int) -> bytes:
+    """TensorFlow Serving's row format for one black width x height image: 8 bytes of JSON a pixel."""
+    row = b"[" + b",".join([b"[0,0,0]"] * width) + b"]"
+    return b'{"instances": [[' + b",".join([row] * height) + b"]]}"
+
+
+@pytest.fixture(scope="module")
+def roomy(graph):
+    """A server taking 12 MB bodies: room for a 10 MB predict request."""
+    yield from serving(make_server(graph, CLASSES, port=0, limits=ServerLimits(max_bytes=12_000_000,
+                                                                                max_pixels=4_000_000)))
+
+
+@pytest.mark.slow
+def test_predict_bodies_are_parsed_off_the_event_loop_and_hostile_ones_get_400(roomy):
+    """Four 10 MB predict bodies at once: /health still answers within 1 s (it waited 2.9 s behind one
+    body parsed on the event loop, 9.4 s behind eight); 10^6-deep JSON and mixed instances are 400."""
+    body = black_predict_body(1000, 1250)
+    assert len(body) > 10**7
+    assert request(roomy, "POST", PREDICT, black_predict_body(2, 2))[0] == 200  # parser processes started
+    with ThreadPoolExecutor(4) as pool:
+        replies = [pool.submit(request, roomy, "POST", PREDICT, body) for _ in range(4)]
+        waits = []
+        while not all(reply.done() for reply in replies):
+            tic = time.perf_counter()
+            assert request(roomy, "GET", "/health")[0] == 200
+            waits.append(time.perf_counter() - tic)
+            time.sleep(0.02)
+    assert [reply.result()[0] for reply in replies] == [200] * 4
+    assert len(waits) > 5 and max(waits) < 1.0, waits
+    for hostile, words in ((b"[" * 10**6 + b"]" * 10**6, "JSON nested too deeply"),
+                           (b'{"instances": [{"image_tensor": [[[0, 0, 0]]]}, 5]}', '"instances" mixes objects')):
+        status, reply = request(roomy, "POST", PREDICT, hostile)
+        assert status == 400 and words in reply["error"], reply
