@@ -459,3 +459,42 @@ def test_predict_bodies_are_parsed_off_the_event_loop_and_hostile_ones_get_400(r
                            (b'{"instances": [{"image_tensor": [[[0, 0, 0]]]}, 5]}', '"instances" mixes objects')):
         status, reply = request(roomy, "POST", PREDICT, hostile)
         assert status == 400 and words in reply["error"], reply
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """The high-water mark of process `pid`'s resident set (Linux VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+@pytest.mark.slow
+def test_decoded_pixels_stay_within_the_stated_bound(graph):
+    """Six concurrent decodable PNGs at --max-pixels: the server's peak RSS rises by at most the bound
+    README states: slots x max_pixels x 6 (a decode holds its result and OpenCV's own buffer) +
+    max_pixels x 15 (the one graph call at a time copies its input and casts it to float32 before
+    the resize) + 32 MiB (thread stacks, bodies, the graph's scratch at a new size). (README said
+    slots x max_pixels x 3, while six 40 MP PNGs raised RSS by 824 MB.)"""
+    serve = Path(__file__).parents[1] / "tools" / "serve.py"
+    max_pixels, slots = 2000 * 2000, 2
+    process = subprocess.Popen([sys.executable, str(serve), "--graph", str(graph.path), "--port", "0",
+                                "--max-bytes", "1MB", "--max-pixels", str(max_pixels), "--decode-slots", str(slots)],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()
+        assert " on http://127.0.0.1:" in line, line
+        url = line.split(" on ")[1].split()[0]
+        for seed in range(3):
+            assert post_image(url, jpeg(seed, 640, 480)[0])["status"] == 200
+        before = peak_rss_bytes(process.pid)
+        big = zero_png(2000, 2000)
+        with ThreadPoolExecutor(6) as pool:
+            assert [reply["status"] for reply in pool.map(lambda body: post_image(url, body), [big] * 6)] == [200] * 6
+        rise = peak_rss_bytes(process.pid) - before
+        bound = slots * max_pixels * 6 + max_pixels * 15 + 32 * 2**20
+        print(f"peak RSS rise {rise / 2**20:.1f} MiB, bound {bound / 2**20:.1f} MiB")
+        assert rise <= bound, (rise / 2**20, bound / 2**20)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
