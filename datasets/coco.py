@@ -14,10 +14,10 @@ Boxes: `bbox` is [x, y, w, h] in continuous pixels, which is the library's "xyxy
 region in evaluation); `include_crowd=False` leaves them out, as training does (a crowd box is not
 one object and must not be matched as a positive). Image ids are `str(id)`.
 
-Bad data follows `datasets.report`: an annotation of an unknown image or category, a malformed,
+Bad data follows `ssd_datasets.report`: an annotation of an unknown image or category, a malformed,
 degenerate or outside box skips the object; a duplicate image id, a missing image file or a bad
 image entry (a size outside 1..65535, a `file_name` leaving the image folder, an image file failing
-`datasets.image_check`) skips the image; boxes crossing the border are clipped. Categories must be sound
+`ssd_datasets.image_check`) skips the image; boxes crossing the border are clipped. Categories must be sound
 (unique ids and names): they define the model's outputs, so a problem there is an error.
 """
 
@@ -34,12 +34,24 @@ from typing import Any
 
 import numpy as np
 
-from datasets.image_check import image_file_problem, path_inside, size_problem
-from datasets.report import BOX_CLIPPED, BOX_OK, LoadReport, box_problem, check_boxes
+from ssd_datasets.image_check import image_file_problem, path_inside, size_problem
+from ssd_datasets.image_paths import ImageFinder, normalise_name
+from ssd_datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CLIPPED, BOX_OK, FILE_MISSING, LoadReport,
+                                 box_problem, check_boxes)
 from ssd.image_header import open_regular
 from ssd.records import DetectionDataset, Sample, class_name_problem
 
 logger = logging.getLogger(__name__)
+
+
+def image_folders(annotation_file: str | os.PathLike, export_root: str | os.PathLike | None = None) -> list[Path]:
+    """Where a file's `file_name`s are looked up, in this order: the JSON's folder, the image folders
+    (<root>/<split>, <root>/images/<split>, <root>/images, for <root>/annotations/instances_<split>.json),
+    then the export root (default: the folder above annotations/, else the JSON's folder)."""
+    path = Path(annotation_file)
+    root = path.parent.parent if path.parent.name == "annotations" else path.parent
+    split = path.stem.removeprefix("instances_")
+    return [path.parent, root / split, root / "images" / split, root / "images", Path(export_root or root)]
 
 
 def default_image_dir(annotation_file: str | os.PathLike) -> Path:
@@ -109,7 +121,7 @@ def coco_categories(data: dict[str, Any], path: str) -> tuple[tuple[str, ...], t
 
 def load_coco_with_report(
     annotation_file: str | os.PathLike,
-    image_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     include_crowd: bool = True,
     include_empty: bool = True,
     strict: bool = False,
@@ -118,16 +130,45 @@ def load_coco_with_report(
     """Like `load_coco`, also returning the `LoadReport` of skipped and clipped data."""
     path = str(annotation_file)
     data = read_coco_json(path)
+    supercategory = _unused_supercategory(data)
+    if supercategory is not None:
+        data["categories"] = [c for c in data["categories"] if c is not supercategory]
     with _gc_paused():
-        return _load(data, path, image_dir, include_crowd, include_empty, strict, check_images)
+        dataset, report = _load(data, path, image_dir, include_crowd, include_empty, strict, check_images)
+    if supercategory is not None:
+        report.not_classes.append(f"category {supercategory.get('name')!r} (id {supercategory.get('id')})")
+    return dataset, report
 
 
-def _load(data: dict[str, Any], path: str, image_dir: str | os.PathLike | None, include_crowd: bool,
-          include_empty: bool, strict: bool, check_images: bool) -> tuple[DetectionDataset, LoadReport]:
+def _unused_supercategory(data: dict[str, Any]) -> dict[str, Any] | None:
+    """The category that no annotation uses and that is the `supercategory` of all the others (Roboflow
+    writes its project as category 0, "shapes" over "circle", "square", ...), or None."""
+    categories = data["categories"]
+    if len(categories) < 2 or not all(isinstance(c, dict) for c in categories):
+        return None
+    used = {a.get("category_id") for a in data.get("annotations") or [] if isinstance(a, dict)}
+    for category in categories:
+        others = [c for c in categories if c is not category]
+        if category.get("id") not in used and all(c.get("supercategory") == category.get("name") for c in others):
+            return category
+    return None
+
+
+def _load(data: dict[str, Any], path: str, image_dir: str | os.PathLike | Sequence[str | os.PathLike] | None,
+          include_crowd: bool, include_empty: bool, strict: bool,
+          check_images: bool) -> tuple[DetectionDataset, LoadReport]:
     names, category_ids = coco_categories(data, path)
-    folder = Path(image_dir) if image_dir is not None else default_image_dir(path)
+    folders = (image_folders(path) if image_dir is None
+               else [image_dir] if isinstance(image_dir, (str, os.PathLike)) else list(image_dir))
+    finder = ImageFinder([f for f in folders if Path(f).is_dir()] or folders[:1])
     report = LoadReport(strict=strict)
-    images = _images(data["images"], folder, path, report, check_images)
+    images = _images(data["images"], finder, path, report, check_images)
+    missing = [i for i in report.issues if i.kind == FILE_MISSING]
+    if check_images and data["images"] and not images and len(missing) == len(data["images"]):
+        example = missing[0].example
+        raise FileNotFoundError(f"{path}: none of its {len(data['images'])} images was found (e.g. {example}); "
+                                f"looked in {', '.join(str(f) for f in finder.folders)}: name the image folder "
+                                "(--images DIR)")
     index = {image_id: k for k, (image_id, *_rest) in enumerate(images)}
     rows = _annotation_rows(data.get("annotations") or [], index, {c: k + 1 for k, c in enumerate(category_ids)},
                             path, report)
@@ -137,13 +178,13 @@ def _load(data: dict[str, Any], path: str, image_dir: str | os.PathLike | None, 
     boxes, status = check_boxes(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
                                 sizes[:, 0], sizes[:, 1])
     for k in np.flatnonzero(status != BOX_OK):
-        problem, action = box_problem(int(status[k]), f"xywh={xywh[k].tolist()}", *sizes[k].astype(int))
-        report.issue(path, f"annotation {int(rows[k, 7])} (image {images[image_rows[k]][0]}): {problem}", action)
+        problem, action, kind = box_problem(int(status[k]), f"xywh={xywh[k].tolist()}", *sizes[k].astype(int))
+        report.issue(path, f"annotation {int(rows[k, 7])} (image {images[image_rows[k]][0]}): {problem}", action, kind)
     keep = (status == BOX_OK) | (status == BOX_CLIPPED)
     if not include_crowd:
         report.dropped_crowd = int(np.count_nonzero(keep & crowd))
         keep &= ~crowd
-    samples = _samples(images, folder, image_rows[keep], boxes[keep], labels[keep], crowd[keep])
+    samples = _samples(images, image_rows[keep], boxes[keep], labels[keep], crowd[keep])
     if not include_empty:
         report.dropped_empty = sum(not len(s.labels) for s in samples)
         samples = [s for s in samples if len(s.labels)]
@@ -155,7 +196,7 @@ def _load(data: dict[str, Any], path: str, image_dir: str | os.PathLike | None, 
 
 def load_coco(
     annotation_file: str | os.PathLike,
-    image_dir: str | os.PathLike | None = None,
+    image_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     include_crowd: bool = True,
     include_empty: bool = True,
     strict: bool = False,
@@ -166,12 +207,13 @@ def load_coco(
 
     Args:
         annotation_file: the JSON file.
-        image_dir: folder the images' `file_name`s are relative to (default: see `default_image_dir`).
+        image_dir: folder the images' `file_name`s are relative to, or folders tried in order
+            (default: `image_folders`).
         include_crowd: False leaves out `iscrowd` objects (for training); True keeps them as difficult.
         include_empty: False leaves out images without objects (True keeps them as negatives).
         strict: raise ValueError naming the file and the problem instead of skipping.
         verbose: log every issue (a summary line is logged either way).
-        check_images: skip images whose file is missing or fails `datasets.image_check` (not a
+        check_images: skip images whose file is missing or fails `ssd_datasets.image_check` (not a
             regular file, empty, not JPEG/PNG/BMP/WebP, another size than the entry's, over 40 MP,
             a JPEG without its end marker).
     """
@@ -181,12 +223,12 @@ def load_coco(
     return dataset
 
 
-def _images(entries: list[Any], folder: Path, path: str, report: LoadReport,
+def _images(entries: list[Any], finder: ImageFinder, path: str, report: LoadReport,
             check_images: bool) -> list[tuple[Any, str, int, int]]:
-    """(id, file_name, width, height) of each sound image entry, first of a repeated id only.
+    """(id, image path, width, height) of each sound image entry, first of a repeated id only.
 
-    Sound: a size of 1..65535 per side, a file name inside `folder`, and (`check_images`) a file
-    that passes `datasets.image_check` at that size.
+    Sound: a size of 1..65535 per side, a relative file name that stays inside the image folders,
+    and (`check_images`) a file that passes `ssd_datasets.image_check` at that size.
     """
     images, seen = [], {}
     for k, entry in enumerate(entries):
@@ -194,21 +236,33 @@ def _images(entries: list[Any], folder: Path, path: str, report: LoadReport,
             image_id, name, width, height = entry["id"], str(entry["file_name"]), entry["width"], entry["height"]
             hash(image_id)  # a list or object as id: TypeError, reported below
         except (KeyError, TypeError, ValueError) as err:
-            report.issue(path, f"image entry {k} needs id, file_name, width and height ({err!r})", "skipped file")
+            report.issue(path, f"image entry {k} needs id, file_name, width and height ({err!r})", "skipped file",
+                         BAD_ANNOTATION)
             continue
         if image_id in seen:
-            report.issue(path, f"duplicate image id {image_id} ({name}; first {seen[image_id]})", "skipped file")
+            report.issue(path, f"duplicate image id {image_id} ({name}; first {seen[image_id]})", "skipped file",
+                         "duplicate image id")
             continue
         seen[image_id] = name
         problem = size_problem(width, height)
-        if problem is None and path_inside(folder, name) is None:
-            problem = f"file_name {name!r} leaves the image folder {folder}"
-        if problem is None and check_images:
-            problem = image_file_problem(os.path.join(folder, name), int(width), int(height))
+        if problem is None and path_inside(".", normalise_name(name)) is None:
+            problem = f"file_name {name!r} leaves the image folder"
         if problem:
-            report.issue(path, f"image {image_id} ({name}): {problem}", "skipped file")
+            report.issue(path, f"image {image_id} ({name}): {problem}", "skipped file", BAD_ANNOTATION)
             continue
-        images.append((image_id, name, int(width), int(height)))
+        width, height = int(width), int(height)
+        found = finder.find(name) if check_images else finder.first_guess(name)
+        if found is None:
+            missing = finder.first_guess(name)
+            looked = ", ".join(map(str, finder.folders))
+            report.issue(path, f"image {image_id}: file {name} is missing (looked in {looked})", "skipped file",
+                         FILE_MISSING, missing)
+            continue
+        problem = image_file_problem(found, width, height) if check_images else None
+        if problem:
+            report.issue(path, f"image {image_id} ({name}): {problem}", "skipped file", BAD_IMAGE)
+            continue
+        images.append((image_id, found, width, height))
     return images
 
 
@@ -232,7 +286,7 @@ def _annotation_rows(annotations: list[Any], image_index: dict[Any, int], class_
                          float(x), float(y), float(w), float(h), 1.0 if ann.get("iscrowd") else 0.0, k))
         except (KeyError, TypeError, ValueError, AttributeError):
             problem, action = _annotation_problem(ann, image_index, class_of)
-            report.issue(path, f"annotation {k} (id {_get(ann, 'id')}): {problem}", action)
+            report.issue(path, f"annotation {k} (id {_get(ann, 'id')}): {problem}", action, BAD_OBJECT)
     return np.array(rows, np.float64).reshape(-1, 8)
 
 
@@ -250,16 +304,15 @@ def _annotation_problem(ann: Any, image_index: dict[Any, int], class_of: dict[in
     return f"bbox must be 4 numbers [x, y, w, h], got {ann.get('bbox')!r}", "skipped object"
 
 
-def _samples(images: list[tuple[Any, str, int, int]], folder: Path, image_rows: np.ndarray, boxes: np.ndarray,
+def _samples(images: list[tuple[Any, str, int, int]], image_rows: np.ndarray, boxes: np.ndarray,
              labels: np.ndarray, crowd: np.ndarray) -> list[Sample]:
     """One Sample per image (file order), its objects in annotation order."""
     order = np.argsort(image_rows, kind="stable")
     boxes, labels, crowd = boxes[order], labels[order], crowd[order]  # each image's objects now contiguous
     ends = np.cumsum(np.bincount(image_rows, minlength=len(images))).tolist()
-    folder_text = str(folder)
     samples, start = [], 0
-    for (image_id, name, width, height), end in zip(images, ends):
-        samples.append(Sample(str(image_id), os.path.join(folder_text, name), width, height,
+    for (image_id, image_path, width, height), end in zip(images, ends):
+        samples.append(Sample(str(image_id), image_path, width, height,
                               boxes[start:end], labels[start:end], crowd[start:end]))
         start = end
     return samples

@@ -15,6 +15,10 @@ import numpy as np
 
 # Outcome of `check_boxes` per box.
 BOX_OK, BOX_CLIPPED, BOX_DEGENERATE, BOX_OUTSIDE = 0, 1, 2, 3
+# Kinds of problem (`LoadIssue.kind`) the sources share, as the summary names them.
+FILE_MISSING, BAD_IMAGE, BAD_ANNOTATION = "file missing", "image unreadable or wrong size", "bad annotation file"
+UNKNOWN_CLASS, BAD_OBJECT = "unknown class", "malformed object"
+DEGENERATE_BOX, BOX_OUTSIDE_IMAGE, BOX_CROSSES_BORDER = "degenerate box", "box outside the image", "crosses the border"
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,15 @@ class LoadIssue:
     file: str
     problem: str
     action: str  # "skipped object", "clipped box" or "skipped file"
+    kind: str = ""  # the problem in a few words, how the summary groups it ("file missing")
+    example: str = ""  # the path the summary shows for it (default: `file`)
 
     def __str__(self) -> str:
         return f"{self.file}: {self.problem} ({self.action})"
+
+
+# How the summary counts each action: "24 images skipped", "3 boxes clipped".
+_ACTION_WORDS = {"skipped file": "images skipped", "skipped object": "objects skipped", "clipped box": "boxes clipped"}
 
 
 @dataclass
@@ -39,41 +49,56 @@ class LoadReport:
     dropped_crowd: int = 0
     empty_images: list[str] = field(default_factory=list)
     dropped_empty: int = 0
+    dropped_classes: dict[str, int] = field(default_factory=dict)  # objects of classes not selected, by class
+    # Entries of the class list that are not classes: an unused supercategory of all the others.
+    not_classes: list[str] = field(default_factory=list)
     issues: list[LoadIssue] = field(default_factory=list)
     strict: bool = False
 
-    def issue(self, file: str, problem: str, action: str) -> None:
+    def issue(self, file: str, problem: str, action: str, kind: str = "", example: str = "") -> None:
         """Record a problem, or refuse the data (ValueError naming the file) when strict."""
         if self.strict:
             raise ValueError(f"{file}: {problem}")
-        self.issues.append(LoadIssue(file, problem, action))
+        self.issues.append(LoadIssue(file, problem, action, kind, example))
 
     def count(self, action: str) -> int:
         """Number of issues that ended with `action`."""
         return sum(issue.action == action for issue in self.issues)
 
     def summary(self) -> str:
-        """One line: files and objects kept, and what was skipped or clipped."""
+        """One line: files and objects kept, then each kind of problem with its count and one example
+        ("24 images skipped: file missing (e.g. images/images/0000.jpg)")."""
         text = f"{self.files} images, {self.objects} objects"
         if self.dropped_difficult:
             text += f" ({self.dropped_difficult} difficult objects left out)"
         if self.dropped_crowd:
             text += f" ({self.dropped_crowd} crowd objects left out)"
+        if self.dropped_classes:
+            named = ", ".join(f"{n} {name}" for name, n in sorted(self.dropped_classes.items()))
+            text += f"; {sum(self.dropped_classes.values())} objects of other classes left out ({named})"
         if self.empty_images:
             text += f"; {len(self.empty_images)} images without objects"
         if self.dropped_empty:
             text += f"; {self.dropped_empty} images without objects left out"
+        for (action, kind), issues in self.grouped().items():
+            example = issues[0].example or issues[0].file
+            text += f"; {len(issues)} {_ACTION_WORDS.get(action, action)}: {kind} (e.g. {example})"
         if self.issues:
-            files_hit = len({issue.file for issue in self.issues})
-            text += (
-                f"; skipped {self.count('skipped object')} objects and "
-                f"{self.count('skipped file')} files, clipped {self.count('clipped box')} boxes, "
-                f"in {files_hit} files (use --verbose for details)"
-            )
+            text += " (--verbose lists each)"
         return text
+
+    def grouped(self) -> dict[tuple[str, str], list[LoadIssue]]:
+        """The issues by (action, kind), in the order each group first occurs."""
+        groups: dict[tuple[str, str], list[LoadIssue]] = {}
+        for issue in self.issues:
+            groups.setdefault((issue.action, issue.kind or "other problem"), []).append(issue)
+        return groups
 
     def log(self, logger: logging.Logger, what: str, verbose: bool) -> None:
         """Every issue when verbose, then the summary line (a warning when anything was skipped)."""
+        for entry in self.not_classes:
+            logger.info("%s: %s is the other categories' supercategory and no annotation uses it: not a class",
+                        what, entry)
         if verbose:
             for issue in self.issues:
                 logger.warning("%s", issue)
@@ -100,10 +125,10 @@ def check_boxes(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> t
     return clipped.astype(np.float32), status
 
 
-def box_problem(status: int, box_text: str, width: int, height: int) -> tuple[str, str]:
-    """(problem, action) words for a box `check_boxes` did not pass as BOX_OK."""
+def box_problem(status: int, box_text: str, width: int, height: int) -> tuple[str, str, str]:
+    """(problem, action, kind) words for a box `check_boxes` did not pass as BOX_OK."""
     if status == BOX_DEGENERATE:
-        return f"degenerate box {box_text}", "skipped object"
+        return f"degenerate box {box_text}", "skipped object", DEGENERATE_BOX
     if status == BOX_OUTSIDE:
-        return f"box {box_text} outside the {width}x{height} image", "skipped object"
-    return f"box {box_text} crosses the border of the {width}x{height} image", "clipped box"
+        return f"box {box_text} outside the {width}x{height} image", "skipped object", BOX_OUTSIDE_IMAGE
+    return f"box {box_text} crosses the border of the {width}x{height} image", "clipped box", BOX_CROSSES_BORDER

@@ -4,7 +4,7 @@
 Annotations/ in the real VOC schema, ImageSets/Main/{train,val,trainval,test}.txt) that
 `load_voc(root, ["trainval"], SYNTHETIC_CLASSES)` (or `load_synthetic`) reads back;
 `generate_synthetic(root, "coco" | "yolo", ...)` writes the same images and boxes in the other
-formats, which `datasets.load_dataset` reads.
+formats, which `ssd_datasets.load_dataset` reads.
 
 Each class is one shape with its own hue (60 degrees apart, so even the +-18 degree hue jitter of
 the augmentation keeps them apart) on a low-saturation background (noise blobs, gradients,
@@ -24,9 +24,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from datasets.coco import write_coco_json
-from datasets.voc import CLASSES_FILE, load_voc, write_voc_annotation
-from datasets.yolo import write_yolo_labels
+from ssd_datasets.coco import write_coco_json
+from ssd_datasets.voc import CLASSES_FILE, load_voc, write_voc_annotation
+from ssd_datasets.yolo import write_yolo_labels
 from ssd.records import DATA_FORMATS, DetectionDataset, Sample
 
 # Class -> hue in degrees; hues 60 degrees apart keep colour a reliable cue.

@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 from lxml import etree
 
-from datasets.image_check import MAX_IMAGE_SIDE, image_file_problem
-from datasets.report import LoadReport
+from ssd_datasets.classes import sorted_by_name
+from ssd_datasets.image_check import MAX_IMAGE_SIDE, image_file_problem
+from ssd_datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CROSSES_BORDER, BOX_OUTSIDE_IMAGE,
+                             DEGENERATE_BOX, FILE_MISSING, UNKNOWN_CLASS, LoadReport)
 from ssd.records import DetectionDataset, Sample, read_lines
 
 logger = logging.getLogger(__name__)
@@ -114,8 +116,15 @@ class _Context:
     # One parser per load: reusing it saves a parser set-up per file; blank text is never needed.
     parser: etree.XMLParser = field(default_factory=lambda: etree.XMLParser(remove_blank_text=True))
 
-    def issue(self, file: str, problem: str, action: str) -> None:
-        self.report.issue(file, problem, action)
+    def issue(self, file: str, problem: str, action: str, kind: str = "", example: str = "") -> None:
+        self.report.issue(file, problem, action, kind, example)
+
+
+class _Discovered(dict):
+    """Class ids given to names in the order they are first met (classes read from the annotations)."""
+
+    def get(self, name: str, default: int | None = None) -> int | None:
+        return self.setdefault(name, len(self) + 1) if name else default
 
 
 def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Context) -> Sample:
@@ -143,31 +152,31 @@ def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Conte
         name_element = fields.get("name")
         name = (name_element.text or "").strip() if name_element is not None else ""
         where = f"object {index} ({name or 'no name'})"
+        label = ctx.class_ids.get(name)
         try:
-            label = ctx.class_ids.get(name)
             if label is None:
                 raise _Problem(f"unknown class {name!r}")
             flag = fields.get("difficult")
             is_difficult = flag is not None and (flag.text or "0").strip() not in ("0", "")
             x0, y0, x1, y1 = _voc_box(fields.get("bndbox"))
         except _Problem as problem:
-            ctx.issue(xml_path, f"{where}: {problem}", "skipped object")
+            ctx.issue(xml_path, f"{where}: {problem}", "skipped object", BAD_OBJECT if label else UNKNOWN_CLASS)
             continue
         if x1 <= x0 or y1 <= y0:
-            ctx.issue(xml_path, f"{where}: degenerate box xyxy={(x0, y0, x1, y1)}", "skipped object")
+            ctx.issue(xml_path, f"{where}: degenerate box xyxy={(x0, y0, x1, y1)}", "skipped object", DEGENERATE_BOX)
             continue
         cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
         cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
         if cx1 <= cx0 or cy1 <= cy0:
             ctx.issue(
                 xml_path, f"{where}: box xyxy={(x0, y0, x1, y1)} outside the "
-                f"{width}x{height} image", "skipped object",
+                f"{width}x{height} image", "skipped object", BOX_OUTSIDE_IMAGE,
             )  # fmt: skip
             continue
         if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
             ctx.issue(
                 xml_path, f"{where}: box xyxy={(x0, y0, x1, y1)} crosses the border of the "
-                f"{width}x{height} image", "clipped box",
+                f"{width}x{height} image", "clipped box", BOX_CROSSES_BORDER,
             )  # fmt: skip
         if is_difficult and not ctx.include_difficult:
             ctx.report.dropped_difficult += 1
@@ -189,7 +198,7 @@ def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Conte
 def load_voc_with_report(
     root: str | os.PathLike,
     splits: Sequence[str],
-    class_names: Sequence[str] = VOC_CLASSES,
+    class_names: Sequence[str] | None = VOC_CLASSES,
     include_difficult: bool = True,
     strict: bool = False,
     check_images: bool = True,
@@ -197,13 +206,10 @@ def load_voc_with_report(
     """Like `load_voc`, also returning the `LoadReport` of skipped and clipped data."""
     if isinstance(splits, str):
         raise TypeError(f'splits must be a sequence of names like ["VOC2007:trainval"], got {splits!r}')
-    if len(set(class_names)) != len(class_names) or not class_names:
-        raise ValueError(f"class_names must be unique and non-empty, got {tuple(class_names)!r}")
     root = Path(root)
     parsed = [parse_split(s) for s in splits]
     prefix_ids = len({subdir for subdir, _ in parsed}) > 1
-    report = LoadReport(strict=strict)
-    ctx = _Context({n: i + 1 for i, n in enumerate(class_names)}, include_difficult, report)
+    ctx = load_context(class_names, include_difficult, strict)
     samples: list[Sample] = []
     seen: set[str] = set()
     for subdir, set_name in parsed:
@@ -219,29 +225,54 @@ def load_voc_with_report(
             seen.add(image_id)
             xml_path = os.path.join(annotations, stem + ".xml")
             if check_images and stem + ".jpg" not in jpegs:
-                ctx.issue(xml_path, f"image {os.path.join(images, stem + '.jpg')} is missing", "skipped file")
+                missing = os.path.join(images, stem + ".jpg")
+                ctx.issue(xml_path, f"image {missing} is missing", "skipped file", FILE_MISSING, missing)
                 continue
-            try:
-                sample = _parse_annotation(xml_path, image_id, os.path.join(images, stem + ".jpg"), ctx)
-            except _Problem as problem:
-                ctx.issue(xml_path, str(problem), "skipped file")
-                continue
-            problem = image_file_problem(sample.image_path, sample.width, sample.height) if check_images else None
-            if problem:
-                ctx.issue(xml_path, problem, "skipped file")
-                continue
-            samples.append(sample)
-            report.files += 1
-            report.objects += len(sample.labels)
-            if not len(sample.labels):
-                report.empty_images.append(xml_path)
-    return DetectionDataset(tuple(class_names), tuple(samples)), report
+            add_annotation(ctx, samples, xml_path, image_id, os.path.join(images, stem + ".jpg"), check_images)
+    return finish(ctx, samples, class_names, root)
+
+
+def load_context(class_names: Sequence[str] | None, include_difficult: bool, strict: bool) -> _Context:
+    """The load's state: the class ids (found in the annotations when `class_names` is None), the report."""
+    if class_names is not None and (len(set(class_names)) != len(class_names) or not class_names):
+        raise ValueError(f"class_names must be unique and non-empty, got {tuple(class_names)!r}")
+    class_ids = _Discovered() if class_names is None else {n: i + 1 for i, n in enumerate(class_names)}
+    return _Context(class_ids, include_difficult, LoadReport(strict=strict))
+
+
+def add_annotation(ctx: _Context, samples: list[Sample], xml_path: str, image_id: str, image_path: str,
+                   check_images: bool) -> None:
+    """Parse one annotation file and append its sample, or report why it is skipped."""
+    try:
+        sample = _parse_annotation(xml_path, image_id, image_path, ctx)
+    except _Problem as problem:
+        ctx.issue(xml_path, str(problem), "skipped file", BAD_ANNOTATION)
+        return
+    problem = image_file_problem(sample.image_path, sample.width, sample.height) if check_images else None
+    if problem:
+        ctx.issue(xml_path, problem, "skipped file", BAD_IMAGE, sample.image_path)
+        return
+    samples.append(sample)
+    ctx.report.files += 1
+    ctx.report.objects += len(sample.labels)
+    if not len(sample.labels):
+        ctx.report.empty_images.append(xml_path)
+
+
+def finish(ctx: _Context, samples: list[Sample], class_names: Sequence[str] | None,
+           where: str | os.PathLike) -> tuple[DetectionDataset, LoadReport]:
+    """The dataset and report of a load; classes found in the annotations are sorted by name."""
+    if class_names is not None:
+        return DetectionDataset(tuple(class_names), tuple(samples)), ctx.report
+    if not ctx.class_ids:
+        raise ValueError(f"{where}: no object of any annotation names a class (no <object><name>)")
+    return sorted_by_name(DetectionDataset(tuple(ctx.class_ids), tuple(samples))), ctx.report
 
 
 def load_voc(
     root: str | os.PathLike,
     splits: Sequence[str],
-    class_names: Sequence[str] = VOC_CLASSES,
+    class_names: Sequence[str] | None = VOC_CLASSES,
     include_difficult: bool = True,
     strict: bool = False,
     verbose: bool = False,
@@ -252,13 +283,14 @@ def load_voc(
     Args:
         root: the VOCdevkit folder (with year subfolders) or a plain VOC-format folder.
         splits: e.g. ["VOC2007:trainval", "VOC2012:trainval"], or ["trainval"] for `root` itself.
-        class_names: classes 1..C in this order; objects of other classes are skipped.
+        class_names: classes 1..C in this order; objects of other classes are skipped. None: the
+            names the annotations use, sorted.
         include_difficult: False leaves out objects marked difficult (for training).
         strict: raise ValueError naming the file and the problem instead of skipping.
         verbose: log every issue (a summary line is logged either way).
         check_images: skip annotations whose JPEG is missing, empty, truncated (no end marker),
             unreadable from its header, too large or of another size than <size> (a cheap check
-            of a few hundred bytes per file, `datasets.image_check`; nothing is decoded).
+            of a few hundred bytes per file, `ssd_datasets.image_check`; nothing is decoded).
 
     Broken XML, a missing, non-finite or absurd size (not 1..65535) and a missing JPEG or one
     failing the cheap check skip the file; unknown classes, non-finite coordinates ("nan",
@@ -316,18 +348,3 @@ def write_voc_annotation(
         for tag, value in (("xmin", x0 + 1), ("ymin", y0 + 1), ("xmax", x1), ("ymax", y1)):
             etree.SubElement(bndbox, tag).text = str(value)
     etree.ElementTree(root).write(str(path), pretty_print=True, encoding="utf-8")
-
-
-def dataset_class_names(root: str | os.PathLike, splits: Sequence[str]) -> tuple[str, ...]:
-    """The classes a dataset folder declares in classes.txt, else VOC's 20 for devkit splits."""
-    path = Path(root) / CLASSES_FILE
-    if path.is_file():
-        names = tuple(read_lines(path, "class names file"))
-        if not names:
-            raise ValueError(f"{path} names no classes")
-        return names
-    if all(":" in split for split in splits):
-        return VOC_CLASSES
-    raise ValueError(
-        f"{root} has no {CLASSES_FILE}: name the classes (a list, comma-separated, or a file with one "
-        f"per line) or write them into {path}")

@@ -13,9 +13,9 @@ label file is its path with the last `images` folder replaced by `labels` and th
 Image sizes are read from the image headers (no decoding). Class k becomes label k + 1. Image ids
 are the image path relative to images/ without its suffix ("train/000001").
 
-Bad data follows `datasets.report`: a line with the wrong number of fields, a non-number, a class
+Bad data follows `ssd_datasets.report`: a line with the wrong number of fields, a non-number, a class
 out of range or coordinates outside [0, 1] skips the object; boxes crossing the border are
-clipped; an image failing `datasets.image_check` (not a regular file, empty, unreadable header,
+clipped; an image failing `ssd_datasets.image_check` (not a regular file, empty, unreadable header,
 over 40 MP, a JPEG without its end marker) or a label file that cannot be read as UTF-8 text (not
 a regular file, other bytes) skips the image. An empty or missing label file is an image without
 objects (a negative), as in Ultralytics. Class names must pass `ssd.records.class_name_problem`.
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datasets.image_check import checked_image_size
-from datasets.report import BOX_OK, LoadReport, box_problem, check_boxes
+from ssd_datasets.image_check import checked_image_size
+from ssd_datasets.report import BAD_IMAGE, BAD_OBJECT, BOX_OK, FILE_MISSING, LoadReport, box_problem, check_boxes
 from ssd.image_header import open_regular
 from ssd.records import DetectionDataset, Sample, class_name_problem, read_lines
 
@@ -189,7 +189,7 @@ def _read_labels(text: str, path: Path, num_classes: int, report: LoadReport
                 elif not all(0.0 <= v <= 1.0 for v in values):
                     problem = f"cx cy w h must be normalised to [0, 1], got {values}"
         if problem:
-            report.issue(str(path), f"line {number} {line.strip()!r}: {problem}", "skipped object")
+            report.issue(str(path), f"line {number} {line.strip()!r}: {problem}", "skipped object", BAD_OBJECT)
             continue
         classes.append(cls)
         boxes.append(values)
@@ -198,20 +198,23 @@ def _read_labels(text: str, path: Path, num_classes: int, report: LoadReport
 
 
 def _sample(root: Path, image: Path, num_classes: int, report: LoadReport) -> Sample | None:
+    if not os.path.exists(image):
+        report.issue(str(image), f"image {image} is missing", "skipped file", FILE_MISSING)
+        return None
     labels_file = label_path(image)
     try:
         width, height = checked_image_size(image)
         text = _label_text(labels_file)
     except ValueError as err:
-        report.issue(str(image), str(err), "skipped file")
+        report.issue(str(image), str(err), "skipped file", BAD_IMAGE)
         return None
     classes, cxcywh, line_numbers = _read_labels(text, labels_file, num_classes, report)
     scale = np.array([width, height, width, height], np.float64)
     corners = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
     boxes, status = check_boxes(corners * scale, np.full(len(corners), width), np.full(len(corners), height))
     for k in np.flatnonzero(status != BOX_OK):
-        problem, action = box_problem(int(status[k]), f"cxcywh={cxcywh[k].tolist()}", width, height)
-        report.issue(str(labels_file), f"line {line_numbers[k]}: {problem}", action)
+        problem, action, kind = box_problem(int(status[k]), f"cxcywh={cxcywh[k].tolist()}", width, height)
+        report.issue(str(labels_file), f"line {line_numbers[k]}: {problem}", action, kind)
     keep = status <= 1  # ok or clipped
     return Sample(_image_id(root, image), str(image), width, height, boxes[keep],
                   (classes[keep] + 1).astype(np.int32), np.zeros(int(keep.sum()), bool))
@@ -224,17 +227,25 @@ def load_yolo_with_report(root: str | os.PathLike, splits: Sequence[str], class_
         raise TypeError(f'splits must be a sequence of names like ["train"], got {splits!r}')
     root = Path(root)
     names = tuple(class_names) if class_names else yolo_class_names(root)
+    return load_yolo_images_with_report(root, [i for split in splits for i in split_images(root, split)], names,
+                                        strict)
+
+
+def load_yolo_images_with_report(root: str | os.PathLike, images: Sequence[Path], class_names: Sequence[str],
+                                 strict: bool = False) -> tuple[DetectionDataset, LoadReport]:
+    """The samples of the given image files (labels by `label_path`), classes 1..C = `class_names`;
+    image ids relative to <root>/images, else to `root`."""
+    root, names = Path(root), tuple(class_names)
     report = LoadReport(strict=strict)
     samples, seen = [], set()
-    for split in splits:
-        for image in split_images(root, split):
-            sample = _sample(root, image, len(names), report)
-            if sample is None or sample.image_id in seen:
-                continue  # the same image listed by two splits
-            seen.add(sample.image_id)
-            samples.append(sample)
-            if not len(sample.labels):
-                report.empty_images.append(sample.image_id)
+    for image in images:
+        sample = _sample(root, image, len(names), report)
+        if sample is None or sample.image_id in seen:
+            continue  # the same image listed by two splits
+        seen.add(sample.image_id)
+        samples.append(sample)
+        if not len(sample.labels):
+            report.empty_images.append(sample.image_id)
     report.files, report.objects = len(samples), sum(len(s.labels) for s in samples)
     return DetectionDataset(names, tuple(samples)), report
 

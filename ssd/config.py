@@ -1,5 +1,7 @@
 """Frozen configuration objects: default boxes and the model preset, JSON in and out.
 
+The training recipe (`TrainConfig`) is the trainer's: `ssd.engine.recipe`.
+
 Sizes in a `DefaultBoxConfig` are in input pixels (as in the Caffe prototxt); the boxes built
 from it are normalised to [0, 1]. Aspect ratio is width / height everywhere in the library.
 """
@@ -13,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssd.records import DATA_FORMATS
-
 # Input means in uint8 pixel units, BGR (the order the VGG weights were trained on); the network
 # subtracts its ModelConfig.mean_bgr in its graph.
 # The SSD references' (Caffe ssd_pascal.py, ssd.pytorch): the default of a new model.
@@ -25,10 +25,10 @@ SSD_MEAN_BGR = (104.0, 117.0, 123.0)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
-def _tuple(value: Any) -> Any:
+def json_tuples(value: Any) -> Any:
     """Lists from JSON become tuples, recursively, so configs stay hashable and comparable."""
     if isinstance(value, (list, tuple)):
-        return tuple(_tuple(v) for v in value)
+        return tuple(json_tuples(v) for v in value)
     return value
 
 
@@ -107,7 +107,7 @@ class DefaultBoxConfig:
             steps=tuple(steps),
             min_sizes=tuple(s * image_size for s in scales[:-1]),
             max_sizes=tuple(s * image_size for s in scales[1:]),
-            aspect_ratios=_tuple(aspect_ratios),
+            aspect_ratios=json_tuples(aspect_ratios),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,7 +115,7 @@ class DefaultBoxConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "DefaultBoxConfig":
-        return cls(**{k: _tuple(v) for k, v in data.items()})
+        return cls(**{k: json_tuples(v) for k, v in data.items()})
 
 
 # The Caffe release's configurations (ssd_pascal.py / ssd_pascal_512.py).
@@ -226,7 +226,7 @@ class ModelConfig:
             width=float(data.get("width", 1.0)),
             default_boxes=DefaultBoxConfig.from_dict(data["default_boxes"]),
             boxes=data.get("boxes", "voc"),  # configs written before COCO support
-            category_ids=_tuple(data.get("category_ids")),
+            category_ids=json_tuples(data.get("category_ids")),
             mean_bgr=tuple(data.get("mean_bgr", CAFFE_BGR_MEAN)),
         )
 
@@ -241,107 +241,8 @@ class ModelConfig:
         return cls.from_dict(json.loads(path.read_text()))
 
 
-OPTIMIZERS = ("sgd", "adam")
 EVAL_METRICS = ("voc07", "voc10", "coco")
-# Training recipes: the TrainConfig values each one sets (flags given on the command line win).
-# COCO: the Caffe release's (400k iterations, x0.1 at 280k and 360k), on COCO 2017 train/val.
-RECIPES: dict[str, dict[str, Any]] = {
-    "voc": {"iterations": 120_000, "boundaries": (80_000, 100_000)},
-    "coco": {"iterations": 400_000, "boundaries": (280_000, 360_000), "data_format": "coco",
-             "train_splits": ("train2017",), "val_splits": ("val2017",), "eval_metric": "coco"},
-}
-PRECISIONS = ("float32", "bfloat16", "float16")
-SCHEDULES = ("constant", "step", "exponential", "polynomial", "cosine", "cyclic")
-# auto: multi_worker when TF_CONFIG is set, mirrored over several GPUs, else one device.
-STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-# Files TrainConfig.vgg16_weights may name, by suffix: the Keras VGG-16 file, the fc-reduced
-# Caffe and ssd.pytorch bases (read by ssd.modeling.convert.convert.load_base_weights).
+# Files a base-weights path may name, by suffix: the Keras VGG-16 file, the fc-reduced Caffe and
+# ssd.pytorch bases (read by ssd.modeling.convert.convert.load_base_weights).
 KERAS_SUFFIXES, CAFFE_SUFFIXES, TORCH_SUFFIXES = (".h5", ".hdf5"), (".caffemodel",), (".pth", ".pt")
 BASE_WEIGHT_SUFFIXES = KERAS_SUFFIXES + CAFFE_SUFFIXES + TORCH_SUFFIXES
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training option; the defaults are the paper's recipe for SSD300 on VOC07+12."""
-
-    data_root: str = "VOCdevkit"
-    train_splits: tuple[str, ...] = ("VOC2007:trainval", "VOC2012:trainval")
-    val_splits: tuple[str, ...] = ("VOC2007:test",)
-    include_difficult: bool = True
-    strict: bool = False  # refuse bad annotations and undecodable images instead of skipping them
-    expand_probability: float = 0.5
-    vgg16_weights: str | None = None
-    from_scratch: bool = False
-    batch_size: int = 32
-    iterations: int = 120_000
-    epochs: int | None = None
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    learning_rate: float = 1e-3
-    schedule: str = "step"
-    boundaries: tuple[int, ...] = (80_000, 100_000)
-    decay: float = 0.1
-    power: float = 0.9
-    min_learning_rate: float = 0.0
-    cycle_steps: int = 2000
-    warmup_steps: int = 0
-    weight_decay: float = 5e-4
-    # Caffe's recipe: biases at 2x the rate and never decayed (lr_mult 2, decay_mult 0); the
-    # conv4_3_norm scales at 1x and decayed like kernels (model_libs.py gives Normalize no param).
-    bias_lr_multiplier: float = 2.0
-    decay_l2_scales: bool = True
-    adam_epsilon: float = 1e-7
-    init_from: str | None = None
-    init_classes: tuple[str, ...] | None = None
-    workers: int = 2
-    seed: int = 0
-    mixed_precision: str = "float32"
-    xla: bool = False
-    eval_every: int = 1
-    eval_confidences: tuple[float, ...] = (0.01, 0.1, 0.3, 0.5)
-    checkpoint_every: int = 1000
-    max_boxes: int = 100
-    data_format: str | None = None  # None: detected from the data root
-    eval_metric: str = "voc07"  # the validation number best/ is kept by
-
-    def __post_init__(self) -> None:
-        if self.eval_metric not in EVAL_METRICS:
-            raise ValueError(f"TrainConfig.eval_metric must be one of {EVAL_METRICS}, got {self.eval_metric!r}")
-        if self.data_format is not None and self.data_format not in DATA_FORMATS:
-            raise ValueError(f"TrainConfig.data_format must be one of {DATA_FORMATS} or None, got {self.data_format!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"TrainConfig.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"TrainConfig.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}")
-        for name in ("batch_size", "iterations", "checkpoint_every", "max_boxes", "workers"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"TrainConfig.epochs must be positive or None, got {self.epochs}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"TrainConfig.learning_rate must be positive, got {self.learning_rate}")
-        if not self.train_splits:
-            raise ValueError("TrainConfig.train_splits must name at least one split")
-        for name in ("bias_lr_multiplier", "adam_epsilon"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"TrainConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.init_classes is not None and not self.init_from:
-            raise ValueError("TrainConfig.init_classes needs init_from (the run whose classes they name)")
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        return self.epochs * steps_per_epoch if self.epochs else self.iterations
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown options {sorted(unknown)}")
-        return cls(**{**_TRAINED_BEFORE_RECIPE, **{k: _tuple(v) for k, v in data.items()}})
-
-
-# What a config.json written before these options existed was trained with: it resumes unchanged.
-_TRAINED_BEFORE_RECIPE: dict[str, Any] = {"bias_lr_multiplier": 1.0, "decay_l2_scales": False}

@@ -21,8 +21,9 @@ GRAPH_FILE = "frozen_inference_graph.pb"
 SAVED_MODEL_DIR = "saved_model"
 LABEL_MAP_FILE = "label_map.pbtxt"
 LABELS_FILE = "labels.txt"
-# Beside the graph: {"image_size": S, "preset": ..., thresholds}; the size the graph resizes every
-# image to, so evaluation can feed original images instead of resizing them a second time.
+# Beside the graph: {"image_size": S, "preset": ..., "postprocess": {PostprocessOptions}}; the size the
+# graph resizes every image to, so evaluation can feed original images instead of resizing them a second
+# time, and the post-processing every exported format bakes in.
 EXPORT_INFO_FILE = "export.json"
 
 

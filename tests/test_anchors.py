@@ -1,12 +1,17 @@
-"""Default boxes against a plain NumPy transcription of the Caffe PriorBox layer."""
+"""Default boxes against a plain NumPy transcription of the Caffe PriorBox layer; `Anchors`, the one value
+of boxes and variances every stage takes."""
 
+import ast
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ssd.core.anchors import default_boxes
-from ssd.config import DEFAULT_BOXES, DefaultBoxConfig
+from ssd.core.anchors import Anchors, default_boxes
+from ssd.config import DEFAULT_BOXES, DefaultBoxConfig, ModelConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def caffe_prior_boxes(image_size, fmaps, steps, min_sizes, max_sizes, ratios):
@@ -86,3 +91,63 @@ def test_config_errors_name_the_field(field, value):
     kwargs[field] = value
     with pytest.raises(ValueError, match=field):
         DefaultBoxConfig(**kwargs)
+
+
+def test_anchors_from_config_are_its_boxes_and_variances():
+    config = DefaultBoxConfig(100, (2,), (50,), (10,), (20,), ((2,),), variances=(0.1, 0.2, 0.3, 0.4))
+    anchors = Anchors.from_config(config)
+    np.testing.assert_array_equal(anchors.boxes, default_boxes(config))
+    assert anchors.variances == (0.1, 0.2, 0.3, 0.4) and len(anchors) == 16
+    with pytest.raises(ValueError):  # shared by every graph built from it: read-only
+        anchors.boxes[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("boxes, variances, field", [
+    (np.zeros((3, 2)), (0.1, 0.1, 0.2, 0.2), "boxes"), (np.zeros((0, 4)), (0.1, 0.1, 0.2, 0.2), "boxes"),
+    (np.ones((3, 4)), (0.1, 0.2, 0.2), "variances"), (np.ones((3, 4)), (0.1, 0.1, 0.0, 0.2), "variances"),
+])
+def test_bad_anchors_are_refused_naming_the_field(boxes, variances, field):
+    with pytest.raises(ValueError, match=f"Anchors.{field}"):
+        Anchors(boxes, variances)
+
+
+def _by_hand(path: Path) -> list[str]:
+    """Where `path` builds default boxes or reads a config's variances itself (line: code)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        called = isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
+        reads = isinstance(node, ast.Attribute) and node.attr == "variances" \
+            and getattr(node.value, "attr", None) == "default_boxes"
+        if called == "default_boxes" or reads:
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_default_boxes_and_variances_are_built_in_one_place():
+    """Only `Anchors.from_config` calls `default_boxes` or reads `.default_boxes.variances` (tests aside)."""
+    sources = [*(ROOT / "ssd").rglob("*.py"), *(ROOT / "tools").rglob("*.py"), *ROOT.glob("*.py")]
+    found = [hit for path in sources if path != ROOT / "ssd" / "core" / "anchors.py" for hit in _by_hand(path)]
+    assert found == []
+    assert _by_hand(ROOT / "tests" / "test_anchors.py")  # the check does see a call
+
+
+def test_every_consumer_takes_the_one_anchors_value(monkeypatch):
+    """Swap what `Anchors.from_config` builds: the train step and the detector (so every export) follow."""
+    from ssd.engine.recipe import TrainConfig
+    from ssd.deploy.tflite_export import _implements
+    from ssd.engine.distribute import make_strategy
+    from ssd.engine.state import build_state
+    from ssd.engine.step import TrainStep
+    from ssd.modeling.inference import Detector
+
+    model_config = ModelConfig("vgg300", ("a",), width=0.125)
+    plain = default_boxes(model_config.default_boxes)
+    custom = Anchors(plain * [1, 1, 0.5, 0.5], (0.2, 0.2, 0.4, 0.4))
+    monkeypatch.setattr(Anchors, "from_config", classmethod(lambda cls, config: custom))
+    strategy = make_strategy("default")
+    state = build_state(model_config, TrainConfig(from_scratch=True), strategy, steps_per_epoch=1)
+    assert TrainStep(state, model_config, TrainConfig(from_scratch=True), strategy).anchors is custom
+    detector = Detector(state.model, model_config)
+    assert detector.anchors is custom
+    # The TFLite op's box scales are 1 / variances: 5 for y with custom's 0.2.
+    assert 'key: "y_scale" value { f: 5.0 }' in _implements(1, detector.options, detector.anchors)

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
+from ssd.engine.recipe import TrainConfig
 from ssd.core.losses import multibox_loss
 from ssd.core.matching import training_targets
 from ssd.data.pipeline import Batch
@@ -37,11 +39,10 @@ def batch() -> Batch:
 
 def loss_gradients(state, model_config: ModelConfig, data: Batch) -> dict[str, np.ndarray]:
     """d(MultiBox loss)/d(variable) by variable path, without any weight decay."""
-    from ssd.core.anchors import default_boxes
+    from ssd.core.anchors import Anchors
 
-    anchors = tf.constant(default_boxes(model_config.default_boxes))
     deltas, target_labels = training_targets(tf.constant(data.boxes), tf.constant(data.labels),
-                                             tf.constant(data.counts), anchors, model_config.default_boxes.variances)
+                                             tf.constant(data.counts), Anchors.from_config(model_config.default_boxes))
     positives = tf.reduce_sum(tf.cast(target_labels > 0, tf.float32))
     variables = state.model.trainable_variables
     with tf.GradientTape() as tape:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.config import TrainConfig
+from ssd.engine.recipe import TrainConfig
 from ssd.engine.checkpointing import BestCheckpoint, Checkpointer, initialise
 from ssd.engine.distribute import WorkerShard
 from ssd.engine.state import TrainState

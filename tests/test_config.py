@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from ssd.config import COCO_DEFAULT_BOXES, DEFAULT_BOXES, RECIPES, DefaultBoxConfig, ModelConfig, TrainConfig
+from ssd.config import COCO_DEFAULT_BOXES, DEFAULT_BOXES, DefaultBoxConfig, ModelConfig
+
+from ssd.engine.recipe import RECIPES, TrainConfig
 
 
 @pytest.mark.parametrize("preset", ["vgg300", "vgg512"])

@@ -267,7 +267,8 @@ def test_full_size_caffe_base_in_v1_format_initialises_the_base(tmp_path):
         convert_to_run_dir(path, tmp_path / "run", VOC)
 
     # What train_detector.py --base-weights does: the trainer initialises a new run from it.
-    from ssd.config import ModelConfig, TrainConfig
+    from ssd.config import ModelConfig
+    from ssd.engine.recipe import TrainConfig
     from ssd.engine.trainer import Trainer
     from ssd.records import DetectionDataset, Sample
 
@@ -285,7 +286,7 @@ def test_the_whole_chain_on_a_converted_full_size_model(tmp_path, capsys):
 
     import detect
     import export_graph
-    from datasets.synthetic import SYNTHETIC_CLASSES
+    from ssd_datasets.synthetic import SYNTHETIC_CLASSES
     from tools import convert_weights, evaluate, make_synthetic_dataset, make_synthetic_video
 
     classes = SYNTHETIC_CLASSES

@@ -6,7 +6,7 @@ import re
 import cv2
 import pytest
 
-from tools import demo
+from ssd.cli import demo
 
 
 @pytest.mark.slow

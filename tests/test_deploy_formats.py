@@ -7,19 +7,22 @@ import contextlib
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_graph
-from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
-from ssd.config import ModelConfig, TrainConfig
-from ssd.core.postprocess import postprocess
-from ssd.deploy.export import PostprocessOptions
+from ssd.cli import export as export_graph
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
+from ssd.config import ModelConfig
+from ssd.engine.recipe import TrainConfig
+from ssd.core.anchors import Anchors
+from ssd.core.postprocess import PostprocessOptions, postprocess
 from ssd.deploy.onnx_export import postprocess_model
 from ssd.deploy.runtimes import load_detector, model_format
+from ssd.modeling.inference import Detector
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import save_run_config
 
@@ -38,7 +41,7 @@ def exported(tmp_path_factory) -> tuple[Path, Path, str]:
     config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=0.125)
     model = build_model_from_config(config)
     save_run_config(root / "run", config, TrainConfig(data_root=str(data), train_splits=("train",),
-                                                      val_splits=("val",)))
+                                                      val_splits=("val",)).to_dict())
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(root / "run" / "checkpoints"), 1).save()
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
@@ -97,9 +100,11 @@ def test_openvino_ir_runs_in_openvino_alone_at_fp32(exported):
     assert_same_detections(got, frozen_graph(out, images))
 
 
-def test_tflite_runs_in_the_plain_interpreter_without_flex(exported):
+def test_tflite_runs_in_litert_alone_without_flex(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
     _, out, _ = exported
-    interpreter = tf.lite.Interpreter(model_path=str(out / "model.tflite"))
+    interpreter = Interpreter(model_path=str(out / "model.tflite"))
     ops = {op["op_name"] for op in interpreter._get_ops_details()}
     assert "TFLite_Detection_PostProcess" in ops
     assert not [op for op in ops if op.startswith("Flex")]
@@ -111,6 +116,24 @@ def test_tflite_runs_in_the_plain_interpreter_without_flex(exported):
     assert got["detection_boxes"].max() > 1.0 or got["detection_boxes"].min() < 0.0
     assert_same_detections({**got, "detection_classes": got["detection_classes"] + 1,
                             "detection_boxes": np.clip(got["detection_boxes"], 0.0, 1.0)}, want)
+
+
+def test_tflite_runtime_is_litert_and_loads_no_tensorflow(exported):
+    """load_detector on a .tflite file runs LiteRT's interpreter: TensorFlow (and its deprecated
+    tf.lite.Interpreter) is never imported."""
+    import subprocess
+    import sys
+
+    _, out, _ = exported
+    code = ("import sys, numpy as np\n"
+            "from ssd.deploy.runtimes import load_detector\n"
+            f"out = load_detector({str(out / 'model.tflite')!r})(np.zeros((2, 90, 120, 3), np.uint8))\n"
+            "assert out['detection_scores'].shape == (2, 50), out['detection_scores'].shape\n"
+            "assert 'ai_edge_litert' in sys.modules\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_int8_models_calibrated_on_the_training_split_and_checked(exported):
@@ -171,13 +194,19 @@ def test_exports_read_rgb_without_reversing_channels(exported):
 
 def tflite_ops(path: Path) -> tuple[list[dict], list[dict]]:
     """The flatbuffer's ops (op_name, inputs, outputs) and tensors (name, dtype, quantization), by index."""
-    interpreter = tf.lite.Interpreter(model_path=str(path))
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
     return interpreter._get_ops_details(), interpreter.get_tensor_details()
 
 
 def tflite_values(path: Path, image: np.ndarray):
     """A function: tensor index -> its value (dequantized) after running `path` on `image`."""
-    interpreter = tf.lite.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():  # "for debugging purposes only": what this helper does
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
     input_index = interpreter.get_input_details()[0]["index"]
     interpreter.resize_tensor_input(input_index, list(image.shape))
     interpreter.allocate_tensors()
@@ -244,8 +273,7 @@ def test_tflite_int8_of_a_model_that_flips_channels_reverses_them_in_float(tmp_p
     tf.keras.utils.set_random_seed(0)
     config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=0.125)
     images = images_at(300, 3)
-    path = write_tflite(build_model_from_config(config), config, PostprocessOptions(), tmp_path / "m.tflite",
-                        images[:2])
+    path = write_tflite(Detector(build_model_from_config(config), config), tmp_path / "m.tflite", images[:2])
     assert "REVERSE_V2" in float_ops(*tflite_ops(path)).values()
     assert_conv1_1_input(path, images[2:], images[2:, :, :, ::-1] - np.array(config.mean_bgr))
 
@@ -255,7 +283,7 @@ def test_tflite_int8_refuses_an_empty_calibration_set(tmp_path):
 
     config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=0.125)
     with pytest.raises(ValueError, match="INT8 calibration needs at least one image, got none"):
-        write_tflite(build_model_from_config(config), config, PostprocessOptions(), tmp_path / "m.tflite", [])
+        write_tflite(Detector(build_model_from_config(config), config), tmp_path / "m.tflite", [])
     assert not (tmp_path / "m.tflite").exists()
 
 
@@ -298,8 +326,7 @@ def test_onnx_postprocess_equals_tensorflow_postprocess(num_classes, max_detecti
     # postprocess decodes offsets: zero offsets from anchors equal to the boxes give the boxes back.
     for b in range(batch):
         want = postprocess(np.zeros((1, anchors, 4), np.float32), np.log(scores[b : b + 1]),
-                           np.concatenate([centers[b], sizes[b]], -1).astype(np.float32), (0.1, 0.1, 0.2, 0.2),
-                           options.score_threshold, options.iou_threshold, top_k, max_detections)
+                           Anchors(np.concatenate([centers[b], sizes[b]], -1), (0.1, 0.1, 0.2, 0.2)), options)
         n = int(want["num_detections"][0])
         assert got["num_detections"][b] == n > 0
         np.testing.assert_allclose(got["detection_scores"][b], want["detection_scores"][0].numpy(), atol=1e-6)
@@ -318,7 +345,7 @@ def test_cli_refuses_int8_without_an_int8_format_and_unknown_formats(tmp_path, c
 
 def test_detect_cli_runs_any_format_on_video_and_images(exported, tmp_path):
     import detect
-    from tools.make_synthetic_video import write_synthetic_video
+    from ssd_datasets.synthetic_video import write_synthetic_video
 
     data, out, _ = exported
     video = tmp_path / "clip.mp4"
@@ -338,7 +365,8 @@ def test_evaluate_and_serve_take_any_format(exported, tmp_path):
     import cv2
 
     from ssd.deploy.runtimes import load_model
-    from ssd.deploy.server import make_server, post_image
+    from ssd.deploy.client import post_image
+    from ssd.deploy.server import make_server
     from tools import evaluate
 
     data, out, _ = exported

@@ -15,15 +15,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import detect
+from ssd.cli import detect
 from ssd.config import ModelConfig
+from ssd.core.postprocess import PostprocessOptions
 from ssd.deploy.images import expand_inputs
 from ssd.deploy.video import _lower_thread_priority
-from ssd.deploy.export import export_module, frozen_graph_def, write_labels
+from ssd.deploy.export import write_labels
+from ssd.deploy.graph import export_module, frozen_graph_def
 from ssd.deploy.frozen_graph import FrozenGraph
 from ssd.detections import detection_records
 from ssd.modeling.model import build_model_from_config
-from tools.make_synthetic_video import synthetic_frames, write_synthetic_video
+from ssd_datasets.synthetic_video import synthetic_frames, write_synthetic_video
 
 CLASSES = ("circle", "square", "triangle")
 THRESHOLD = "0.3"  # an untrained model's softmax over 4 classes sits around 0.25..1: some pass
@@ -35,7 +37,7 @@ def graph_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("graph")
     tf.keras.utils.set_random_seed(1)
     config = ModelConfig("vgg300", CLASSES, width=0.125)
-    module = export_module(build_model_from_config(config), config, max_detections=20)
+    module = export_module(build_model_from_config(config), config, PostprocessOptions(max_detections=20))
     (out / "frozen_inference_graph.pb").write_bytes(frozen_graph_def(module).SerializeToString())
     write_labels(out / "labels.txt", CLASSES)
     return out

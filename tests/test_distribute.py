@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from ssd.config import PRECISIONS
+from ssd.engine.recipe import PRECISIONS
 from ssd.data.pipeline import Batch
 from ssd.engine.distribute import POLICIES, check_batch_size, distribute_batch, make_strategy, precision_policy, worker_shard
 
@@ -50,4 +50,7 @@ def test_one_device_gets_the_arrays_of_the_batch_by_name():
 
 
 def test_batch_size_must_split_over_the_replicas():
-    check_batch_size(make_strategy("default"), 3)  # one replica takes any batch
+    check_batch_size(3, make_strategy("default").num_replicas_in_sync)  # one replica takes any batch
+    check_batch_size(8, 4)
+    with pytest.raises(ValueError, match=r"batch_size 6 must be divisible by the number of replicas \(4\)"):
+        check_batch_size(6, 4)

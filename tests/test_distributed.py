@@ -34,8 +34,9 @@ SCRIPT = textwrap.dedent('''
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     import keras
-    from datasets.synthetic import SYNTHETIC_CLASSES, load_synthetic
-    from ssd.config import ModelConfig, TrainConfig
+    from ssd_datasets.synthetic import SYNTHETIC_CLASSES, load_synthetic
+    from ssd.config import ModelConfig
+    from ssd.engine.recipe import TrainConfig
     from ssd.core.losses import multibox_loss
     from ssd.core.matching import training_targets
     from ssd.data.pipeline import Batch
@@ -115,7 +116,7 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    from datasets.synthetic import generate_synthetic_voc
+    from ssd_datasets.synthetic import generate_synthetic_voc
 
     root = tmp_path_factory.mktemp("synthetic")
     generate_synthetic_voc(root, num_train=16, num_test=0, image_size_range=(64, 96))
@@ -128,7 +129,7 @@ def run_workers(tmp_path: Path, data_root: Path, mode: str, envs: list[dict]) ->
     script.write_text(SCRIPT)
     procs = []
     for extra in envs:
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), **extra}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
         procs.append(subprocess.Popen([sys.executable, str(script), mode, str(tmp_path), str(data_root)],
                                       cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))

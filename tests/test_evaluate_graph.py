@@ -17,16 +17,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export_graph
-from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc, load_synthetic
-from ssd.config import ModelConfig, TrainConfig
+from ssd.cli import export as export_graph
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc, load_synthetic
+from ssd.config import ModelConfig
+from ssd.engine.recipe import TrainConfig
 from ssd.evaluation.loop import evaluate_detector
 from ssd.evaluation.voc import VOCEvaluator
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import save_run_config
 from ssd.records import DetectionDataset, Sample
 from tests.test_export import plain_tf_frozen_graph
-from tools import evaluate as evaluate_cli
+from ssd.cli import evaluate as evaluate_cli
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def graph_and_data(tmp_path_factory) -> tuple[Path, Path]:
     tf.keras.utils.set_random_seed(0)
     config = ModelConfig("vgg512", SYNTHETIC_CLASSES, width=0.125)
     model = build_model_from_config(config)
-    save_run_config(root / "run", config, TrainConfig())
+    save_run_config(root / "run", config, TrainConfig().to_dict())
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(root / "run" / "checkpoints"), 1).save()
     with contextlib.redirect_stdout(io.StringIO()):
         assert export_graph.main(["--run-dir", str(root / "run"), "--out", str(root / "export"),
@@ -74,7 +75,7 @@ def reference_results(pb_path: Path, voc_root: Path) -> dict[tuple[str, str], np
 def test_export_records_its_input_size(graph_and_data):
     export, _ = graph_and_data
     info = json.loads((export / "export.json").read_text())
-    assert info["image_size"] == 512 and info["preset"] == "vgg512" and info["max_detections"] == 30
+    assert info["image_size"] == 512 and info["preset"] == "vgg512" and info["postprocess"]["max_detections"] == 30
 
 
 @pytest.mark.slow

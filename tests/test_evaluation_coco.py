@@ -12,8 +12,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from datasets import load_dataset
-from datasets.synthetic import SYNTHETIC_CATEGORY_IDS, generate_synthetic
+from ssd_datasets import load_dataset
+from ssd_datasets.synthetic import SYNTHETIC_CATEGORY_IDS, generate_synthetic
 from ssd.evaluation.coco import STAT_NAMES, COCOEvaluator
 
 IOU_THRESHOLDS = [0.5 + 0.05 * k for k in range(10)]

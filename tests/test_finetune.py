@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
+from ssd.engine.recipe import TrainConfig
 from ssd.modeling.finetune import finetune_model_config, init_from_run, subsample_class_head
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import save_run_config
@@ -27,7 +29,7 @@ def source_run(tmp_path_factory) -> tuple[Path, object]:
     for variable in model.weights:
         spread = 0.5 if "bias" in variable.path else 0.2
         variable.assign(rng.normal(0.0, spread, variable.shape).astype(np.float32))
-    save_run_config(run, config, TrainConfig())
+    save_run_config(run, config, TrainConfig().to_dict())
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(run / "checkpoints"), 1).save()
     return run, model
 
@@ -101,7 +103,7 @@ def test_a_source_of_another_preset_or_width_is_refused(source_run, preset, widt
 
 def test_a_training_run_starts_from_the_sub_sampled_source(source_run, tmp_path):
     """The Trainer's hook: before any step its model gives the source's logits of the named classes."""
-    from datasets.synthetic import generate_synthetic_voc, load_synthetic
+    from ssd_datasets.synthetic import generate_synthetic_voc, load_synthetic
     from ssd.engine.trainer import Trainer
 
     run, source = source_run

@@ -8,7 +8,7 @@ import json
 import pytest
 import tensorflow as tf
 
-from ssd.config import TrainConfig
+from ssd.engine.recipe import TrainConfig
 from ssd.engine.checkpointing import BestCheckpoint, Checkpointer
 from ssd.engine.distribute import WorkerShard
 from ssd.engine.hooks import CheckpointSaver, EpochLog, Summaries, Validation, epoch_line
@@ -86,7 +86,7 @@ def test_loss_summaries_at_step_one_and_every_tenth(tmp_path):
 
 
 def test_validation_of_a_real_detector_writes_summaries_and_the_best(tmp_path):
-    from datasets.synthetic import generate_synthetic_voc, load_synthetic
+    from ssd_datasets.synthetic import generate_synthetic_voc, load_synthetic
     from ssd.config import ModelConfig
     from ssd.modeling.inference import Detector
     from ssd.modeling.model import build_model_from_config

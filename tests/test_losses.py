@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.core.anchors import default_boxes
+from ssd.core.anchors import Anchors
 from ssd.config import DefaultBoxConfig
 from ssd.core.losses import hard_negative_mask, multibox_loss, smooth_l1, weight_decay_loss
 from ssd.core.matching import training_targets
@@ -75,12 +75,12 @@ def test_weight_decay_is_caffe_style():
 
 def test_gradient_finite_with_degenerate_boxes():
     config = DefaultBoxConfig(64, (4, 2), (16, 32), (12, 30), (30, 50), ((2,), (2, 3)))
-    anchors = tf.constant(default_boxes(config))
+    anchors = Anchors.from_config(config)
     gt = tf.constant([[[0.2, 0.2, 0.2, 0.6], [0.1, 0.1, 0.5, 0.5], [0.3, 0.3, 0.3, 0.3], [0, 0, 0, 0]]])
     target_deltas, target_labels = training_targets(gt, tf.constant([[1, 2, 3, 0]]), tf.constant([3]),
-                                                    anchors, (0.1, 0.1, 0.2, 0.2))
-    deltas = tf.Variable(tf.random.normal([1, anchors.shape[0], 4]) * 100.0)  # huge, as early in training
-    logits = tf.Variable(tf.random.normal([1, anchors.shape[0], 4]))
+                                                    anchors)
+    deltas = tf.Variable(tf.random.normal([1, len(anchors), 4]) * 100.0)  # huge, as early in training
+    logits = tf.Variable(tf.random.normal([1, len(anchors), 4]))
     with tf.GradientTape() as tape:
         loss = multibox_loss(deltas, logits, target_deltas, target_labels)["loss"]
     grads = tape.gradient(loss, [deltas, logits])

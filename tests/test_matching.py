@@ -5,7 +5,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssd.core.anchors import default_boxes
+from ssd.core.anchors import Anchors, default_boxes
 from ssd.config import DefaultBoxConfig
 from ssd.core.encoding import decode
 from ssd.core.matching import match, training_targets
@@ -102,7 +102,7 @@ def test_match_invariants(raw, padding):
 def test_training_targets_decode_back_to_ground_truth():
     gt = np.array([[0.1, 0.2, 0.5, 0.7], [0.55, 0.5, 0.95, 0.9]], np.float32)
     deltas, labels = training_targets(tf.constant(gt[None]), tf.constant([[4, 9]]), tf.constant([2]),
-                                      tf.constant(ANCHORS), VARIANCES)
+                                      Anchors(ANCHORS, VARIANCES))
     deltas, labels = deltas.numpy()[0], labels.numpy()[0]
     decoded = decode(tf.constant(deltas), tf.constant(ANCHORS), VARIANCES).numpy()
     assert set(labels.tolist()) == {0, 4, 9}

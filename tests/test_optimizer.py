@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 import pytest
 
-from ssd.config import TrainConfig
+from ssd.engine.recipe import TrainConfig
 from ssd.engine.optimizer import make_optimizer
 
 
@@ -16,6 +16,9 @@ def test_optimizer_choice_and_loss_scaling():
                          schedule="step", boundaries=(10,), iterations=20)
     optimizer = make_optimizer(config, steps_per_epoch=5)
     assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    inner = optimizer.inner_optimizer
+    assert isinstance(inner, keras.optimizers.SGD) and inner.momentum == pytest.approx(0.8)
+    assert optimizer.initial_scale > 1  # float16 gradients are scaled up, not left to underflow
     assert isinstance(make_optimizer(dataclasses.replace(config, optimizer="adam", mixed_precision="float32"), 5),
                       keras.optimizers.Adam)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets.synthetic import SYNTHETIC_CLASSES, render_image
-from ssd.core.anchors import default_boxes
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, render_image
+from ssd.core.anchors import Anchors
 from ssd.config import ModelConfig
 from ssd.core.losses import multibox_loss, weight_decay_loss
 from ssd.core.matching import training_targets
@@ -34,10 +34,9 @@ def test_slim_model_overfits_two_images():
     keras.utils.set_random_seed(0)
     config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=0.125)
     model = build_model_from_config(config)
-    anchors = tf.constant(default_boxes(config.default_boxes))
     images, boxes, labels, counts = (tf.constant(a) for a in two_images())
     assert int(tf.reduce_sum(counts)) > 0
-    target_deltas, target_labels = training_targets(boxes, labels, counts, anchors, config.default_boxes.variances)
+    target_deltas, target_labels = training_targets(boxes, labels, counts, Anchors.from_config(config.default_boxes))
     optimizer = keras.optimizers.Adam(1e-3)
     kernels = kernel_weights(model)
 

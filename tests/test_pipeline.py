@@ -30,7 +30,7 @@ from ssd.data.pipeline import (
 )
 from ssd.records import Sample
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 SIZE = 16
 
 
@@ -205,8 +205,7 @@ def test_every_sample_once_partial_last_batch_padding_and_reshuffle(samples):
 
 
 FORK_SCRIPT = """
-import sys, warnings
-sys.path[:0] = [{repo!r}, {tests!r}]
+import warnings
 {extra_import}
 from pathlib import Path
 import test_pipeline as t
@@ -223,9 +222,9 @@ def run_fresh(tmp_path: Path, body: str, extra_import: str = "") -> None:
     and a fork then inherits locked mutexes of its thread pools.
     """
     script = tmp_path / "fresh.py"
-    script.write_text(FORK_SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), folder=str(tmp_path),
+    script.write_text(FORK_SCRIPT.format(folder=str(tmp_path),
                                          extra_import=extra_import, body=body))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(TESTS))  # the script imports this module
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr
 
@@ -469,8 +468,7 @@ def test_close_from_another_thread_ends_a_waiting_iterator(samples, alarm):
 
 
 SCRIPT = """
-import json, sys, time
-sys.path[:0] = [{repo!r}, {tests!r}]
+import json, time
 {extra_import}
 from pathlib import Path
 from ssd.data.pipeline import BatchPipeline
@@ -488,9 +486,9 @@ with BatchPipeline(samples, {transform}(), batch_size=2, image_size=16, num_work
 
 def run_script(tmp_path: Path, transform: str, epochs: int, extra_import: str = "") -> subprocess.Popen:
     script = tmp_path / "consumer.py"
-    script.write_text(SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests"), folder=str(tmp_path),
+    script.write_text(SCRIPT.format(folder=str(tmp_path),
                                     transform=transform, epochs=epochs, extra_import=extra_import))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(TESTS))  # the script imports this module
     return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 

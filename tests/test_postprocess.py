@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.core.postprocess import postprocess
+from ssd.core.anchors import Anchors
+from ssd.core.postprocess import PostprocessOptions, postprocess
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 
@@ -58,7 +59,8 @@ def _random_inputs(seed, batch, num_anchors, num_classes):
 )
 def test_matches_numpy_brute_force(seed, top_k, max_det):
     deltas, logits, anchors = _random_inputs(seed, batch=3, num_anchors=120, num_classes=4)
-    out = {k: v.numpy() for k, v in postprocess(deltas, logits, anchors, VARIANCES, 0.05, 0.45, top_k, max_det).items()}
+    options = PostprocessOptions(0.05, 0.45, top_k, max_det)
+    out = {k: v.numpy() for k, v in postprocess(deltas, logits, Anchors(anchors, VARIANCES), options).items()}
     suppressions = 0
     for b in range(3):
         ref, suppressed = _reference_image(deltas[b].astype(np.float64), logits[b].astype(np.float64), anchors.astype(np.float64),
@@ -83,7 +85,7 @@ def _run(boxes_xyxy, probs, **kwargs):
     anchors = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1)
     logits = np.log(np.maximum(np.asarray(probs, np.float32), 1e-30))[None]
     deltas = np.zeros((1, len(boxes), 4), np.float32)
-    out = postprocess(deltas, logits, anchors, VARIANCES, **kwargs)
+    out = postprocess(deltas, logits, Anchors(anchors, VARIANCES), PostprocessOptions(**kwargs))
     return {k: v.numpy()[0] for k, v in out.items()}
 
 
@@ -148,7 +150,7 @@ def test_output_boxes_are_clipped_to_the_image():
 def test_static_shapes_and_dtypes_in_tf_function():
     deltas, logits, anchors = _random_inputs(3, batch=2, num_anchors=50, num_classes=3)
     fn = tf.function(
-        lambda d, l: postprocess(d, l, anchors, VARIANCES, max_detections=7),
+        lambda d, l: postprocess(d, l, Anchors(anchors, VARIANCES), PostprocessOptions(max_detections=7)),
         input_signature=[tf.TensorSpec([None, 50, 4], tf.float32), tf.TensorSpec([None, 50, 4], tf.float32)],
     )
     graph_out = fn.get_concrete_function().structured_outputs
@@ -157,7 +159,7 @@ def test_static_shapes_and_dtypes_in_tf_function():
     assert graph_out["detection_classes"].shape.as_list() == [None, 7]
     assert graph_out["num_detections"].shape.as_list() == [None]
     out = fn(deltas, logits)
-    eager = postprocess(deltas, logits, anchors, VARIANCES, max_detections=7)
+    eager = postprocess(deltas, logits, Anchors(anchors, VARIANCES), PostprocessOptions(max_detections=7))
     for key, value in out.items():
         assert value.dtype == tf.float32
         # Graph and eager may fuse the decode differently: equal up to float32 rounding.
@@ -169,9 +171,9 @@ def test_static_shapes_and_dtypes_in_tf_function():
 def test_inputs_with_mismatched_shapes_are_refused():
     deltas, logits, anchors = _random_inputs(4, batch=1, num_anchors=10, num_classes=2)
     with pytest.raises(ValueError, match="box_deltas"):
-        postprocess(deltas[:, :9], logits, anchors, VARIANCES)
+        postprocess(deltas[:, :9], logits, Anchors(anchors, VARIANCES))
     with pytest.raises(ValueError, match="class_logits"):
-        postprocess(deltas, logits[:, :, :1], anchors, VARIANCES)
+        postprocess(deltas, logits[:, :, :1], Anchors(anchors, VARIANCES))
 
 
 def test_equal_scores_keep_the_lower_default_box_index():
@@ -179,3 +181,40 @@ def test_equal_scores_keep_the_lower_default_box_index():
     tie = [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]]
     np.testing.assert_allclose(_run([BOX_A, BOX_B], tie, max_detections=2)["detection_boxes"][0], [0.1, 0.1, 0.5, 0.5], atol=1e-6)
     np.testing.assert_allclose(_run([BOX_B, BOX_A], tie, max_detections=2)["detection_boxes"][0], [0.1, 0.12, 0.5, 0.52], atol=1e-6)
+
+
+# ---------------------------------------------------------------- the options value
+def test_options_default_to_the_caffe_release_detection_output():
+    # ssd_pascal.py: confidence_threshold 0.01, nms_threshold 0.45, top_k 400, keep_top_k 200.
+    assert PostprocessOptions() == PostprocessOptions(0.01, 0.45, 400, 200)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("score_threshold", -0.1), ("score_threshold", 1.0), ("iou_threshold", -0.01), ("iou_threshold", 1.5),
+    ("top_k_per_class", 0), ("top_k_per_class", 2.5), ("max_detections", 0), ("max_detections", True),
+    ("score_threshold", "0.1"), ("iou_threshold", float("nan")),
+])
+def test_bad_options_are_refused_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"PostprocessOptions\.{field} must .* got {value!r}"):
+        PostprocessOptions(**{field: value})
+
+
+def test_iou_threshold_zero_is_allowed_as_in_caffe():
+    # Caffe checks nms_threshold >= 0; at 0 any overlap suppresses, disjoint boxes survive.
+    out = _run([BOX_A, BOX_B, BOX_C], [[0.1, 0.9, 0.0], [0.2, 0.8, 0.0], [0.3, 0.7, 0.0]],
+               iou_threshold=0.0, max_detections=3)
+    assert out["num_detections"] == 2
+    np.testing.assert_allclose(out["detection_scores"][:2], [0.9, 0.7], atol=1e-6)
+
+
+def test_options_round_trip_through_a_dict_and_refuse_unknown_keys():
+    options = PostprocessOptions(0.2, 0.5, 30, 12)
+    assert PostprocessOptions.from_dict(options.to_dict()) == options
+    with pytest.raises(ValueError, match="unknown settings \\['nms'\\]"):
+        PostprocessOptions.from_dict({"nms": 0.5})
+
+
+def test_postprocess_without_options_takes_the_one_default(monkeypatch):
+    deltas, logits, anchors = _random_inputs(5, batch=1, num_anchors=40, num_classes=2)
+    monkeypatch.setattr(PostprocessOptions.__init__, "__defaults__", (0.01, 0.45, 400, 7))
+    assert postprocess(deltas, logits, Anchors(anchors, VARIANCES))["detection_scores"].shape == (1, 7)

@@ -10,12 +10,14 @@ import signal
 import pytest
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
+from ssd.engine.recipe import TrainConfig
+from ssd.engine.run_config import load_run_config
 from ssd.modeling.run_dir import (
     BEST,
     CHECKPOINTS,
     StorageFullError,
-    load_run_config,
     read_json,
     remove_unfinished_writes,
     save_run_config,
@@ -73,7 +75,7 @@ def test_tensorflows_disk_full_errors_become_storage_full(tmp_path):
 
 
 def test_truncated_config_is_refused_naming_it(tmp_path):
-    save_run_config(tmp_path, ModelConfig("vgg300", ("cat",), width=0.125), TrainConfig())
+    save_run_config(tmp_path, ModelConfig("vgg300", ("cat",), width=0.125), TrainConfig().to_dict())
     text = (tmp_path / "config.json").read_text()
     assert load_run_config(tmp_path)[1] == TrainConfig()
     (tmp_path / "config.json").write_text(text[: len(text) // 2])

@@ -19,12 +19,14 @@ import pytest
 import tensorflow as tf
 
 from ssd.config import ModelConfig
-from ssd.deploy.export import export_module, frozen_graph_def
+from ssd.core.postprocess import PostprocessOptions
+from ssd.deploy.graph import export_module, frozen_graph_def
 from ssd.deploy.frozen_graph import FrozenGraph
 from ssd.detections import detection_records
 from ssd.modeling.model import build_model_from_config
 from ssd.deploy.http_limits import ServerLimits
-from ssd.deploy.server import make_server, parse_size, post_image
+from ssd.deploy.client import post_image
+from ssd.deploy.server import make_server, parse_size
 from tests.image_bombs import jpeg_bomb, png_bomb, png_chunk, png_header, zero_png
 
 CLASSES = ("circle", "square", "triangle")
@@ -39,7 +41,7 @@ def graph(tmp_path_factory) -> FrozenGraph:
     tf.keras.utils.set_random_seed(2)
     config = ModelConfig("vgg300", CLASSES, width=0.125)
     out.write_bytes(frozen_graph_def(export_module(build_model_from_config(config), config,
-                                                   max_detections=20)).SerializeToString())
+                                                   PostprocessOptions(max_detections=20))).SerializeToString())
     return FrozenGraph(out)
 
 

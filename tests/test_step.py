@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+from ssd.core.anchors import Anchors
+from ssd.engine.recipe import TrainConfig
 from ssd.core.losses import multibox_loss, weight_decay_loss
 from ssd.core.matching import training_targets
 from ssd.data.pipeline import Batch
@@ -32,7 +34,7 @@ def test_one_step_reports_the_losses_before_the_update_and_records_the_position(
 
     # The single-device loss, composed here from the parts, on the weights before the step.
     deltas, labels = training_targets(tf.constant(batch.boxes), tf.constant(batch.labels), tf.constant(batch.counts),
-                                      step.anchors, model_config.default_boxes.variances)
+                                      Anchors.from_config(model_config.default_boxes))
     out = state.model(tf.constant(batch.images), training=True)
     expected = multibox_loss(out["box_deltas"], out["class_logits"], deltas, labels)
     decay = float(weight_decay_loss(decayed_weights(state.model, config.decay_l2_scales), config.weight_decay))

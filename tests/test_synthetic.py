@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from lxml import etree
 
-from datasets import load_dataset
-from datasets.synthetic import (SYNTHETIC_CATEGORY_IDS, SYNTHETIC_CLASSES, generate_synthetic, generate_synthetic_voc,
+from ssd_datasets import load_dataset
+from ssd_datasets.synthetic import (SYNTHETIC_CATEGORY_IDS, SYNTHETIC_CLASSES, generate_synthetic, generate_synthetic_voc,
                                 load_synthetic, render_image)
-from datasets.voc import load_voc_with_report
+from ssd_datasets.voc import load_voc_with_report
 from ssd.image_io import read_rgb
 
 SIZES = (96, 160)  # small images keep the tests quick
@@ -178,15 +178,17 @@ def test_unknown_format_refused():
         generate_synthetic("unused", "kitti")
 
 
-def test_format_detection_names_what_it_looked_for(tmp_path):
-    from datasets import detect_format
+def test_layout_recognition_names_what_it_looked_for(tmp_path):
+    from ssd_datasets.exports import recognise
 
-    with pytest.raises(FileNotFoundError, match="is not a folder"):
-        detect_format(tmp_path / "missing")
-    with pytest.raises(ValueError, match="cannot tell its format"):
-        detect_format(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        recognise(tmp_path / "missing")
+    with pytest.raises(ValueError, match="not a dataset export this library knows"):
+        recognise(tmp_path)
     (tmp_path / "VOC2007" / "Annotations").mkdir(parents=True)
-    assert detect_format(tmp_path, ["VOC2007:test"]) == "voc"
-    assert detect_format(tmp_path, ["x/instances_val.json"]) == "coco"
-    (tmp_path / "data.yaml").write_text("names: [a]\n")
-    assert detect_format(tmp_path, ["train.txt"]) == "yolo"
+    (tmp_path / "VOC2007" / "ImageSets" / "Main").mkdir(parents=True)
+    (tmp_path / "VOC2007" / "ImageSets" / "Main" / "test.txt").write_text("000001\n")
+    assert (recognise(tmp_path).tool, recognise(tmp_path).format) == ("VOCdevkit", "voc")
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_val.json").write_text("{}")
+    assert recognise(tmp_path).format == "coco"

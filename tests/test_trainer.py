@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets.synthetic import generate_synthetic_voc, load_synthetic
-from ssd.config import ModelConfig, TrainConfig
-from ssd.modeling.run_dir import load_run_config
+from ssd_datasets.synthetic import generate_synthetic_voc, load_synthetic
+from ssd.config import ModelConfig
+from ssd.engine.recipe import TrainConfig
+from ssd.engine.run_config import load_run_config
 from ssd.engine.trainer import NonFiniteLossError, Trainer, steps_per_epoch
 from ssd.records import DetectionDataset, Sample
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets import parse_class_names
-from datasets.voc import VOC_CLASSES, dataset_class_names, load_voc, load_voc_with_report, parse_split, write_voc_annotation
+from ssd_datasets import parse_class_names
+from ssd_datasets.voc import VOC_CLASSES, load_voc, load_voc_with_report, parse_split, write_voc_annotation
 
 FIXTURES = Path(__file__).parent / "fixtures" / "VOCdevkit"
 MISSING_JPEG = "000017"
@@ -125,7 +125,12 @@ def test_bad_files_skipped_and_reported_by_name(devkit):
     assert "size" in skipped["000016.xml"]
     assert "000017.jpg" in skipped["000017.xml"]
     summary = report.summary()
-    assert "3 files" in summary and "4 objects" in summary and "1 boxes" in summary
+    # one entry per kind of problem, with its count and one example path
+    assert "2 images skipped: bad annotation file (e.g. " in summary
+    assert f"1 images skipped: file missing (e.g. {devkit / 'VOC2007' / 'JPEGImages' / '000017.jpg'})" in summary
+    for kind in ("unknown class", "degenerate box", "box outside the image", "malformed object"):
+        assert f"1 objects skipped: {kind} (e.g. {devkit / 'VOC2007' / 'Annotations' / '000012.xml'})" in summary
+    assert "1 boxes clipped: crosses the border" in summary
 
 
 def test_nothing_degenerate_reaches_a_sample(devkit):
@@ -149,7 +154,13 @@ def test_strict_raises_naming_file_and_problem(devkit, image_id, message):
 
 
 def test_strict_accepts_clean_data(devkit):
-    assert len(load_voc(devkit, ["VOC2007:good"], strict=True)) == 2
+    strict, report = load_voc_with_report(devkit, ["VOC2007:good"], strict=True)
+    lenient = load_voc(devkit, ["VOC2007:good"])
+    assert report.issues == [] and [s.image_id for s in strict.samples] == ["000005", "000007"]
+    for a, b in zip(strict.samples, lenient.samples, strict=True):  # strict reads exactly what lenient keeps
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        assert a.labels.tolist() == b.labels.tolist() and a.difficult.tolist() == b.difficult.tolist()
+    assert by_id(strict)["000007"].labels.tolist() == [cls("car")]
 
 
 def test_empty_image_kept_and_counted(devkit):
@@ -206,11 +217,11 @@ def test_missing_set_file_and_bad_split_names(devkit):
 
 
 def test_summary_logged_and_details_with_verbose(devkit, caplog):
-    with caplog.at_level(logging.INFO, logger="datasets.voc"):
+    with caplog.at_level(logging.INFO, logger="ssd_datasets.voc"):
         load_voc(devkit, ["VOC2007:bad"])
-    assert len(caplog.records) == 1 and "use --verbose" in caplog.text
+    assert len(caplog.records) == 1 and "--verbose lists each" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="datasets.voc"):
+    with caplog.at_level(logging.INFO, logger="ssd_datasets.voc"):
         load_voc(devkit, ["VOC2007:bad"], verbose=True)
     assert "unicorn" in caplog.text and "000016.xml" in caplog.text
 
@@ -245,9 +256,8 @@ def test_writer_round_trips_through_loader(tmp_path_factory, data):
 def test_name_files_must_be_utf8_and_errors_name_the_file(tmp_path):
     (tmp_path / "classes.txt").write_bytes(b"cat\n\xff\xfedog\n")
     with pytest.raises(ValueError, match=r"classes.txt is not UTF-8"):
-        dataset_class_names(tmp_path, ["trainval"])
+        parse_class_names(str(tmp_path / "classes.txt"))
     (tmp_path / "classes.txt").write_text("cat\n\n  dog \n")
-    assert dataset_class_names(tmp_path, ["trainval"]) == ("cat", "dog")
     assert parse_class_names("cat, dog,") == ("cat", "dog")
     assert parse_class_names(str(tmp_path / "classes.txt")) == ("cat", "dog")
     with pytest.raises(ValueError, match="names no classes"):
@@ -337,7 +347,7 @@ def test_unreadable_images_are_skipped_at_load_by_name(devkit):
 
 
 def test_image_declaring_too_many_pixels_is_skipped_at_load(devkit):
-    from datasets.image_check import image_file_problem
+    from ssd_datasets.image_check import image_file_problem
 
     path = devkit / "VOC2007" / "JPEGImages" / "000007.jpg"
     assert image_file_problem(str(path), 500, 333) is None
@@ -357,7 +367,7 @@ def test_special_files_are_refused_by_name_without_reading_them(devkit):
 dataset, report = load_voc_with_report(sys.argv[1], ["VOC2007:special"])
 result = {"ids": [s.image_id for s in dataset.samples], "issues": [[i.file, i.problem, i.action] for i in report.issues]}
 """
-    run = hf.measure("from datasets.voc import load_voc_with_report", body, devkit)
+    run = hf.measure("from ssd_datasets.voc import load_voc_with_report", body, devkit)
     assert run["result"]["ids"] == ["000007"]
     issues = {Path(file).stem: (problem, action) for file, problem, action in run["result"]["issues"]}
     for stem, words in kinds.items():

@@ -11,7 +11,7 @@ import hostile_files as hf
 import numpy as np
 import pytest
 
-from datasets.yolo import label_path, load_yolo, load_yolo_with_report, parse_yaml_names, write_yolo_labels
+from ssd_datasets.yolo import label_path, load_yolo, load_yolo_with_report, parse_yaml_names, write_yolo_labels
 
 FIXTURE = Path(__file__).parent / "fixtures" / "yolo"
 
@@ -143,7 +143,7 @@ def test_special_files_truncated_images_and_unreadable_labels_skip_the_image_by_
 dataset, report = load_yolo_with_report(sys.argv[1], [""])
 result = {"ids": sorted(s.image_id for s in dataset.samples), "issues": [[i.file, i.problem, i.action] for i in report.issues]}
 """
-    run = hf.measure("from datasets.yolo import load_yolo_with_report", body, yolo)
+    run = hf.measure("from ssd_datasets.yolo import load_yolo_with_report", body, yolo)
     assert run["result"]["ids"] == ["a", "b", "c", "d"]
     issues = {Path(file).name: (problem, action) for file, problem, action in run["result"]["issues"]
               if "labels/c.txt" not in file}

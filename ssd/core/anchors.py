@@ -1,10 +1,47 @@
-"""Default boxes ("anchors") from a `DefaultBoxConfig`."""
+"""Default boxes ("anchors") from a `DefaultBoxConfig`, and `Anchors`: the boxes with their variances.
+
+`Anchors.from_config` is the one place a model's default boxes and variances are built; the train
+step, the detector, every exporter and the benchmarks take the value whole.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from ssd.config import DefaultBoxConfig
+
+
+@dataclass(frozen=True, eq=False)
+class Anchors:
+    """A model's default boxes and the variances their offsets are scaled by (`ssd.core.encoding`).
+
+    boxes: float32 [A, 4], "rel_center_xywh", location-major (`default_boxes`).
+    variances: 4 positive numbers (cx, cy, w, h), (0.1, 0.1, 0.2, 0.2) for SSD.
+    """
+
+    boxes: np.ndarray
+    variances: tuple[float, float, float, float]
+
+    def __post_init__(self) -> None:
+        boxes = np.array(self.boxes, np.float32)  # a copy: the caller's array stays writeable
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or not len(boxes):
+            raise ValueError(f"Anchors.boxes must be [A, 4] \"rel_center_xywh\" with A >= 1, got {boxes.shape}")
+        variances = tuple(float(v) for v in self.variances)
+        if len(variances) != 4 or any(not v > 0 for v in variances):
+            raise ValueError(f"Anchors.variances must be 4 positive numbers, got {self.variances!r}")
+        boxes.flags.writeable = False  # shared by every graph built from it
+        object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "variances", variances)
+
+    @classmethod
+    def from_config(cls, config: DefaultBoxConfig) -> Anchors:
+        """The default boxes of `config` (a `ModelConfig.default_boxes`) with its variances."""
+        return cls(default_boxes(config), config.variances)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
 
 
 def box_shapes(config: DefaultBoxConfig, level: int) -> np.ndarray:

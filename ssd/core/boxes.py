@@ -4,7 +4,7 @@ The library's one internal format is "rel_xyxy": float32 [..., 4] as (xmin, ymin
 normalised by the image width and height. Other formats appear only at the borders:
 
 - "xyxy": the same in pixels, 0-based and continuous (a box covering pixel columns 0..9 is
-  xmin=0, xmax=10). `datasets.voc` converts VOC's 1-based inclusive pixels to it.
+  xmin=0, xmax=10). `ssd_datasets.voc` converts VOC's 1-based inclusive pixels to it.
 - "center_xywh" / "rel_center_xywh": (cx, cy, w, h), used by the box coding.
 - "rel_yxyx": (ymin, xmin, ymax, xmax) normalised, the TensorFlow Object Detection API's outputs.
 """

@@ -10,10 +10,9 @@ boxes are invalid and never matched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import tensorflow as tf
 
+from ssd.core.anchors import Anchors
 from ssd.core.boxes import area, center_to_corners, pairwise_iou
 from ssd.core.encoding import encode
 
@@ -83,20 +82,20 @@ def training_targets(
     gt_boxes: tf.Tensor,
     gt_labels: tf.Tensor,
     gt_counts: tf.Tensor,
-    anchors: tf.Tensor,
-    variances: Sequence[float],
+    anchors: Anchors,
     iou_threshold: float = 0.5,
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Match, then encode: (target_deltas float32 [B, A, 4], target_labels int32 [B, A]).
 
-    Arguments as for `match`. Background boxes get label 0 and zero deltas.
+    Arguments as for `match`; the offsets are from `anchors.boxes`, scaled by `anchors.variances`.
+    Background boxes get label 0 and zero deltas.
     """
-    gt_index = match(gt_boxes, gt_labels, gt_counts, anchors, iou_threshold)
+    gt_index = match(gt_boxes, gt_labels, gt_counts, anchors.boxes, iou_threshold)
     positive = gt_index >= 0
     safe_index = tf.maximum(gt_index, 0)
     labels = tf.gather(tf.cast(gt_labels, tf.int32), safe_index, batch_dims=1)
     target_labels = tf.where(positive, labels, 0)
     matched = tf.gather(gt_boxes, safe_index, batch_dims=1)
-    deltas = encode(matched, anchors, variances)
+    deltas = encode(matched, anchors.boxes, anchors.variances)
     target_deltas = tf.where(positive[..., None], deltas, 0.0)
     return target_deltas, target_labels

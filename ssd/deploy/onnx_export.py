@@ -29,7 +29,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ssd.deploy.export import HeadsModule, PostprocessOptions, freeze
+from ssd.core.postprocess import PostprocessOptions
+from ssd.deploy.graph import HeadsModule, freeze
 from ssd.detections import INPUT_NAME, OUTPUT_NAMES
 
 OPSET = 17
@@ -138,10 +139,11 @@ def postprocess_model(num_anchors: int, num_classes: int, options: PostprocessOp
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
 
-def detector_to_onnx(heads: HeadsModule, num_classes: int, options: PostprocessOptions) -> onnx.ModelProto:
-    """The whole detector: `heads_to_onnx(heads)` followed by `postprocess_model`, checked."""
+def detector_to_onnx(heads: HeadsModule) -> onnx.ModelProto:
+    """The whole detector: `heads_to_onnx(heads)`, then `postprocess_model` with its detector's options; checked."""
+    detector = heads.detector
     front = heads_to_onnx(heads)
-    post = postprocess_model(int(heads.anchors.shape[0]), num_classes, options)
+    post = postprocess_model(len(detector.anchors), len(detector.config.class_names), detector.options)
     post.ir_version = front.ir_version
     model = onnx.compose.merge_models(front, post, io_map=[(_BOXES, _BOXES), (_SCORES, _SCORES)])
     model.graph.name = "ssd_detector"
@@ -149,8 +151,8 @@ def detector_to_onnx(heads: HeadsModule, num_classes: int, options: PostprocessO
     return model
 
 
-def write_onnx(heads: HeadsModule, num_classes: int, options: PostprocessOptions, path: str | Path) -> Path:
-    """Write the whole detector as ONNX to `path`."""
+def write_onnx(heads: HeadsModule, path: str | Path) -> Path:
+    """Write the whole detector of `heads` as ONNX to `path`."""
     path = Path(path)
-    path.write_bytes(detector_to_onnx(heads, num_classes, options).SerializeToString())
+    path.write_bytes(detector_to_onnx(heads).SerializeToString())
     return path

@@ -9,18 +9,17 @@ num_detections [B]) for uint8 RGB images [B, H, W, 3]. The format follows from t
     directory with saved_model.pb  SavedModel, signature serving_default (TensorFlow)
     *.onnx                       ONNX Runtime, CPU provider
     *.xml                        OpenVINO IR, compiled for the CPU at `precision` ("f32" or "bf16")
-    *.tflite                     tf.lite.Interpreter (builtin ops only), one image per call; the op's
-                                 0-based classes shifted to 1..C (`ssd.deploy.tflite_export.to_contract`)
+    *.tflite                     LiteRT's interpreter (builtin ops only), one image per call; the op's
+                                 0-based classes shifted to 1..C (`tflite_to_contract`)
 
-Each runtime is imported only when its format is loaded: detect.py on an ONNX file never loads
-TensorFlow.
+Each runtime is imported only when its format is loaded: an ONNX or TFLite model runs without
+loading TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,26 +137,35 @@ def _tflite(path: Path) -> DetectFn:
 
 
 class _TFLiteDetector:
-    """tf.lite.Interpreter behind the contract: one image per invocation, the op's outputs mapped."""
+    """LiteRT's interpreter behind the contract: one image per invocation, the op's outputs mapped."""
 
     def __init__(self, path: Path):
-        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter
 
-        with warnings.catch_warnings():  # tf.lite.Interpreter warns of its future move to ai_edge_litert
-            warnings.simplefilter("ignore", UserWarning)
-            # Default threads: with num_threads=2 this TensorFlow's interpreter returned other
-            # (wrong) scores for a 6-class model, with no error.
-            self.interpreter = tf.lite.Interpreter(model_path=str(path))
+        # Default threads: with num_threads=2 TensorFlow's interpreter returned other (wrong)
+        # scores for a 6-class model, with no error.
+        self.interpreter = Interpreter(model_path=str(path))
         self.runner = self.interpreter.get_signature_runner()
         self.lock = threading.Lock()  # the interpreter holds one set of tensors
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        from ssd.deploy.tflite_export import to_contract
-
         images = _check_images(images)
         with self.lock:  # TFLite_Detection_PostProcess has batch 1; the runner resizes its input per shape
             results = [self.runner(**{INPUT_NAME: images[i : i + 1]}) for i in range(len(images))]
-        return _contract(to_contract({name: np.concatenate([r[name] for r in results]) for name in OUTPUT_NAMES}))
+        outputs = {name: np.concatenate([r[name] for r in results]) for name in OUTPUT_NAMES}
+        return _contract(tflite_to_contract(outputs))
+
+
+def tflite_to_contract(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """TFLite_Detection_PostProcess's outputs (classes 0..C-1, boxes unclipped) -> the detections
+    contract (ids 1..C, boxes clipped to [0, 1], zero rows past num_detections)."""
+    valid = np.arange(outputs["detection_scores"].shape[-1])[None, :] < outputs["num_detections"][:, None]
+    return {
+        "detection_boxes": np.where(valid[..., None], np.clip(outputs["detection_boxes"], 0.0, 1.0), 0.0),
+        "detection_scores": np.where(valid, outputs["detection_scores"], 0.0),
+        "detection_classes": np.where(valid, outputs["detection_classes"] + 1.0, 0.0),
+        "num_detections": outputs["num_detections"],
+    }
 
 
 def load_model(path: str | os.PathLike, precision: str = "f32",

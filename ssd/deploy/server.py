@@ -29,7 +29,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import json
 import logging
 import multiprocessing
 import platform
@@ -37,8 +36,6 @@ import re
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -365,21 +362,3 @@ def make_server(
     """A bound server (port 0 picks a free port; see `.url`); call `.serve_forever()` to run it."""
     service = DetectionService(detect, class_names, limits, threshold, graph_name, model_name)
     return DetectionServer((host, port), service)
-
-
-def post_image(url: str, body: bytes, threshold: float | None = None, timeout: float = 60.0) -> dict[str, Any]:
-    """Client: POST image bytes to `url` (server root or .../detect); the JSON reply, errors included.
-
-    A 4xx/5xx reply is returned as its JSON body plus "status"; connection errors raise OSError.
-    """
-    base = url.rstrip("/")
-    target = base if base.endswith("/detect") else base + "/detect"
-    if threshold is not None:
-        target += f"?threshold={threshold}"
-    request = urllib.request.Request(target, data=body, method="POST",
-                                     headers={"Content-Type": "application/octet-stream"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return {"status": response.status, **json.loads(response.read())}
-    except urllib.error.HTTPError as err:
-        return {"status": err.code, **json.loads(err.read() or b"{}")}

@@ -12,8 +12,9 @@ names the op and its attributes; the converter replaces it by the op. Its inputs
 with y/x/h/w scales 10, 10, 5, 5 = 1 / our variances (0.1, 0.1, 0.2, 0.2) and regular
 (per-class) NMS. Its outputs keep the op's own convention, as the Object Detection API's TFLite
 models do: detection_classes 0..C-1 and boxes unclipped (no ops after the custom op, so INT8
-quantization cannot touch them); `to_contract` turns them into the detections contract of
-`ssd.detections` (ids 1..C, boxes clipped to [0, 1], zero rows past num_detections). Batch 1.
+quantization cannot touch them); the runtime (`ssd.deploy.runtimes.tflite_to_contract`) turns them
+into the detections contract of `ssd.detections` (ids 1..C, boxes clipped to [0, 1], zero rows past
+num_detections). Batch 1.
 
 Differences from `ssd.core.postprocess` (the TF graph): the op's NMS has no pre-NMS top-k per
 class (Caffe's 400) and keeps a score >= the threshold (TF: >). On a trained model these
@@ -45,13 +46,14 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from ssd.config import ModelConfig
-from ssd.deploy.export import HeadsModule, PostprocessOptions, freeze
-from ssd.detections import INPUT_NAME, OUTPUT_NAMES
+from ssd.core.anchors import Anchors
+from ssd.core.postprocess import PostprocessOptions
+from ssd.deploy.graph import HeadsModule, freeze, image_signature
+from ssd.detections import OUTPUT_NAMES
+from ssd.modeling.inference import Detector
 
 TFLITE_FILE, TFLITE_INT8_FILE = "model.tflite", "model_int8.tflite"
 # TFLite builtin ops kept float in the INT8 model (see the module docstring); conv4_3 too, found
@@ -59,8 +61,9 @@ TFLITE_FILE, TFLITE_INT8_FILE = "model.tflite", "model_int8.tflite"
 FLOAT_OPS = ("L2_NORMALIZATION", "SUB", "REVERSE_V2")
 
 
-def _implements(num_classes: int, options: PostprocessOptions, variances) -> str:
+def _implements(num_classes: int, options: PostprocessOptions, anchors: Anchors) -> str:
     """The `experimental_implements` string that the converter turns into TFLite_Detection_PostProcess."""
+    variances = anchors.variances
     attrs = {
         "max_detections": ("i", options.max_detections),
         "max_classes_per_detection": ("i", 1),
@@ -79,43 +82,30 @@ def _implements(num_classes: int, options: PostprocessOptions, variances) -> str
 class TFLiteModule(tf.Module):
     """uint8 RGB [1, H, W, 3] -> `HeadsModule` deltas and scores -> TFLite_Detection_PostProcess."""
 
-    def __init__(self, model: keras.Model, config: ModelConfig, options: PostprocessOptions):
+    def __init__(self, detector: Detector):
         super().__init__(name="ssd_tflite")
-        heads = HeadsModule(model, config, batch=1, decoded=False)
+        heads = HeadsModule(detector, batch=1, decoded=False)
         # Weights folded into constants here: the SavedModel route would otherwise keep resource
         # variables, which the interpreter reads as uninitialised (no detections, calibration fails).
         self._heads = freeze(heads)
         self._head_names = sorted(heads.__call__.get_concrete_function().structured_outputs)
-        anchors = heads.anchors.numpy()  # "rel_center_xywh"
-        self.anchors_yxhw = tf.constant(anchors[:, [1, 0, 3, 2]])
+        self.anchors_yxhw = tf.constant(detector.anchors.boxes[:, [1, 0, 3, 2]])  # from "rel_center_xywh"
 
-        @tf.function(experimental_implements=_implements(len(config.class_names), options,
-                                                         config.default_boxes.variances))
+        @tf.function(experimental_implements=_implements(len(detector.config.class_names), detector.options,
+                                                         detector.anchors))
         def detection_postprocess(box_encodings, class_predictions, anchors):  # noqa: ARG001
             # A placeholder body: the converter replaces the whole function by the op.
             zero = tf.constant(0.0, tf.float32)
             return zero, zero, zero, zero
 
         self._postprocess = detection_postprocess
-        self.__call__ = tf.function(
-            self._call, input_signature=(tf.TensorSpec([1, None, None, 3], tf.uint8, name=INPUT_NAME),))
+        self.__call__ = tf.function(self._call, input_signature=image_signature(batch=1))
 
     def _call(self, image_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
         heads = dict(zip(self._head_names, self._heads(image_tensor)))
         encodings = tf.gather(heads["box_deltas"], [1, 0, 3, 2], axis=-1)  # (tx, ty, tw, th) -> (ty, tx, th, tw)
         boxes, classes, scores, num = self._postprocess(encodings, heads["class_scores"], self.anchors_yxhw)
         return dict(zip(OUTPUT_NAMES, (boxes, scores, classes, num)))
-
-
-def to_contract(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The op's outputs (classes 0..C-1, boxes unclipped) -> the detections contract (1..C, clipped, zero rows)."""
-    valid = np.arange(outputs["detection_scores"].shape[-1])[None, :] < outputs["num_detections"][:, None]
-    return {
-        "detection_boxes": np.where(valid[..., None], np.clip(outputs["detection_boxes"], 0.0, 1.0), 0.0),
-        "detection_scores": np.where(valid, outputs["detection_scores"], 0.0),
-        "detection_classes": np.where(valid, outputs["detection_classes"] + 1.0, 0.0),
-        "num_detections": outputs["num_detections"],
-    }
 
 
 def convert(module: TFLiteModule, calibration: Iterable[np.ndarray] | None = None) -> bytes:
@@ -148,30 +138,31 @@ def _quantize_all_but_float_ops(converter: tf.lite.TFLiteConverter, images: list
     name is read; setting its options then quantizes again from the same calibration.
     """
     debug_options = tf.lite.experimental.QuantizationDebugOptions
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=lambda: ([image] for image in images),
-        debug_options=debug_options(denylisted_ops=list(FLOAT_OPS)))
-    conv4_3 = _feeding(debugger.calibrated_model, "L2_NORMALIZATION")
-    if len(conv4_3) != 1:  # the converter no longer fuses conv4_3_norm: INT8 would silently lose mAP
-        raise RuntimeError(f"expected one op feeding TFLite's L2_NORMALIZATION (conv4_3), found {len(conv4_3)}")
-    debugger.options = debug_options(denylisted_ops=list(FLOAT_OPS), denylisted_nodes=conv4_3)
-    return debugger.get_nondebug_quantized_model()
+    with warnings.catch_warnings():  # the debugger runs tf.lite.Interpreter inside: deprecated, no LiteRT twin
+        warnings.filterwarnings("ignore", "(?s).*tf.lite.Interpreter is deprecated", UserWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([image] for image in images),
+            debug_options=debug_options(denylisted_ops=list(FLOAT_OPS)))
+        conv4_3 = _feeding(debugger.calibrated_model, "L2_NORMALIZATION")
+        if len(conv4_3) != 1:  # the converter no longer fuses conv4_3_norm: INT8 would silently lose mAP
+            raise RuntimeError(f"expected one op feeding TFLite's L2_NORMALIZATION (conv4_3), found {len(conv4_3)}")
+        debugger.options = debug_options(denylisted_ops=list(FLOAT_OPS), denylisted_nodes=conv4_3)
+        return debugger.get_nondebug_quantized_model()
 
 
 def _feeding(model_content: bytes, op_name: str) -> list[str]:
     """Output tensor names of the ops whose outputs feed an `op_name` op in a TFLite flatbuffer."""
-    with warnings.catch_warnings():  # tf.lite.Interpreter warns of its future move to ai_edge_litert
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = tf.lite.Interpreter(model_content=model_content)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model_content)
     # The op list is private API, but the only one; the QuantizationDebugger reads it too.
     ops, tensors = interpreter._get_ops_details(), interpreter.get_tensor_details()  # noqa: SLF001
     wanted = {i for op in ops if op["op_name"] == op_name for i in op["inputs"]}
     return [tensors[op["outputs"][0]]["name"] for op in ops if wanted & set(op["outputs"])]
 
 
-def write_tflite(model: keras.Model, config: ModelConfig, options: PostprocessOptions, path: str | Path,
-                 calibration: Iterable[np.ndarray] | None = None) -> Path:
-    """Write the TFLite detector (INT8 with `calibration`) to `path`."""
+def write_tflite(detector: Detector, path: str | Path, calibration: Iterable[np.ndarray] | None = None) -> Path:
+    """Write `detector` as TFLite (INT8 with `calibration`) to `path`, its options on the op."""
     path = Path(path)
-    path.write_bytes(convert(TFLiteModule(model, config, options), calibration))
+    path.write_bytes(convert(TFLiteModule(detector), calibration))
     return path

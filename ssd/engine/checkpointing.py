@@ -17,7 +17,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
+from ssd.engine.recipe import TrainConfig
 from ssd.engine.distribute import WorkerShard
 from ssd.engine.state import TrainState
 from ssd.evaluation.metrics import HEADLINE_NAMES

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import keras
 import tensorflow as tf
 
-from ssd.config import PRECISIONS, STRATEGIES
+from ssd.engine.recipe import PRECISIONS, STRATEGIES
 from ssd.data.pipeline import Batch
 
 # Keras dtype policy of each TrainConfig.mixed_precision: float32 stays, the others mix.
@@ -77,11 +77,10 @@ def worker_shard(strategy: tf.distribute.Strategy) -> WorkerShard:
     return WorkerShard(index, len(ordered), index == 0)
 
 
-def check_batch_size(strategy: tf.distribute.Strategy, batch_size: int) -> None:
-    """The global batch must split evenly over the replicas."""
-    if batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(f"batch_size {batch_size} must be divisible by the number of replicas "
-                         f"({strategy.num_replicas_in_sync})")
+def check_batch_size(batch_size: int, num_replicas: int) -> None:
+    """The global batch must split evenly over the replicas (`strategy.num_replicas_in_sync`)."""
+    if batch_size % num_replicas:
+        raise ValueError(f"batch_size {batch_size} must be divisible by the number of replicas ({num_replicas})")
 
 
 def distribute_batch(strategy: tf.distribute.Strategy, batch: Batch) -> dict:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from ssd.config import TrainConfig
+from ssd.engine.recipe import TrainConfig
 from ssd.detections import select_detections
 from ssd.engine.checkpointing import BestCheckpoint, Checkpointer
 from ssd.engine.state import TrainState

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import keras
 
-from ssd.config import TrainConfig
+from ssd.engine.recipe import TrainConfig
 from ssd.engine.schedules import SSDLearningRate
 from ssd.modeling.model import L2Normalization, kernel_weights
 

@@ -7,7 +7,7 @@ import math
 import keras
 import tensorflow as tf
 
-from ssd.config import SCHEDULES
+from ssd.engine.recipe import SCHEDULES
 
 
 @keras.saving.register_keras_serializable(package="ssd")

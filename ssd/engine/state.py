@@ -14,7 +14,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
+from ssd.engine.recipe import TrainConfig
 from ssd.engine.distribute import precision_policy
 from ssd.engine.optimizer import make_optimizer
 from ssd.modeling.model import build_model_from_config

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
-from ssd.core.anchors import default_boxes
+from ssd.config import ModelConfig
+from ssd.core.anchors import Anchors
+from ssd.engine.recipe import TrainConfig
 from ssd.core.losses import multibox_loss, weight_decay_loss
 from ssd.core.matching import training_targets
 from ssd.data.pipeline import Batch
@@ -33,8 +34,7 @@ class TrainStep:
     def __init__(self, state: TrainState, model_config: ModelConfig, config: TrainConfig,
                  strategy: tf.distribute.Strategy):
         self.state, self.strategy = state, strategy
-        self.anchors = tf.constant(default_boxes(model_config.default_boxes))
-        self._variances = model_config.default_boxes.variances
+        self.anchors = Anchors.from_config(model_config.default_boxes)
         self._weight_decay = config.weight_decay
         self._decayed = decayed_weights(state.model, config.decay_l2_scales)
         self._graph = tf.function(self._global_step, jit_compile=config.xla)
@@ -56,7 +56,7 @@ class TrainStep:
     def _replica_step(self, arrays: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         model, optimizer = self.state.model, self.state.optimizer
         target_deltas, target_labels = training_targets(arrays["boxes"], arrays["labels"], arrays["counts"],
-                                                        self.anchors, self._variances)
+                                                        self.anchors)
         ctx = tf.distribute.get_replica_context()
         local_pos = tf.reduce_sum(tf.cast(target_labels > 0, tf.float32))
         global_pos = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_pos)

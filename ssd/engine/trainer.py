@@ -25,7 +25,9 @@ import tensorflow as tf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
+from ssd.engine.recipe import TrainConfig
 from ssd.data.augment import TrainAugmentation
 from ssd.data.pipeline import Batch, BatchPipeline
 from ssd.engine.checkpointing import BestCheckpoint, Checkpointer, initialise
@@ -82,7 +84,7 @@ class Trainer:
         self.train_set, self.range_test = train_set, range_test
         self.strategy = strategy or make_strategy()
         self.shard = worker_shard(self.strategy)
-        check_batch_size(self.strategy, train_config.batch_size)
+        check_batch_size(train_config.batch_size, self.strategy.num_replicas_in_sync)
         self.steps_per_epoch = steps_per_epoch(len(train_set), train_config.batch_size)
         self.state = build_state(model_config, train_config, self.strategy, self.steps_per_epoch,
                                  constant_rate=range_test)
@@ -160,7 +162,7 @@ class Trainer:
         """
         total = self.config.total_steps(self.steps_per_epoch)
         if self.shard.is_chief:
-            save_run_config(self.run_dir, self.model_config, self.config)
+            save_run_config(self.run_dir, self.model_config, self.config.to_dict())
         result = TrainResult(step=self.step, epoch=self.completed_epochs, best_map=self.best.value)
         if self.step >= total:
             log.info("run already complete: step %d of %d", self.step, total)

@@ -1,4 +1,4 @@
-"""One loop that drives a `VOCEvaluator`: from a model (any detector callable) or from results files."""
+"""One loop that drives any `Evaluator` from a model (any detector callable), and a `VOCEvaluator` from results files."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ssd.detections import DetectFn, detections_to_pixels
+from ssd.evaluation.evaluator import Evaluator
 from ssd.evaluation.voc import VOCEvaluator
 from ssd.image_io import read_rgb, resize_rgb
 from ssd.records import DetectionDataset, Sample
@@ -38,7 +39,7 @@ def evaluate_detector(
     dataset: DetectionDataset,
     image_size: int | tuple[int, int] | None,
     batch_size: int,
-    evaluator: VOCEvaluator,
+    evaluator: Evaluator,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run `detector` (images at `image_size` -> the detections contract) over the dataset and evaluate.
@@ -66,7 +67,7 @@ def evaluate_detector(
     return evaluator.evaluate()
 
 
-def _process(evaluator: VOCEvaluator, samples: list[Sample], outputs: dict[str, Any], sizes: np.ndarray) -> None:
+def _process(evaluator: Evaluator, samples: list[Sample], outputs: dict[str, Any], sizes: np.ndarray) -> None:
     """Hand one detector call's detections, in pixels of each original image, to the evaluator."""
     outputs = {k: np.asarray(v) for k, v in outputs.items()}
     boxes = detections_to_pixels(outputs["detection_boxes"], sizes[:, 1], sizes[:, 0])
@@ -117,7 +118,7 @@ def _prefetched_batches(
             yield current
 
 
-def _check_classes(evaluator: VOCEvaluator, dataset: DetectionDataset) -> None:
+def _check_classes(evaluator: Evaluator, dataset: DetectionDataset) -> None:
     if tuple(evaluator.class_names) != tuple(dataset.class_names):
         raise ValueError(
             f"evaluator classes {evaluator.class_names} differ from the dataset's {dataset.class_names}"

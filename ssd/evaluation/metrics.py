@@ -15,6 +15,7 @@ import numpy as np
 
 from ssd.config import EVAL_METRICS
 from ssd.evaluation.coco import COCOEvaluator
+from ssd.evaluation.evaluator import Evaluator
 from ssd.evaluation.voc import VOCEvaluator
 
 # Metric -> the evaluator family that computes it.
@@ -24,7 +25,7 @@ FAMILY = {"voc07": "voc", "voc10": "voc", "coco": "coco"}
 class EvaluatorGroup:
     """Several evaluators with the same shape fed from one pass; `evaluate()` -> {family: results}."""
 
-    def __init__(self, evaluators: dict[str, VOCEvaluator | COCOEvaluator]) -> None:
+    def __init__(self, evaluators: dict[str, Evaluator]) -> None:
         names = {tuple(e.class_names) for e in evaluators.values()}
         if not evaluators or len(names) != 1:
             raise ValueError(f"EvaluatorGroup needs evaluators of the same classes, got {names}")
@@ -51,7 +52,7 @@ def make_evaluator(metrics: Sequence[str], class_names: Sequence[str], confidenc
     if unknown or not metrics:
         raise ValueError(f"metrics must be some of {EVAL_METRICS}, got {list(metrics)}")
     families = {FAMILY[m] for m in metrics}
-    evaluators: dict[str, VOCEvaluator | COCOEvaluator] = {}
+    evaluators: dict[str, Evaluator] = {}
     if "voc" in families:
         evaluators["voc"] = VOCEvaluator(class_names, confidence_levels, iou_threshold)
     if "coco" in families:

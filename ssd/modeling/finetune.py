@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from ssd.config import ModelConfig
-from ssd.modeling.run_dir import load_run_config, load_trained_model
+from ssd.modeling.run_dir import load_model_config, load_trained_model
 
 CLASS_HEAD_SUFFIX = "_mbox_conf"
 
@@ -92,7 +92,7 @@ def init_from_run(model: keras.Model, config: ModelConfig, source_dir: str | Pat
             class heads as initialised.
         checkpoint: "best" (falling back to the latest) or "latest".
     """
-    source_config, _ = load_run_config(source_dir)
+    source_config = load_model_config(source_dir)
     check_compatible(source_config, config, source_dir)
     rows: tuple[int, ...] = ()
     if init_classes is not None:

@@ -1,6 +1,6 @@
 """The training run directory: its config JSON and checkpoints, and rebuilding a model from them.
 
-    run_dir/config.json        {"model": ModelConfig, "train": TrainConfig}
+    run_dir/config.json        {"model": ModelConfig, "train": TrainConfig (ssd.engine.recipe)}
     run_dir/checkpoints/       tf.train.CheckpointManager: model, optimizer, epoch, batch_in_epoch
     run_dir/best/              the checkpoint with the best validation mAP, and best.json
     run_dir/logs/              TensorBoard summaries
@@ -22,17 +22,18 @@ import errno
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from ssd.config import ModelConfig, TrainConfig
+from ssd.config import ModelConfig
+
 from ssd.modeling.model import build_model_from_config
 
-CHECKPOINTS, BEST = "checkpoints", "best"
+RUN_CONFIG, CHECKPOINTS, BEST = "config.json", "checkpoints", "best"
 _TEMP_MARK = ".tmp-"  # write_atomic's temporaries: "<name>.tmp-<pid>"
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _FULL_WORDS = ("No space left on device", "Disk quota exceeded", "File too large")  # TensorFlow's messages
@@ -105,22 +106,30 @@ def remove_unfinished_writes(run_dir: str | Path) -> list[Path]:
     return removed
 
 
-def save_run_config(run_dir: str | Path, model_config: ModelConfig, train_config: TrainConfig) -> None:
-    """Write config.json atomically (a killed run never leaves half a file)."""
+def save_run_config(run_dir: str | Path, model_config: ModelConfig, train_options: Mapping[str, Any]) -> None:
+    """Write config.json atomically (a killed run never leaves half a file); `train_options` is the
+    trainer's `TrainConfig.to_dict()` (modeling does not know the recipe; {} for a converted model)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"model": model_config.to_dict(), "train": train_config.to_dict()}, indent=2)
-    write_atomic(run_dir / "config.json", text + "\n")
+    text = json.dumps({"model": model_config.to_dict(), "train": dict(train_options)}, indent=2)
+    write_atomic(run_dir / RUN_CONFIG, text + "\n")
 
 
-def load_run_config(path: str | Path) -> tuple[ModelConfig, TrainConfig]:
-    """Configs of a run directory (or of a config.json file itself)."""
+def read_run_json(path: str | Path) -> dict[str, Any]:
+    """The parsed config.json of a run directory (or the file itself), refused naming it if unusable."""
     path = Path(path)
-    path = path / "config.json" if path.is_dir() else path
+    path = path / RUN_CONFIG if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"no run config at {path}: expected a run directory with config.json")
+        raise FileNotFoundError(f"no run config at {path}: expected a run directory with {RUN_CONFIG}")
     data = read_json(path, "run config")
-    return ModelConfig.from_dict(data["model"]), TrainConfig.from_dict(data["train"])
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"{path}: not a run config (expected {{\"model\": {{...}}, \"train\": {{...}}}})")
+    return data
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """The model config of a run directory (or of a config.json file itself)."""
+    return ModelConfig.from_dict(read_run_json(path)["model"])
 
 
 def checkpoint_path(run_dir: str | Path, which: str = "best") -> str:
@@ -138,7 +147,7 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> str:
 
 def load_trained_model(run_dir: str | Path, which: str = "best") -> tuple[keras.Model, ModelConfig]:
     """Rebuild the run's model (float32) and restore its weights from a checkpoint."""
-    model_config, _ = load_run_config(run_dir)
+    model_config = load_model_config(run_dir)
     model = build_model_from_config(model_config)
     tf.train.Checkpoint(model=model).restore(checkpoint_path(run_dir, which)).expect_partial()
     return model, model_config

@@ -34,7 +34,6 @@ from ssd.config import (
     SSD_MEAN_BGR,
     TORCH_SUFFIXES,
     ModelConfig,
-    TrainConfig,
 )
 from ssd.modeling.convert.caffe import read_caffemodel
 from ssd.modeling.convert.mapping import (
@@ -205,7 +204,7 @@ def convert_to_run_dir(path: str | Path, run_dir: str | Path, class_names: Seque
     config = ModelConfig(source.preset, tuple(class_names), boxes=boxes, mean_bgr=SSD_MEAN_BGR)
     model = build_model_from_config(config)
     mapped = assign(model, source.tensors, source.names, detector_layers(source.preset), str(source.path))
-    save_run_config(run_dir, config, TrainConfig())
+    save_run_config(run_dir, config, {})
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(run_dir / BEST), max_to_keep=1).save()
     return _lines(mapped)
 

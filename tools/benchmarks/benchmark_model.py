@@ -23,15 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from ssd.core.losses import multibox_loss, weight_decay_loss  # noqa: E402
-from ssd.engine.distribute import POLICIES  # noqa: E402
-from ssd.modeling.model import build_model, kernel_weights  # noqa: E402
+from ssd.core.losses import multibox_loss, weight_decay_loss
+from ssd.engine.distribute import POLICIES
+from ssd.modeling.model import build_model, kernel_weights
 
 # The dtypes timed here (float16 is for GPUs); their Keras policies come from the trainer's table.
 DTYPES = ("float32", "bfloat16")

@@ -8,12 +8,18 @@ import os
 from pathlib import Path
 
 
+# The project's own loggers; every other (third-party) logger stays at WARNING, --verbose or not.
+OWN_LOGGERS = ("ssd", "ssd_datasets")
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """INFO to stderr (DEBUG with verbose); TensorFlow's C++ start-up chatter silenced."""
+    """The project's messages at INFO to stderr (DEBUG with verbose), third-party ones from WARNING;
+    TensorFlow's C++ start-up chatter silenced."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger().setLevel(logging.WARNING)  # the level every logger not set below inherits
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, group=None) -> None:

@@ -3,11 +3,11 @@
 voc:  a VOC-format tree of N annotation files (VOC07+12 trainval has 16,551) with VOC-like content
       (1-6 objects, source/owner blocks), pixel-less JPEGs of the annotation's size (header and end
       marker: what the loader's check at load reads);
-      `datasets.voc.load_voc` against a naive xml.etree.ElementTree loader.
+      `ssd_datasets.voc.load_voc` against a naive xml.etree.ElementTree loader.
 coco: one generated instances JSON the size of COCO train2017 (118,287 images, 860,001 boxes, no
-      segmentations); `datasets.coco.load_coco` (image files not checked: none are written)
+      segmentations); `ssd_datasets.coco.load_coco` (image files not checked: none are written)
       against pycocotools' `COCO(path)`, which reads and indexes the same file.
-yolo: N tiny real JPEGs and label files; `datasets.yolo.load_yolo` (sizes from the headers)
+yolo: N tiny real JPEGs and label files; `ssd_datasets.yolo.load_yolo` (sizes from the headers)
       against a loader that decodes every image with OpenCV to learn its size.
 Reports the median of --repeats runs, items/s and the ratio.
 """
@@ -26,14 +26,13 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python tools/x.py` from anywhere
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from datasets.coco import load_coco  # noqa: E402
-from datasets.voc import VOC_CLASSES, load_voc  # noqa: E402
-from datasets.yolo import label_path, load_yolo, write_yolo_labels  # noqa: E402
+from ssd_datasets.coco import load_coco
+from ssd_datasets.voc import VOC_CLASSES, load_voc
+from ssd_datasets.yolo import label_path, load_yolo, write_yolo_labels
 
 _OBJECT = """\t<object>
 \t\t<name>{name}</name>
@@ -226,9 +225,9 @@ def _timed(count: int, unit: str, ours, baseline, repeats: int) -> dict:
 
 
 CASES = {  # case -> (our loader, the baseline it is timed against)
-    "voc": ("datasets.voc.load_voc (lxml)", "naive ElementTree"),
-    "coco": ("datasets.coco.load_coco", "pycocotools COCO()"),
-    "yolo": ("datasets.yolo.load_yolo", "decode every image"),
+    "voc": ("ssd_datasets.voc.load_voc (lxml)", "naive ElementTree"),
+    "coco": ("ssd_datasets.coco.load_coco", "pycocotools COCO()"),
+    "yolo": ("ssd_datasets.yolo.load_yolo", "decode every image"),
 }
 
 

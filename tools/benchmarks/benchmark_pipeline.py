@@ -38,12 +38,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ssd.data.augment import TrainAugmentation  # noqa: E402
-from ssd.image_io import read_rgb  # noqa: E402
-from ssd.data.pipeline import BatchPipeline, as_tf_dataset, sample_rng  # noqa: E402
-from ssd.records import Sample  # noqa: E402
+from ssd.data.augment import TrainAugmentation
+from ssd.image_io import read_rgb
+from ssd.data.pipeline import BatchPipeline, as_tf_dataset, sample_rng
+from ssd.records import Sample
 
 WIDTH, HEIGHT = 500, 375
 IMAGE_SIZE, BATCH_SIZE, MAX_BOXES, SEED = 300, 32, 100, 0

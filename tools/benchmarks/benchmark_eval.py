@@ -18,27 +18,27 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from ssd.core.anchors import default_boxes  # noqa: E402
-from ssd.config import DEFAULT_BOXES  # noqa: E402
-from ssd.evaluation.voc import VOCEvaluator  # noqa: E402
-from ssd.core.postprocess import postprocess  # noqa: E402
+from ssd.config import DEFAULT_BOXES
+from ssd.core.anchors import Anchors
+from ssd.core.postprocess import PostprocessOptions, postprocess
+from ssd.evaluation.voc import VOCEvaluator
 
 
 # ------------------------------------------------------------------ the straightforward NumPy way
-def numpy_postprocess(deltas, logits, anchors, variances, thr=0.01, nms_thr=0.45, top_k=400, max_det=200):
+def numpy_postprocess(deltas, logits, anchors: Anchors, options: PostprocessOptions):
     """Per image: softmax, decode, per class threshold / sort / top-k / greedy NMS, top max_det."""
+    variances, boxes_a = np.asarray(anchors.variances), anchors.boxes
+    thr, nms_thr, top_k = options.score_threshold, options.iou_threshold, options.top_k_per_class
     results = []
     for d, lg in zip(deltas, logits):
         e = np.exp(lg - lg.max(1, keepdims=True))
         probs = e / e.sum(1, keepdims=True)
-        cxy = d[:, :2] * variances[:2] * anchors[:, 2:] + anchors[:, :2]
-        wh = np.exp(d[:, 2:] * variances[2:]) * anchors[:, 2:]
+        cxy = d[:, :2] * variances[:2] * boxes_a[:, 2:] + boxes_a[:, :2]
+        wh = np.exp(d[:, 2:] * variances[2:]) * boxes_a[:, 2:]
         boxes = np.concatenate([cxy - wh / 2, cxy + wh / 2], 1)
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         found = []
@@ -53,7 +53,7 @@ def numpy_postprocess(deltas, logits, anchors, variances, thr=0.01, nms_thr=0.45
                 inter = iw * ih
                 order = rest[inter / (areas[i] + areas[rest] - inter) <= nms_thr]
         found.sort(key=lambda f: -f[0])
-        found = found[:max_det]
+        found = found[:options.max_detections]
         results.append((np.array([f[0] for f in found]), np.array([f[1] for f in found]),
                         np.clip(boxes[[f[2] for f in found]], 0, 1) if found else np.zeros((0, 4))))
     return results
@@ -84,14 +84,12 @@ def median_time(fn, repeats):
 
 
 def bench_postprocess(batch, regime, repeats, rng):
-    config = DEFAULT_BOXES["vgg300"]
-    anchors = default_boxes(config)
+    anchors, options = Anchors.from_config(DEFAULT_BOXES["vgg300"]), PostprocessOptions()
     deltas, logits = make_outputs(rng, batch, len(anchors), 20, regime)
-    graph = tf.function(lambda d, l: postprocess(d, l, anchors, config.variances))
+    graph = tf.function(lambda d, l: postprocess(d, l, anchors, options))
     d_t, l_t = tf.constant(deltas), tf.constant(logits)
     t_graph = median_time(lambda: graph(d_t, l_t)["num_detections"].numpy(), repeats)
-    var = np.asarray(config.variances)
-    t_numpy = median_time(lambda: numpy_postprocess(deltas, logits, anchors, var), max(3, repeats // 4))
+    t_numpy = median_time(lambda: numpy_postprocess(deltas, logits, anchors, options), max(3, repeats // 4))
     probs = tf.nn.softmax(logits)[..., 1:].numpy()
     return {
         "batch": batch,

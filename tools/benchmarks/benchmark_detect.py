@@ -31,24 +31,24 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import cv2
+import numpy as np
+import tensorflow as tf
 
-from datasets.synthetic import SYNTHETIC_CLASSES  # noqa: E402
-from ssd.config import ModelConfig, TrainConfig  # noqa: E402
-from ssd.deploy.images import draw  # noqa: E402
-from ssd.deploy.video import detect_video, open_video  # noqa: E402
-from ssd.deploy.export import export_run  # noqa: E402
-from ssd.deploy.frozen_graph import FrozenGraph  # noqa: E402
-from ssd.detections import select_detections  # noqa: E402
-from ssd.modeling.model import build_model_from_config  # noqa: E402
-from ssd.modeling.run_dir import save_run_config  # noqa: E402
-from ssd.deploy.server import post_image  # noqa: E402
-from tools.make_synthetic_video import write_synthetic_video  # noqa: E402
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES
+from ssd.config import ModelConfig
+from ssd.engine.recipe import TrainConfig
+from ssd.deploy.images import draw
+from ssd.deploy.video import detect_video, open_video
+from ssd.deploy.export import export_run
+from ssd.deploy.frozen_graph import FrozenGraph
+from ssd.detections import select_detections
+from ssd.modeling.model import build_model_from_config
+from ssd.modeling.run_dir import save_run_config
+from ssd.deploy.client import post_image
+from ssd_datasets.synthetic_video import write_synthetic_video
 
 
 VIDEO_FPS = 25.0
@@ -59,7 +59,7 @@ def make_export(work: Path, width: float) -> Path:
     tf.keras.utils.set_random_seed(0)
     config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=width)
     model = build_model_from_config(config)
-    save_run_config(work / "run", config, TrainConfig())
+    save_run_config(work / "run", config, TrainConfig().to_dict())
     tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(work / "run" / "checkpoints"), 1).save()
     export_run(work / "run", work / "export")
     return work / "export"
@@ -146,7 +146,7 @@ def io_cpu_per_frame(graph: FrozenGraph, frames: list[np.ndarray], rgb: list[np.
 def start_server(export: Path) -> tuple[subprocess.Popen, str]:
     """tools/serve.py on a free loopback port; returns the process and its URL."""
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "tools" / "serve.py"), "--graph", str(export), "--port", "0"],
+        [sys.executable, "-m", "ssd.cli.serve", "--graph", str(export), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
     )  # fmt: skip
     line = process.stdout.readline()  # "serving ... on http://127.0.0.1:PORT ..."
@@ -182,7 +182,7 @@ def bench_process_per_image(export: Path, image_paths: list[Path], out: Path) ->
     seconds = []
     for path in image_paths:
         tic = time.perf_counter()
-        subprocess.run([sys.executable, str(ROOT / "detect.py"), str(path), "--graph", str(export),
+        subprocess.run([sys.executable, "-m", "ssd.cli.detect", str(path), "--graph", str(export),
                         "--out", str(out / "per_process"), "--quiet"],
                        check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         seconds.append(time.perf_counter() - tic)

@@ -26,12 +26,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.synthetic import generate_synthetic_voc, load_synthetic  # noqa: E402
-from ssd.config import ModelConfig, TrainConfig  # noqa: E402
-from ssd.data.pipeline import Batch, BatchPipeline  # noqa: E402
-from ssd.engine.trainer import Trainer  # noqa: E402
+from ssd_datasets.synthetic import generate_synthetic_voc, load_synthetic
+from ssd.config import ModelConfig
+from ssd.engine.recipe import TrainConfig
+from ssd.data.pipeline import Batch, BatchPipeline
+from ssd.engine.trainer import Trainer
 
 
 def endless(pipeline: BatchPipeline) -> Iterator[Batch]:

@@ -40,25 +40,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-import export_graph  # noqa: E402
-import train_detector  # noqa: E402
-from datasets import load_dataset  # noqa: E402
-from datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc  # noqa: E402
-from ssd.config import ModelConfig, TrainConfig  # noqa: E402
-from ssd.deploy.export import export_module  # noqa: E402
-from ssd.deploy.quantization import calibration_images, compare_map  # noqa: E402
-from ssd.deploy.runtimes import load_detector  # noqa: E402
-from ssd.deploy.video import detect_video, open_video  # noqa: E402
-from ssd.detections import DetectFn  # noqa: E402
-from ssd.modeling.model import build_model_from_config  # noqa: E402
-from ssd.modeling.run_dir import load_trained_model, save_run_config  # noqa: E402
-from tools.make_synthetic_video import write_synthetic_video  # noqa: E402
+from ssd.cli import export as export_graph
+from ssd.cli import train as train_detector
+from ssd_datasets import load_dataset
+from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_voc
+from ssd.config import ModelConfig
+from ssd.engine.recipe import TrainConfig
+from ssd.deploy.quantization import calibration_images, compare_map
+from ssd.deploy.runtimes import load_detector
+from ssd.deploy.video import detect_video, open_video
+from ssd.detections import DetectFn
+from ssd.modeling.inference import Detector
+from ssd.modeling.model import build_model_from_config
+from ssd.modeling.run_dir import load_trained_model, save_run_config
+from ssd_datasets.synthetic_video import write_synthetic_video
 
 # (runtime, precision, exported file or None for the Keras bf16 model, OpenVINO precision hint)
 RUNTIMES = (
@@ -124,7 +124,7 @@ def make_untrained_run(run_dir: Path, width: float, data: Path) -> Path:
     tf.keras.utils.set_random_seed(0)
     config = ModelConfig("vgg300", SYNTHETIC_CLASSES, width=width)
     save_run_config(run_dir, config, TrainConfig(data_root=str(data), train_splits=("trainval",),
-                                                 val_splits=("test",)))
+                                                 val_splits=("test",)).to_dict())
     tf.train.CheckpointManager(tf.train.Checkpoint(model=build_model_from_config(config)),
                                str(run_dir / "checkpoints"), 1).save()
     return run_dir
@@ -162,8 +162,7 @@ def bf16_detector(run_dir: Path) -> DetectFn:
         model, config = load_trained_model(run_dir, "latest")
     finally:
         tf.keras.mixed_precision.set_global_policy(previous)
-    module = export_module(model, config, max_detections=100)  # the exported graph, unfrozen: resize included
-    return lambda images: {k: v.numpy() for k, v in module(tf.constant(images)).items()}
+    return Detector(model, config).detect  # the exported graph, unfrozen: resize included
 
 
 def load(export: Path, run_dir: Path, file: str | None, precision: str) -> DetectFn:
