@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -293,3 +294,37 @@ def no_detections(images):
     return {"detection_boxes": np.zeros((b, 1, 4), np.float32), "detection_scores": np.zeros((b, 1), np.float32),
             "detection_classes": np.ones((b, 1), np.float32), "num_detections": np.zeros(b, np.float32)}
 '''
+
+
+def run_detect_with_file_size_limit(args: list[str], limit: int) -> tuple[int, str]:
+    """detect.py in a process whose files may not grow past `limit` bytes (RLIMIT_FSIZE, the signal
+    ignored so a write fails with EFBIG): a full disk, as far as our writes can tell, without root."""
+    code = ("import resource, signal, sys\nfrom ssd.cli.detect import main\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\nsys.exit(main(sys.argv[1:]))\n")
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    return run.returncode, run.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_out_is_one_line_and_leaves_no_partial_file(graph_dir, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), np.uint8)
+    for k in range(6):
+        cv2.imwrite(str(images / f"{k}.jpg"), noise)
+    graph = str(graph_dir / "frozen_inference_graph.pb")
+    out = tmp_path / "drawn"
+    code, err = run_detect_with_file_size_limit([str(images), "--graph", graph, "--out", str(out), "--quiet"], 30_000)
+    assert code == 1 and "Traceback" not in err
+    for k in range(6):
+        assert f"error: could not write annotated image {out / f'{k}.jpg'} (" in err and "partial file was removed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["detections.jsonl"]  # no half-written JPEG
+    out = tmp_path / "lines"
+    code, err = run_detect_with_file_size_limit([str(images), "--graph", graph, "--out", str(out), "--quiet",
+                                                 "--no-draw"], 400)
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 1 and "Traceback" not in err and len(errors) == 1, err
+    assert errors[0].startswith(f"error: --out {out}: File too large while writing {out / 'detections.jsonl'} (")
+    assert "free some space or choose another --out" in errors[0]
+    assert list(out.iterdir()) == []

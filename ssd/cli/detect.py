@@ -13,6 +13,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import errno
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +22,9 @@ from pathlib import Path
 from ssd.cli import add_model_arguments, configure_logging
 from ssd.detections import LABELS_FILE
 from ssd.image_header import DEFAULT_MAX_PIXELS
+
+# A write failing for want of space: the disk or a quota is full, or the file size limit is reached.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out {args.out}: {problem}", file=sys.stderr)
         return 2
     # Imported late so that --help and argument errors answer without loading TensorFlow.
-    from ssd.deploy.images import detect_images, expand_inputs
-    from ssd.deploy.video import detect_video
+    from ssd.deploy.images import expand_inputs
     from ssd.deploy.runtimes import load_model
 
     try:
@@ -71,10 +75,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: no labels file ({labels} does not exist): classes are shown by their id", file=sys.stderr)
     images, videos, errors = expand_inputs(args.inputs)
     unnamed: set[int] = set()
+    writing: list[Path] = []  # the outputs of the input being processed, removed if a write fails for space
+    try:
+        _detect_all(args, images, videos, detector, class_names, errors, unnamed, writing)
+    except OSError as err:
+        if err.errno not in _FULL_ERRNOS:
+            raise
+        for path in writing:
+            path.unlink(missing_ok=True)
+        free = shutil.disk_usage(args.out).free
+        print(f"error: --out {args.out}: {err.strerror} while writing {', '.join(map(str, writing)) or 'there'} "
+              f"({free / 2**20:.0f} MB free on that disk): free some space or choose another --out; the partial "
+              f"files were removed", file=sys.stderr)
+        return 1
+    if unnamed and class_names:
+        print(f"warning: labels file {labels} names {len(class_names)} classes, but the graph detected class ids "
+              f"{sorted(unnamed)}: they are shown by their id", file=sys.stderr)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _detect_all(args: argparse.Namespace, images: list[Path], videos: list[Path], detector, class_names: tuple[str, ...],
+                errors: list[str], unnamed: set[int], writing: list[Path]) -> None:
+    """Images then videos into --out; `writing` names the outputs being written at any moment."""
+    from ssd.deploy.images import detect_images
+    from ssd.deploy.video import detect_video
+
     draw_dir = None if args.no_draw else args.out
     progress = not args.quiet
     if images:
-        with open(args.out / "detections.jsonl", "w") as jsonl:
+        writing[:] = [args.out / "detections.jsonl"]
+        with open(writing[0], "w") as jsonl:
             report = detect_images(images, detector, draw_dir, jsonl, class_names, args.threshold,
                                    args.batch_size, progress, args.max_pixels)
         errors += report.errors
@@ -88,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         if out_video is not None and not isinstance(source, int) and out_video.resolve() == Path(source).resolve():
             errors.append(f"not overwriting input video {source} with its annotated copy: choose another --out")
             continue
-        with open(args.out / f"{stem}.jsonl", "w") as jsonl:
+        writing[:] = [args.out / f"{stem}.jsonl"] + ([out_video] if out_video else [])
+        with open(writing[0], "w") as jsonl:
             report = detect_video(source, detector, out_video, jsonl, class_names, args.threshold,
                                   args.batch_size, args.max_frames, progress)
         if report.frames:
@@ -96,12 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if report.error:
             errors.append(report.error)
         unnamed |= report.unnamed_classes
-    if unnamed and class_names:
-        print(f"warning: labels file {labels} names {len(class_names)} classes, but the graph detected class ids "
-              f"{sorted(unnamed)}: they are shown by their id", file=sys.stderr)
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    return 1 if errors else 0
+    writing.clear()
 
 
 def output_dir_problem(out: Path) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,8 +142,16 @@ def _same_size_batches(
 def _write_image(path: Path, image_rgb: np.ndarray, report: ImageReport, source: Path) -> None:
     if path.resolve() == source.resolve():
         report.errors.append(f"not overwriting input image {source} with its annotated copy: choose another --out")
-    elif not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        report.errors.append(f"could not write annotated image {path}")
+        return
+    try:
+        written = cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    except cv2.error:
+        written = False
+    if not written:  # a full disk leaves a partial file behind: remove it
+        path.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        report.errors.append(f"could not write annotated image {path} ({free / 2**20:.0f} MB free on that disk; "
+                             f"the partial file was removed)")
 
 
 def note_unnamed(unnamed: set[int], detections: ImageDetections, class_names: Sequence[str]) -> None:
