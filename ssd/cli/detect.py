@@ -16,10 +16,9 @@ import argparse
 import errno
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from ssd.cli import add_model_arguments, configure_logging
+from ssd.cli import add_model_arguments, configure_logging, writable_dir_problem
 from ssd.detections import LABELS_FILE
 from ssd.image_header import DEFAULT_MAX_PIXELS
 
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --batch-size and --max-pixels must be >= 1 and --threshold in [0, 1], got "
               f"{args.batch_size}, {args.max_pixels}, {args.threshold}", file=sys.stderr)
         return 2
-    problem = output_dir_problem(args.out)
+    problem = writable_dir_problem(args.out)
     if problem:
         print(f"error: --out {args.out}: {problem}", file=sys.stderr)
         return 2
@@ -130,19 +129,6 @@ def _detect_all(args: argparse.Namespace, images: list[Path], videos: list[Path]
             errors.append(report.error)
         unnamed |= report.unnamed_classes
     writing.clear()
-
-
-def output_dir_problem(out: Path) -> str | None:
-    """Why `out` cannot be the output directory (created here if missing), or None."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except FileExistsError:
-        return "is a file, not a directory"
-    except OSError as err:
-        return f"cannot create or write there ({err.strerror or err})"
-    return None
 
 
 if __name__ == "__main__":
