@@ -202,7 +202,9 @@ class JsonParsers:
     json.loads and NumPy's list conversion hold the GIL for their whole run (1.4 s for a 10 MB
     body here), so on a thread they would still stall the event loop; in their own process they
     cannot, and the Python lists they build (up to ~33x the body) never grow the server's heap.
-    Started on first use with "spawn" (TensorFlow's threads make fork unsafe).
+    Started on first use with "spawn" (TensorFlow's threads make fork unsafe), so, as for
+    `BatchPipeline`'s workers, a script that starts the server must do so under
+    `if __name__ == "__main__":` (the console scripts do).
     """
 
     def __init__(self, workers: int):
