@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-$(BIN)/activate: pyproject.toml requirements.lock requirements-dev.lock
+$(BIN)/activate: pyproject.toml requirements.lock requirements-dev.lock requirements-nodeps.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -r requirements-nodeps.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(BIN)/activate
 

@@ -1,8 +1,9 @@
-"""Drawing detections on images (OpenCV, uint8 RGB or BGR)."""
+"""Drawing detections and tracks on images (OpenCV, uint8 RGB or BGR)."""
 
 from __future__ import annotations
 
 import functools
+from collections import deque
 from collections.abc import Sequence
 
 import cv2
@@ -51,6 +52,7 @@ def draw_detections(
     *,
     bgr: bool = False,
     in_place: bool = False,
+    track_ids: np.ndarray | None = None,
 ) -> np.ndarray:
     """`image` (uint8 [H, W, 3] RGB, or BGR when `bgr`) with boxes, labels and scores drawn on a copy.
 
@@ -61,14 +63,49 @@ def draw_detections(
         classes: int [N], ids 1..C.
         scores: float [N].
         in_place: draw on `image` itself (C-contiguous, writable) and return it.
+        track_ids: int [N]: labels start with "#<id>".
     """
     out = image if in_place else np.ascontiguousarray(image).copy()
-    thickness = max(1, round(min(out.shape[:2]) / 300))
+    thickness = _thickness(out)
     corners = np.rint(np.asarray(boxes, np.float64).reshape(-1, 4)).astype(int).tolist()
-    for (x1, y1, x2, y2), cls, score in zip(corners, np.asarray(classes).tolist(), np.asarray(scores).tolist()):
+    prefixes = [""] * len(corners) if track_ids is None else [f"#{t} " for t in np.asarray(track_ids).tolist()]
+    for (x1, y1, x2, y2), cls, score, prefix in zip(corners, np.asarray(classes).tolist(),
+                                                    np.asarray(scores).tolist(), prefixes):
         cls = int(cls)
         colour = class_colour(cls)[::-1] if bgr else class_colour(cls)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
-        label = label_patch(f"{class_name(cls, class_names)} {score:.2f}", colour)
+        label = label_patch(f"{prefix}{class_name(cls, class_names)} {score:.2f}", colour)
         paste(out, label, x1, max(y1 - label.shape[0] + 1, 0))
     return out
+
+
+def _thickness(image: np.ndarray) -> int:
+    return max(1, round(min(image.shape[:2]) / 300))
+
+
+class Trails:
+    """The last `length` box centres of each track, drawn as a polyline in a colour per track id."""
+
+    def __init__(self, length: int = 20):
+        self.length = length
+        self.frame = 0
+        self._points: dict[int, deque] = {}
+        self._last_seen: dict[int, int] = {}
+
+    def update(self, track_ids: np.ndarray, boxes: np.ndarray) -> None:
+        """Add one frame: track ids int [N] and their boxes float [N, 4] "xyxy" pixels."""
+        self.frame += 1
+        centres = np.rint((boxes[:, :2] + boxes[:, 2:]) / 2).astype(int).tolist() if len(boxes) else []
+        for track_id, centre in zip(np.asarray(track_ids).tolist(), centres):
+            self._points.setdefault(track_id, deque(maxlen=self.length)).append(centre)
+            self._last_seen[track_id] = self.frame
+        for track_id in [t for t, seen in self._last_seen.items() if self.frame - seen >= self.length]:
+            del self._points[track_id], self._last_seen[track_id]  # a trail fades with the track
+
+    def draw(self, image: np.ndarray, *, bgr: bool = False) -> np.ndarray:
+        """Draw every trail on `image` (uint8 RGB, or BGR) in place; returns it."""
+        for track_id, points in self._points.items():
+            if len(points) > 1:
+                colour = class_colour(track_id)[::-1] if bgr else class_colour(track_id)
+                cv2.polylines(image, [np.array(points, np.int32)], False, colour, _thickness(image), cv2.LINE_AA)
+        return image

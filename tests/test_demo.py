@@ -30,3 +30,6 @@ def test_quick_demo_leaves_every_artefact(tmp_path, capsys):
     assert int8.get(cv2.CAP_PROP_FRAME_COUNT) == 12 and (tmp_path / "export" / "model_int8.xml").is_file()
     assert re.search(r"INT8 check: VOC07 mAP .*\n +openvino +fp32 .* int8 .* change", out)
     assert re.search(r"video FPS .*TensorFlow fp32 \(frozen graph\) \d+\.\d, OpenVINO INT8 \d+\.\d", out)
+    assert (tmp_path / "video" / "shapes_gt.txt").stat().st_size > 0
+    assert (tmp_path / "video" / "annotated" / "mot" / "shapes.txt").is_file()
+    assert re.search(r"tracking the video, TensorFlow fp32 .*\n +HOTA [\d.]+ +MOTA -?[\d.]+ +IDF1 [\d.]+", out)

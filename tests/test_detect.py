@@ -86,6 +86,26 @@ def test_video_keeps_frame_count_size_rate_and_writes_a_line_per_frame(graph_dir
 
 
 @pytest.mark.slow
+def test_video_tracked_from_the_command_line(graph_dir, tmp_path):
+    video = write_synthetic_video(tmp_path / "clip.mp4", num_frames=8, fps=10.0, width=160, height=120)
+    code = detect.main([str(video), "--graph", str(graph_dir), "--out", str(tmp_path / "out"), "--quiet",
+                        "--mot", str(tmp_path / "mot")])  # --mot implies --track
+    assert code == 0
+    lines = [json.loads(line) for line in (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
+    tracked = [d for line in lines for d in line["detections"]]
+    assert tracked and all(d["track_id"] >= 1 for d in tracked), "an untrained model still starts some tracks"
+    mot = (tmp_path / "mot" / "clip.txt").read_text().splitlines()
+    assert len(mot) == len(tracked) and mot[0].startswith("1,") and mot[0].endswith(",-1,-1,-1")
+
+
+def test_cli_refuses_an_unwritable_mot_folder(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert detect.main(["x.mp4", "--model", str(tmp_path), "--out", str(tmp_path / "out"),
+                        "--mot", str(tmp_path / "file")]) == 2
+    assert f"--mot {tmp_path / 'file'}: is a file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_truncated_videos_end_with_a_clear_message(graph_dir, tmp_path, capsys):
     # An mp4 cut in half loses its index (OpenCV cannot open it); an AVI cut in half opens,
     # claims 12 frames in its header and decodes fewer.

@@ -32,6 +32,7 @@ import numpy as np
 
 from ssd.config import CAFFE_BGR_MEAN
 from ssd.image_io import resize_rgb
+from ssd.overlap import iou_matrix
 
 MEAN_RGB = CAFFE_BGR_MEAN[::-1]  # the canvas fill, in the images' RGB order
 
@@ -135,17 +136,6 @@ def draw_expand(
     return left, top, canvas_w, canvas_h
 
 
-def _iou(patches: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of patches [P, 4] with boxes [N, 4], both "xyxy" -> [P, N]."""
-    lo = np.maximum(patches[:, None, :2], boxes[None, :, :2])
-    hi = np.minimum(patches[:, None, 2:], boxes[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
-    area_p = np.prod(patches[:, 2:] - patches[:, :2], axis=-1)
-    area_b = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=-1)
-    union = area_p[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-
-
 def centres_inside(boxes: np.ndarray, patches: np.ndarray) -> np.ndarray:
     """Whether the centre of each box [N, 4] lies strictly inside each patch [P, 4] -> [P, N]."""
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
@@ -183,7 +173,7 @@ def try_patch(
     y1 = np.minimum(y0 + np.maximum(np.round(h * height), 1), height)
     patches = np.stack([x0, y0, x1, y1], axis=1)
     if len(boxes):
-        ok = np.any(_iou(patches, boxes) >= min_iou, axis=1) & np.any(centres_inside(boxes, patches), axis=1)
+        ok = np.any(iou_matrix(patches, boxes) >= min_iou, axis=1) & np.any(centres_inside(boxes, patches), axis=1)
     else:
         ok = np.full(max_trials, min_iou <= 0.0)
     hits = np.flatnonzero(ok)

@@ -162,6 +162,6 @@ def note_unnamed(unnamed: set[int], detections: ImageDetections, class_names: Se
 
 def draw(image: np.ndarray, detections: ImageDetections, class_names: Sequence[str],
          *, bgr: bool = False, in_place: bool = False) -> np.ndarray:
-    """`image` (uint8 RGB, or BGR) with the detections' boxes, class colours, labels and scores drawn."""
+    """`image` (uint8 RGB, or BGR) with the detections' boxes, class colours, labels, scores (and track ids) drawn."""
     return draw_detections(image, detections.boxes_xyxy, detections.class_ids, detections.scores, class_names,
-                           bgr=bgr, in_place=in_place)
+                           bgr=bgr, in_place=in_place, track_ids=detections.track_ids)

@@ -19,6 +19,11 @@ before the frame count its container claims is reported as truncated or corrupt.
 
 Detections are written as JSON lines {"video", "frame", "time_s", "width", "height",
 "detections"}, with the records of `ssd.detections.ImageDetections.records`.
+
+With `track` (`ssd.deploy.tracking`), the draw+encode stage also runs the tracker on each frame's
+detections, in frame order, before drawing: the frame's detections are then those that belong to a
+track, each with its `track_id`; the annotated video shows the ids and a short trail per track, and
+`mot` receives MOTChallenge result lines (`ssd.mot`). The tracker's own time is reported apart.
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ssd.deploy.images import draw, note_unnamed
+from ssd.deploy.tracking import ByteTracker, TrackerOptions
 from ssd.detections import DetectFn, select_detections
+from ssd.mot import result_lines
+from ssd.visualize import Trails
 
 DEFAULT_FPS = 30.0  # when a container (or a webcam) reports no frame rate
 _POLL_S = 0.1  # how often a blocked stage checks whether another stage has stopped
@@ -61,7 +69,9 @@ class VideoReport:
     detections: int = 0
     decode_s: float = 0.0
     model_s: float = 0.0
-    draw_encode_s: float = 0.0
+    draw_encode_s: float = 0.0  # the tracker's time excluded
+    track_s: float = 0.0  # CPU time of the tracker (in the draw+encode thread)
+    tracked: bool = False
     wall_s: float = 0.0
     error: str | None = None
     unnamed_classes: set[int] = field(default_factory=set)  # class ids detected that have no name
@@ -84,7 +94,8 @@ class VideoReport:
             f"  model        {self.model_s:8.2f} s  {model_fps:8.1f} FPS  {per_frame(self.model_s)}",
             f"  decode       {self.decode_s:8.2f} s  {per_frame(self.decode_s)}",
             f"  draw+encode  {self.draw_encode_s:8.2f} s  {per_frame(self.draw_encode_s)}",
-        ])  # fmt: skip
+        ] + ([f"  tracker      {self.track_s:8.2f} s  {per_frame(self.track_s)}  (CPU time; "
+              f"{100 * self.track_s / max(self.model_s, 1e-9):.1f}% of the model's time)"] if self.tracked else []))  # fmt: skip
 
 
 class _Stop(Exception):
@@ -163,6 +174,8 @@ def detect_video(
     max_frames: int | None = None,
     progress: bool = True,
     queue_depth: int = 4,
+    track: TrackerOptions | None = None,
+    mot: TextIO | None = None,
 ) -> VideoReport:
     """Run the three-stage pipeline on one video; never raises for a bad video, sets `report.error`.
 
@@ -173,6 +186,8 @@ def detect_video(
         batch_size: frames per graph call.
         max_frames: stop after this many frames (webcams run until interrupted otherwise).
         queue_depth: batches buffered between stages.
+        track: track objects with these options (a tracker per video, at its frame rate), or None.
+        mot: with `track`, where to write the MOTChallenge result lines, or None.
     """
     try:
         capture, report = open_video(source)
@@ -197,10 +212,13 @@ def detect_video(
             total = min(total, max_frames)
         bar = tqdm(total=total, desc=Path(str(source)).name, unit="frame", disable=not progress)
         decoded = [0]
+        tracking = None if track is None else _Tracking(ByteTracker(track, report.fps), mot)
+        report.tracked = tracking is not None
         threads = [
             threading.Thread(target=_decode_stage, args=(capture, stages, batch_size, max_frames, report, decoded),
                              name="decode", daemon=True),
-            threading.Thread(target=_write_stage, args=(stages, writer, jsonl, class_names, threshold, report, bar),
+            threading.Thread(target=_write_stage,
+                             args=(stages, writer, jsonl, class_names, threshold, report, bar, tracking),
                              name="draw+encode", daemon=True),
         ]  # fmt: skip
         for thread in threads:
@@ -289,9 +307,18 @@ def _inference_stage(stages: _Stages, detect: DetectFn, report: VideoReport) -> 
         stages.fail(f"detection failed: {type(err).__name__}: {err}")
 
 
+@dataclass
+class _Tracking:
+    """A video's tracker, its trails and where its MOT lines go."""
+
+    tracker: ByteTracker
+    mot: TextIO | None
+    trails: Trails = field(default_factory=Trails)
+
+
 def _write_stage(stages: _Stages, writer, jsonl: TextIO | None, class_names: Sequence[str],
-                 threshold: float, report: VideoReport, bar: tqdm) -> None:
-    """Draw and encode every frame, write its JSON line; stops at the end marker."""
+                 threshold: float, report: VideoReport, bar: tqdm, tracking: _Tracking | None) -> None:
+    """Track (optionally), draw and encode every frame, write its JSON line; stops at the end marker."""
     _lower_thread_priority()
     try:
         while True:
@@ -299,10 +326,24 @@ def _write_stage(stages: _Stages, writer, jsonl: TextIO | None, class_names: Seq
             if item is _END:
                 return
             batch, outputs = item
-            tic = time.perf_counter()
             for i, frame in enumerate(batch):
+                tic = time.perf_counter()
                 detections = select_detections(outputs, i, report.width, report.height, threshold)
+                if tracking is not None:
+                    # The tracker's cost is this thread's CPU time: at its low priority, the thread's
+                    # wall time also counts the waits while the model's threads run.
+                    start, start_cpu = time.perf_counter(), time.thread_time()
+                    detections = detections.tracked(tracking.tracker.update(
+                        detections.boxes_xyxy, detections.scores, detections.class_ids))
+                    if tracking.mot is not None:
+                        tracking.mot.write(result_lines(report.frames + 1, detections.track_ids,
+                                                        detections.boxes_xyxy, detections.scores))
+                    report.track_s += time.thread_time() - start_cpu
+                    tic += time.perf_counter() - start  # draw+encode's time leaves the tracker's out
                 if writer is not None:
+                    if tracking is not None:
+                        tracking.trails.update(detections.track_ids, detections.boxes_xyxy)
+                        tracking.trails.draw(frame, bgr=True)
                     writer.write(_even_sized(draw(frame, detections, class_names, bgr=True, in_place=True),
                                              report.written_size))
                 if jsonl is not None:
@@ -314,7 +355,7 @@ def _write_stage(stages: _Stages, writer, jsonl: TextIO | None, class_names: Seq
                 report.frames += 1
                 report.detections += len(detections.scores)
                 note_unnamed(report.unnamed_classes, detections, class_names)
-            report.draw_encode_s += time.perf_counter() - tic
+                report.draw_encode_s += time.perf_counter() - tic
             bar.update(len(batch))
     except _Stop:
         pass
