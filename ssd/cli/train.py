@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd_datasets import load_train_val
-from ssd.cli import configure_logging
+from ssd.cli import configure_logging, writable_dir_problem
 from ssd.config import BOX_SETS, EVAL_METRICS, PRESETS, ModelConfig
 from ssd.engine.recipe import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, STRATEGIES, TrainConfig
 from ssd.engine.run_config import DEFAULTS, check_initialisation, check_objects, resolve_configs, resolve_model_config
@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, verbose: bool) -> int:
+    problem = writable_dir_problem(args.run_dir)
+    if problem:  # found now, not at the first checkpoint after loading the data and building the model
+        raise ValueError(f"--run-dir {args.run_dir} {problem}: choose a directory you can write")
     model_config, config = configs_from_args(args)
     check_initialisation(config)
     classes = getattr(args, "classes", None)
