@@ -213,5 +213,5 @@ def test_deeply_nested_json_is_a_clear_error(tmp_path):
                                          (" cat", "leading or trailing whitespace"), (7, "7 is of type int, not text")])
 def test_category_names_that_labels_txt_cannot_hold_are_refused(tmp_path, name, words):
     path = coco_file(tmp_path / "instances_x.json", [], [{"id": 1, "name": "a"}, {"id": 5, "name": name}])
-    with pytest.raises(ValueError, match=re.escape(f"instances_x.json: category 5: name ") + ".*" + re.escape(words)):
+    with pytest.raises(ValueError, match=re.escape("instances_x.json: category 5: name ") + ".*" + re.escape(words)):
         load_coco(path, tmp_path)
