@@ -470,3 +470,18 @@ def test_fine_tuning_run_records_its_source_and_trains(root, tmp_path, capsys):
     assert saved["model"]["width"] == 0.125 and saved["model"]["class_names"] == ["circle", "square"]
     assert saved["train"]["init_from"] == str(tmp_path / "source")
     assert saved["train"]["init_classes"] == ["circle", "square"] and saved["train"]["adam_epsilon"] == 0.1
+
+
+def test_a_run_directory_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys):
+    """Found at the start, not at the first checkpoint: under a file, or read-only (as a non-root user;
+    root writes through permission bits, so that half runs only where the tests do not run as root)."""
+    (tmp_path / "a_file").write_text("x")
+    cases = {tmp_path / "a_file" / "run": "cannot create or write there (Not a directory)"}
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o555)
+        cases[locked] = "cannot create or write there (Permission denied)"
+    for run_dir, words in cases.items():
+        assert train_detector.main(tiny_args(tmp_path / "no_data", run_dir)) == 2
+        err = capsys.readouterr().err
+        assert err == f"train_detector.py: error: --run-dir {run_dir} {words}: choose a directory you can write\n"

@@ -130,3 +130,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, 
              "(ONNX Runtime), .xml (OpenVINO IR) or .tflite; --graph is the old name of this option")
     parser.add_argument("--precision", choices=("f32", "bf16"), default="f32",
                         help="OpenVINO inference precision (default: f32; bf16 where the CPU has it)")
+
+
+def writable_dir_problem(path: Path) -> str | None:
+    """Why `path` cannot be an output directory (created here if missing), or None: a file, or a
+    directory that cannot be created or written (read-only file system, permissions)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        return "is a file, not a directory"
+    except OSError as err:
+        return f"cannot create or write there ({err.strerror or err})"
+    return None

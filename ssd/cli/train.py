@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd_datasets import load_train_val
-from ssd.cli import configure_logging
+from ssd.cli import configure_logging, writable_dir_problem
 from ssd.config import BOX_SETS, EVAL_METRICS, PRESETS, ModelConfig
 from ssd.engine.recipe import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, STRATEGIES, TrainConfig
 from ssd.engine.run_lock import hold_run_dir, release_run_dir
@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, verbose: bool) -> int:
+    problem = writable_dir_problem(args.run_dir)
+    if problem:  # found now, not at the first checkpoint after loading the data and building the model
+        raise ValueError(f"--run-dir {args.run_dir} {problem}: choose a directory you can write")
     if args.run_dir.exists() and "TF_CONFIG" not in os.environ:
         # A run another trainer has is refused now, before TensorFlow starts; the Trainer takes the
         # run directory in any case (in a cluster, only the chief's does).
