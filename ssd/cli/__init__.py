@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 TF_LEVEL_VARIABLE = "TF_CPP_MIN_LOG_LEVEL"
-# absl's C++ log line: severity letter, month and day, time, thread, file:line]
-_ABSL_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+ +\d+ \S+:\d+\] ")
+# absl's C++ log line: severity letter, month and day, time, thread, file:line]; matched on its
+# first fields only, so that a line cut short (a capture file that could not grow) is still known
+_ABSL_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:[\d.]+ ")
 _ABSL_PRE_INIT = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
 _CPU_NOTICE_TAIL = "To enable the following instructions:"  # second line of an INFO notice
 _NO_GPU = "failed call to cuInit"
@@ -117,6 +118,7 @@ class _CapturingLoader(importlib.abc.Loader):
                 os.close(saved)
                 capture.seek(0)
                 text = capture.read().decode("utf-8", "replace")
+                text += "" if not text or text.endswith("\n") else "\n"  # cut short: what follows starts a line
                 level = _tf_level()
                 sys.stderr.write(dropped_start_up_lines(text, level, gpus_found)[0])
                 sys.stderr.flush()
@@ -133,14 +135,15 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, 
 
 
 def writable_dir_problem(path: Path) -> str | None:
-    """Why `path` cannot be an output directory (created here if missing), or None: a file, or a
-    directory that cannot be created or written (read-only file system, permissions)."""
+    """Why `path` cannot be an output directory, or None: a file, or a directory (or, when it does not
+    exist yet, the nearest existing folder it would be made in) that cannot be written (read-only file
+    system, permissions). Nothing is created: a command refused later leaves no empty folder behind."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        return "is a file, not a directory" if existing == path else "cannot create or write there (Not a directory)"
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
+        with tempfile.TemporaryFile(dir=existing):
             pass
-    except FileExistsError:
-        return "is a file, not a directory"
     except OSError as err:
         return f"cannot create or write there ({err.strerror or err})"
     return None
