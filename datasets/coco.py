@@ -16,7 +16,8 @@ one object and must not be matched as a positive). Image ids are `str(id)`.
 
 Bad data follows `ssd_datasets.report`: an annotation of an unknown image or category, a malformed,
 degenerate or outside box skips the object; a duplicate image id, a missing image file or a bad
-image entry skips the image; boxes crossing the border are clipped. Categories must be sound
+image entry (a size outside 1..65535, a `file_name` leaving the image folder, an image file failing
+`ssd_datasets.image_check`) skips the image; boxes crossing the border are clipped. Categories must be sound
 (unique ids and names): they define the model's outputs, so a problem there is an error.
 """
 
@@ -33,10 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from ssd_datasets.image_paths import ImageFinder
-from ssd_datasets.report import (BAD_ANNOTATION, BAD_OBJECT, BOX_CLIPPED, BOX_OK, FILE_MISSING, LoadReport, box_problem,
-                             check_boxes)
-from ssd.records import DetectionDataset, Sample
+from ssd_datasets.image_check import image_file_problem, path_inside, size_problem
+from ssd_datasets.image_paths import ImageFinder, normalise_name
+from ssd_datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CLIPPED, BOX_OK, FILE_MISSING, LoadReport,
+                                 box_problem, check_boxes)
+from ssd.image_header import open_regular
+from ssd.records import DetectionDataset, Sample, class_name_problem
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +86,12 @@ def read_coco_json(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"COCO annotation file {path} does not exist")
     try:
-        with open(path, "rb") as f, _gc_paused():
+        with open_regular(path, "COCO annotation file") as f, _gc_paused():
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be a COCO annotation file") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
             data.get("categories"), list):
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
@@ -98,9 +103,13 @@ def coco_categories(data: dict[str, Any], path: str) -> tuple[tuple[str, ...], t
     """(class names, category ids) in the file's order; ValueError on missing, repeated or bad entries."""
     try:
         ids = tuple(int(c["id"]) for c in data["categories"])
-        names = tuple(str(c["name"]).strip() for c in data["categories"])
-    except (KeyError, TypeError, ValueError) as err:
+        names = tuple(c["name"] for c in data["categories"])
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{path}: every category needs an integer 'id' and a 'name' ({err!r})") from None
+    for category_id, name in zip(ids, names):
+        problem = class_name_problem(name)
+        if problem:
+            raise ValueError(f"{path}: category {category_id}: name {problem}")
     if not ids:
         raise ValueError(f"{path}: 'categories' is empty: the file names no classes")
     for what, values in (("ids", ids), ("names", names)):
@@ -154,8 +163,9 @@ def _load(data: dict[str, Any], path: str, image_dir: str | os.PathLike | Sequen
     finder = ImageFinder([f for f in folders if Path(f).is_dir()] or folders[:1])
     report = LoadReport(strict=strict)
     images = _images(data["images"], finder, path, report, check_images)
-    if check_images and data["images"] and not images and report.count("skipped file") == len(data["images"]):
-        example = next(i for i in report.issues if i.kind == FILE_MISSING).example
+    missing = [i for i in report.issues if i.kind == FILE_MISSING]
+    if check_images and data["images"] and not images and len(missing) == len(data["images"]):
+        example = missing[0].example
         raise FileNotFoundError(f"{path}: none of its {len(data['images'])} images was found (e.g. {example}); "
                                 f"looked in {', '.join(str(f) for f in finder.folders)}: name the image folder "
                                 "(--images DIR)")
@@ -203,7 +213,9 @@ def load_coco(
         include_empty: False leaves out images without objects (True keeps them as negatives).
         strict: raise ValueError naming the file and the problem instead of skipping.
         verbose: log every issue (a summary line is logged either way).
-        check_images: skip images whose file is missing.
+        check_images: skip images whose file is missing or fails `ssd_datasets.image_check` (not a
+            regular file, empty, not JPEG/PNG/BMP/WebP, another size than the entry's, over 40 MP,
+            a JPEG without its end marker).
     """
     dataset, report = load_coco_with_report(annotation_file, image_dir, include_crowd, include_empty, strict,
                                             check_images)
@@ -213,12 +225,15 @@ def load_coco(
 
 def _images(entries: list[Any], finder: ImageFinder, path: str, report: LoadReport,
             check_images: bool) -> list[tuple[Any, str, int, int]]:
-    """(id, image path, width, height) of each sound image entry, first of a repeated id only."""
+    """(id, image path, width, height) of each sound image entry, first of a repeated id only.
+
+    Sound: a size of 1..65535 per side, a relative file name that stays inside the image folders,
+    and (`check_images`) a file that passes `ssd_datasets.image_check` at that size.
+    """
     images, seen = [], {}
     for k, entry in enumerate(entries):
         try:
-            image_id, name = entry["id"], str(entry["file_name"])
-            width, height = int(entry["width"]), int(entry["height"])
+            image_id, name, width, height = entry["id"], str(entry["file_name"]), entry["width"], entry["height"]
             hash(image_id)  # a list or object as id: TypeError, reported below
         except (KeyError, TypeError, ValueError) as err:
             report.issue(path, f"image entry {k} needs id, file_name, width and height ({err!r})", "skipped file",
@@ -229,16 +244,23 @@ def _images(entries: list[Any], finder: ImageFinder, path: str, report: LoadRepo
                          "duplicate image id")
             continue
         seen[image_id] = name
-        if width <= 0 or height <= 0:
-            report.issue(path, f"image {image_id} ({name}): size must be positive, got {width}x{height}",
-                         "skipped file", BAD_ANNOTATION)
+        problem = size_problem(width, height)
+        if problem is None and path_inside(".", normalise_name(name)) is None:
+            problem = f"file_name {name!r} leaves the image folder"
+        if problem:
+            report.issue(path, f"image {image_id} ({name}): {problem}", "skipped file", BAD_ANNOTATION)
             continue
+        width, height = int(width), int(height)
         found = finder.find(name) if check_images else finder.first_guess(name)
         if found is None:
             missing = finder.first_guess(name)
             looked = ", ".join(map(str, finder.folders))
             report.issue(path, f"image {image_id}: file {name} is missing (looked in {looked})", "skipped file",
                          FILE_MISSING, missing)
+            continue
+        problem = image_file_problem(found, width, height) if check_images else None
+        if problem:
+            report.issue(path, f"image {image_id} ({name}): {problem}", "skipped file", BAD_IMAGE)
             continue
         images.append((image_id, found, width, height))
     return images

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd_datasets.yolo import _split_flow, _strip_comment, _unquote
+from ssd.records import class_name_problem
 
 SPLIT_KEYS = ("train", "val", "test")
 _KEY = re.compile(r"^([A-Za-z_][\w-]*)\s*:(?:\s+(.*)|\s*)$")
@@ -117,4 +118,8 @@ def _names(value: Any, path: Path) -> tuple[str, ...]:
         value = [value[k] for k in sorted(value, key=int)]
     if not isinstance(value, list) or not all(value):
         raise ValueError(f"{path}: 'names' must list non-empty class names, got {value!r}")
+    for k, name in enumerate(value):
+        problem = class_name_problem(str(name))
+        if problem:
+            raise ValueError(f"{path}: class {k}: name {problem}")
     return tuple(str(v) for v in value)

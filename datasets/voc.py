@@ -33,7 +33,7 @@ import numpy as np
 from lxml import etree
 
 from ssd_datasets.classes import sorted_by_name
-from ssd_datasets.image_check import image_file_problem
+from ssd_datasets.image_check import MAX_IMAGE_SIDE, image_file_problem
 from ssd_datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CROSSES_BORDER, BOX_OUTSIDE_IMAGE,
                              DEGENERATE_BOX, FILE_MISSING, UNKNOWN_CLASS, LoadReport)
 from ssd.records import DetectionDataset, Sample, read_lines
@@ -48,8 +48,6 @@ VOC_CLASSES: tuple[str, ...] = (
 
 # A dataset folder may name its classes, one per line, in this file at its root.
 CLASSES_FILE = "classes.txt"
-# The largest side a JPEG can declare (its header stores 16 bits): a larger <size> is absurd.
-MAX_IMAGE_SIDE = 65535
 
 
 def parse_split(split: str) -> tuple[str, str]:

@@ -15,8 +15,10 @@ are the image path relative to images/ without its suffix ("train/000001").
 
 Bad data follows `ssd_datasets.report`: a line with the wrong number of fields, a non-number, a class
 out of range or coordinates outside [0, 1] skips the object; boxes crossing the border are
-clipped; an unreadable image header skips the image. An empty or missing label file is an
-image without objects (a negative), as in Ultralytics.
+clipped; an image failing `ssd_datasets.image_check` (not a regular file, empty, unreadable header,
+over 40 MP, a JPEG without its end marker) or a label file that cannot be read as UTF-8 text (not
+a regular file, other bytes) skips the image. An empty or missing label file is an image without
+objects (a negative), as in Ultralytics. Class names must pass `ssd.records.class_name_problem`.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd_datasets.image_check import checked_image_size
 from ssd_datasets.report import BAD_IMAGE, BAD_OBJECT, BOX_OK, FILE_MISSING, LoadReport, box_problem, check_boxes
-from ssd.image_header import image_size
-from ssd.records import DetectionDataset, Sample
+from ssd.image_header import open_regular
+from ssd.records import DetectionDataset, Sample, class_name_problem, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +48,9 @@ def yolo_class_names(root: str | os.PathLike) -> tuple[str, ...]:
     if (root / DATA_YAML).is_file():
         return parse_yaml_names(root / DATA_YAML)
     if (root / CLASSES_TXT).is_file():
-        names = tuple(line.strip() for line in (root / CLASSES_TXT).read_text().splitlines() if line.strip())
+        names = read_lines(root / CLASSES_TXT, "YOLO class names file")
         if names:
-            return names
+            return _names_or_error(names, root / CLASSES_TXT)
         raise ValueError(f"{root / CLASSES_TXT} names no classes")
     raise FileNotFoundError(f"{root} has neither {DATA_YAML} nor {CLASSES_TXT}: the YOLO classes are unnamed")
 
@@ -97,8 +100,12 @@ def _block_names(lines: list[str], path: str | os.PathLike) -> tuple[str, ...]:
 
 
 def _names_or_error(names: list[str], path: str | os.PathLike) -> tuple[str, ...]:
-    if not names or not all(names):
-        raise ValueError(f"{path}: 'names' must list non-empty class names, got {names!r}")
+    if not names:
+        raise ValueError(f"{path}: 'names' must list the class names, got {names!r}")
+    for k, name in enumerate(names):
+        problem = class_name_problem(name)
+        if problem:
+            raise ValueError(f"{path}: class {k}: name {problem}")
     return tuple(names)
 
 
@@ -146,14 +153,24 @@ def _image_id(root: Path, image: Path) -> str:
     return relative.with_suffix("").as_posix()
 
 
-def _read_labels(path: Path, num_classes: int, report: LoadReport) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Classes int [N] (0-based), float64 [N, 4] normalised (cx, cy, w, h) and line numbers of the
-    sound lines."""
-    classes, boxes, numbers = [], [], []
+def _label_text(path: Path) -> str:
+    """The label file's text ("" if it does not exist); ValueError naming it if it cannot be read as UTF-8."""
     try:
-        text = path.read_text()
+        with open_regular(path, "label file") as f:
+            return f.read().decode("utf-8")
     except FileNotFoundError:
-        return np.zeros(0, np.int64), np.zeros((0, 4)), []
+        return ""
+    except UnicodeDecodeError as err:
+        raise ValueError(f"label file {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    except OSError as err:
+        raise ValueError(f"label file {path} cannot be read: {err.strerror or err}") from None
+
+
+def _read_labels(text: str, path: Path, num_classes: int, report: LoadReport
+                 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Classes int [N] (0-based), float64 [N, 4] normalised (cx, cy, w, h) and line numbers of the
+    sound lines of the label file `path`."""
+    classes, boxes, numbers = [], [], []
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
@@ -181,16 +198,17 @@ def _read_labels(path: Path, num_classes: int, report: LoadReport) -> tuple[np.n
 
 
 def _sample(root: Path, image: Path, num_classes: int, report: LoadReport) -> Sample | None:
-    if not image.is_file():
+    if not os.path.exists(image):
         report.issue(str(image), f"image {image} is missing", "skipped file", FILE_MISSING)
         return None
-    try:
-        width, height = image_size(image)
-    except ValueError as err:
-        report.issue(str(image), f"image size unreadable: {err}", "skipped file", BAD_IMAGE)
-        return None
     labels_file = label_path(image)
-    classes, cxcywh, line_numbers = _read_labels(labels_file, num_classes, report)
+    try:
+        width, height = checked_image_size(image)
+        text = _label_text(labels_file)
+    except ValueError as err:
+        report.issue(str(image), str(err), "skipped file", BAD_IMAGE)
+        return None
+    classes, cxcywh, line_numbers = _read_labels(text, labels_file, num_classes, report)
     scale = np.array([width, height, width, height], np.float64)
     corners = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], axis=1)
     boxes, status = check_boxes(corners * scale, np.full(len(corners), width), np.full(len(corners), height))

@@ -14,8 +14,10 @@ JPEG 2000, ...) is refused, since its declared size is not checked. NumPy-free, 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from collections.abc import Callable
+from typing import BinaryIO
 
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 megapixels (e.g. 8000 x 5000): 120 MB as decoded RGB
 FORMATS = ("JPEG", "PNG", "BMP", "WebP")
@@ -55,10 +57,53 @@ def image_size(data_or_path: bytes | bytearray | memoryview | str | os.PathLike,
         return _checked_size(lambda offset, count: data[offset : offset + count], name or "image bytes")
     path = os.fspath(data_or_path)
     try:
-        with open(path, "rb") as file:
+        with open_regular(path, "image file") as file:
             return _checked_size(_file_reader(file), name or f"image file {path}")
+    except NotARegularFile as err:
+        raise ImageHeaderError(str(err)) from None  # an ImageHeaderError, as the docstring promises
     except OSError as err:
         raise ImageHeaderError(f"image file {path} cannot be read: {err.strerror or err}") from err
+
+
+class NotARegularFile(ValueError):
+    """A path that names a FIFO, a device, a socket or a directory where a file is expected."""
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def regular_file_problem(path: str | os.PathLike) -> str | None:
+    """"is a FIFO (named pipe), not a regular file" and the like for a path that exists but is not a
+    regular file (after symlinks), else None; nothing is opened."""
+    try:
+        return _kind_problem(os.stat(path).st_mode)
+    except OSError:
+        return None  # missing or unreadable: the caller's open says so
+
+
+def _kind_problem(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return f"is {next((name for test, name in _KINDS if test(mode)), 'something else')}, not a regular file"
+
+
+def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
+    """`path` opened for binary reading if it is a regular file (after symlinks); NotARegularFile if not.
+
+    Opened without blocking, so a FIFO is refused at once instead of waiting for a writer, and a
+    link to /dev/zero or /dev/urandom is refused before a byte is read from it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        problem = _kind_problem(os.fstat(fd).st_mode)
+        if problem:
+            raise NotARegularFile(f"{what} {os.fspath(path)} {problem}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:

@@ -65,6 +65,21 @@ class DetectionDataset:
         return len(self.samples)
 
 
+def class_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a class name, or None: names are written one per line (labels.txt), so a
+    name must be text with something visible, no line break or control character, and no
+    surrounding whitespace (reading the lines back strips it)."""
+    if not isinstance(name, str):
+        return f"{name!r} is of type {type(name).__name__}, not text"
+    if not name.strip():
+        return f"{name!r} is empty or only whitespace"
+    if len(f"x{name}x".splitlines()) > 1 or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return f"{name!r} contains a line break or control character"
+    if name != name.strip():
+        return f"{name!r} has leading or trailing whitespace"
+    return None
+
+
 def read_lines(path: str | os.PathLike, what: str) -> list[str]:
     """The non-empty lines of a UTF-8 text file, stripped; errors name the file and `what` it is."""
     path = Path(path)

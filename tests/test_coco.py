@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import cv2
+import hostile_files as hf
 import numpy as np
 import pytest
+from image_bombs import jpeg_bomb, png_header
 
 from ssd_datasets.coco import default_image_dir, load_coco, load_coco_with_report, write_coco_json
 
@@ -17,13 +21,14 @@ MISSING_IMAGE = "000000000009.jpg"
 
 @pytest.fixture
 def coco(tmp_path: Path) -> Path:
-    """A copy of the fixture with empty image placeholders in <root>/val (all but image 9's)."""
+    """A copy of the fixture with image placeholders in <root>/val (all but image 9's): a JPEG header
+    declaring the entry's size and the end marker, no pixels (the load check decodes nothing)."""
     root = tmp_path / "coco"
     shutil.copytree(FIXTURE, root)
     (root / "val").mkdir()
     for entry in json.loads((root / "annotations" / "instances_val.json").read_text())["images"]:
         if entry["file_name"] != MISSING_IMAGE:
-            (root / "val" / entry["file_name"]).touch()
+            (root / "val" / entry["file_name"]).write_bytes(jpeg_bomb(entry.get("width", 1), entry.get("height", 1)))
     return root / "annotations" / "instances_val.json"
 
 
@@ -77,7 +82,7 @@ def test_bad_data_is_reported_and_skipped(coco):
 
     assert has("duplicate image id 7", "skipped file")
     assert has(f"{MISSING_IMAGE} is missing", "skipped file")
-    assert has("size must be positive, got 100x0", "skipped file")
+    assert has("size must be whole numbers of 1..65535 pixels per side, got 100x0", "skipped file")
     assert has("image entry 6 needs id, file_name, width and height", "skipped file")
     assert has("refers to image id 999", "skipped object")
     assert has("unknown category id 2", "skipped object")
@@ -136,3 +141,77 @@ def test_write_then_load_round_trip(coco, tmp_path):
         assert (a.image_id, a.image_path, a.width, a.height) == (b.image_id, b.image_path, b.width, b.height)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
         assert a.labels.tolist() == b.labels.tolist() and a.difficult.tolist() == b.difficult.tolist()
+
+
+def jpeg_bytes(width: int, height: int) -> bytes:
+    return cv2.imencode(".jpg", np.full((height, width, 3), 128, np.uint8))[1].tobytes()
+
+
+def coco_file(path: Path, images: list[dict], categories: list[dict] | None = None) -> Path:
+    path.write_text(json.dumps({"images": images, "annotations": [],
+                                "categories": categories or [{"id": 1, "name": "a"}]}))
+    return path
+
+
+def test_images_get_the_header_end_marker_size_and_folder_checks(tmp_path):
+    """What VOC skips, COCO skips too: each entry names its image and what is wrong."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    whole = jpeg_bytes(40, 30)
+    files = {"ok.jpg": whole, "other.jpg": jpeg_bytes(30, 40), "empty.jpg": b"", "cut.jpg": whole[: len(whole) // 2],
+             "huge.png": png_header(70000, 2)}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    entries = {"ok.jpg": (40, 30, None),
+               "other.jpg": (40, 30, "is 30x40, the annotation's size says 40x30"),
+               "empty.jpg": (40, 30, "is empty (0 bytes)"),
+               "cut.jpg": (40, 30, "a JPEG without its end marker: truncated"),
+               "huge.png": (70000, 2, "size must be whole numbers of 1..65535 pixels per side, got 70000x2"),
+               "/etc/hostname": (40, 30, "file_name '/etc/hostname' leaves the image folder"),
+               "../ok.jpg": (40, 30, "file_name '../ok.jpg' leaves the image folder")}
+    images = [{"id": k, "file_name": name, "width": w, "height": h} for k, (name, (w, h, _)) in enumerate(entries.items())]
+    images.append({"id": 99, "file_name": "ok.jpg", "width": float("inf"), "height": 30})  # json writes Infinity
+    path = coco_file(tmp_path / "instances_x.json", images)
+    path.write_text(path.read_text().replace("Infinity", "1e400"))
+    dataset, report = load_coco_with_report(path, folder)
+    assert [s.image_id for s in dataset.samples] == ["0"]
+    problems = [issue.problem for issue in report.issues]
+    assert all(issue.file == str(path) and issue.action == "skipped file" for issue in report.issues)
+    for k, (name, (_, _, words)) in enumerate(entries.items()):
+        if words:
+            assert any(p.startswith(f"image {k} ({name}): ") and words in p for p in problems), (name, problems)
+    assert any(p.startswith("image 99 (ok.jpg): size must be whole numbers") and "inf" in p for p in problems)
+    with pytest.raises(ValueError, match=r"instances_x.json: image 1 \(other.jpg\): image \S+other.jpg is 30x40"):
+        load_coco(path, folder, strict=True)
+
+
+def test_special_image_files_are_refused_by_name_without_reading_them(tmp_path):
+    folder = tmp_path / "images"
+    kinds = hf.special_files(folder)
+    path = coco_file(tmp_path / "instances_x.json",
+                     [{"id": k, "file_name": f"{stem}.jpg", "width": 40, "height": 30} for k, stem in enumerate(kinds)])
+    body = """
+dataset, report = load_coco_with_report(sys.argv[1], sys.argv[2])
+result = {"ids": [s.image_id for s in dataset.samples], "issues": [i.problem for i in report.issues]}
+"""
+    run = hf.measure("from ssd_datasets.coco import load_coco_with_report", body, path, folder)
+    assert run["result"]["ids"] == []
+    for k, (stem, words) in enumerate(kinds.items()):
+        assert f"image {k} ({stem}.jpg): image {folder / stem}.jpg {words}" in run["result"]["issues"]
+    assert run["peak_mb"] - run["baseline_mb"] < hf.LOAD_BOUND_MB and run["seconds"] < hf.LOAD_BOUND_S, run
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path):
+    path = tmp_path / "instances_deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"instances_deep.json: JSON nested too deeply"):
+        load_coco(path, tmp_path)
+
+
+@pytest.mark.parametrize("name, words", [("", "'' is empty or only whitespace"), ("  ", "is empty or only whitespace"),
+                                         ("cat\ndog", "contains a line break"), ("cat\u2028", "contains a line break"),
+                                         (" cat", "leading or trailing whitespace"), (7, "7 is of type int, not text")])
+def test_category_names_that_labels_txt_cannot_hold_are_refused(tmp_path, name, words):
+    path = coco_file(tmp_path / "instances_x.json", [], [{"id": 1, "name": "a"}, {"id": 5, "name": name}])
+    with pytest.raises(ValueError, match=re.escape("instances_x.json: category 5: name ") + ".*" + re.escape(words)):
+        load_coco(path, tmp_path)

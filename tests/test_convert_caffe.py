@@ -6,8 +6,10 @@ shape 7, double_data 8; BlobShape dim 1)."""
 
 from __future__ import annotations
 
+import re
 import struct
 
+import hostile_files as hf
 import keras
 import numpy as np
 import pytest
@@ -361,3 +363,35 @@ def test_ssd_keras_h5_converts_with_caffe_names(tmp_path):
     base = write_ssd_keras_h5(tmp_path / "base.h5", {"conv1_1": weights["conv1_1"]})
     with pytest.raises(ValueError, match="base.h5: no layer conv4_3_norm_mbox_conf.*--base-weights"):
         read_weights(base)
+
+
+# -- hostile files (issue: hardening, third round)
+
+def test_hostile_caffe_and_ssd_keras_files_exit_2_with_one_line_naming_the_file(tmp_path, capsys):
+    import h5py
+
+    from tools import convert_weights
+
+    wrapping = tmp_path / "wrapping.caffemodel"  # dims 2^32 x 2^32 multiply to 0 in 64-bit integers
+    wrapping.write_bytes(net([layer_v2("conv1_1", [field(7, 2, field(1, 2, varint(2**32) + varint(2**32)))])]))
+    latin1 = tmp_path / "latin1.caffemodel"
+    latin1.write_bytes(net([layer_v2("conv1_1", [blob(np.ones(3))]).replace(b"conv1_1", b"conv\xe9_1")]))
+    weights = caffe_weights(build_model("vgg300", 21, width=SLIM), detector_layers("vgg300"))
+    scalar_head = write_ssd_keras_h5(tmp_path / "scalar_head.h5", weights)
+    with h5py.File(scalar_head, "a") as f:
+        group = f["conv4_3_norm_mbox_conf"]
+        del group["conv4_3_norm_mbox_conf/bias:0"]
+        group["conv4_3_norm_mbox_conf/bias:0"] = np.float32(3)
+    strings = write_ssd_keras_h5(tmp_path / "strings.h5", weights)
+    with h5py.File(strings, "a") as f:
+        group = f["conv4_3_norm_mbox_conf"]
+        del group["conv4_3_norm_mbox_conf/bias:0"]
+        group["conv4_3_norm_mbox_conf/bias:0"] = np.array([b"x"] * 84)
+    cases = {wrapping: r"shape \(4294967296, 4294967296\) holds 0 values",
+             latin1: r"layer name b'conv\\xe9_1' is not UTF-8",
+             scalar_head: r"conv4_3_norm_mbox_conf \(the first class head\) has arrays of shapes "
+                          r"\[\(3, 3, 64, 84\), \(\)\]",
+             strings: r"conv4_3_norm_mbox_conf/bias:0 is \|S1, not numbers"}
+    for path, message in cases.items():
+        line = hf.cli_error_line(capsys, convert_weights.main, path, "--run-dir", str(tmp_path / "run"))
+        assert line.startswith("convert_weights.py: error: ") and re.search(message, line), line

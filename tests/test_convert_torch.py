@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
+import hostile_files as hf
 import keras
 import numpy as np
 import pytest
@@ -109,7 +111,7 @@ def test_a_tensor_past_its_storage_is_refused(tmp_path):
                 # vgg.0.bias: size (4,) -> (5,) in its storage of 4 (BININT1 4 then TUPLE1).
                 data = data.replace(b"K\x04\x85q\x11", b"K\x05\x85q\x11", 1)
             out.writestr(item, data)
-    with pytest.raises(ValueError, match=r"big.pth: .*\(5,\) at offset 0 runs past its storage of 4"):
+    with pytest.raises(ValueError, match=r"big.pth: .*size \(5,\) .*offset 0.* runs past its storage of 4"):
         read_state_dict(tmp_path / "big.pth")
 
 
@@ -197,3 +199,93 @@ def test_full_size_pytorch_base_keys_and_problems(full300):
         assign(full300, source.tensors, source.names, detector_layers("vgg300"), "ssd.pth")
     assert "missing extras.3.weight (for conv9_2)" in str(info.value)
     assert "conf.5.weight (for conv11_2_mbox_conf): [(3, 3, 256, 84), (83,)]" in str(info.value)
+
+
+# -- hostile files (issue: hardening, third round), built here from pickle opcodes
+
+def hostile_torch_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """{case: (file, what its one-line refusal must say)}."""
+    legacy_tensor = hf.state_dict(w=hf.tensor("0", 2**61, (4,), (1,)))
+    cases = {
+        "stride 0": (hf.write_zip(tmp_path / "stride0.pth", hf.state_dict(w=hf.tensor("0", 4, (20000, 20000), (0, 0))),
+                                  {"0": bytes(16)}), r"repeats elements \(stride 0\): 400,000,000 elements"),
+        "stride 0, 10^7 x 10^7": (hf.write_zip(tmp_path / "stride0_huge.pth", hf.state_dict(
+            w=hf.tensor("0", 4, (10**7, 10**7), (0, 0))), {"0": bytes(16)}), "repeats elements"),
+        "more elements than storage": (hf.write_zip(tmp_path / "overlap.pth", hf.state_dict(
+            w=hf.tensor("0", 4, (3, 3), (1, 1))), {"0": bytes(16)}), "9 elements .* runs past its storage of 4"),
+        "posix.system": (hf.write_zip(tmp_path / "system.pth", hf.whole(hf.call(hf.global_("posix", "system"),
+                                                                                 hf.value("true")))),
+                         r"refusing to load posix\.system"),
+        "calls a storage type": (hf.write_zip(tmp_path / "call_storage.pth", hf.whole(
+            hf.call(hf.global_("torch", "FloatStorage"), hf.value(4)))), "torch.FloatStorage is called"),
+        "OrderedDict(1)": (hf.write_zip(tmp_path / "ordered1.pth", hf.whole(
+            hf.call(hf.global_("collections", "OrderedDict"), hf.value(1)))), r"collections\.OrderedDict\(1,\)"),
+        "_rebuild_tensor_v2()": (hf.write_zip(tmp_path / "noargs.pth", hf.whole(
+            hf.call(hf.global_("torch._utils", "_rebuild_tensor_v2")))), r"_rebuild_tensor_v2\(\): .*argument"),
+        "200,000-deep list": (hf.write_zip(tmp_path / "deep.pth", hf.nested_list(200_000)), "nested more than 32"),
+        "legacy count 2^61": (tmp_path / "count.pth", "expected 2,305,843,009,213,693,952 values|more than the"),
+        "legacy sys info int": (tmp_path / "sysinfo.pth", "unsupported legacy protocol 1001 / sys info 7"),
+        "BUILD on a storage type": (hf.write_zip(tmp_path / "poison.pth", hf.state_dict(
+            w=hf.global_("torch", "FloatStorage") + hf.value({"name": "IntStorage"}) + hf.BUILD)),
+            "refusing to set the state of torch.FloatStorage"),
+    }
+    count = (2**61).to_bytes(8, "little")
+    cases["legacy count 2^61"][0].write_bytes(hf.legacy_file(legacy_tensor, ["0"], count + bytes(16)))
+    cases["legacy sys info int"][0].write_bytes(hf.legacy_file(hf.state_dict(), [], head=(hf.LEGACY_HEAD[0], 1001, 7)))
+    return cases
+
+
+def test_hostile_torch_files_exit_2_with_one_line_naming_the_file(tmp_path, capsys):
+    from tools import convert_weights
+
+    for case, (path, message) in hostile_torch_files(tmp_path).items():
+        line = hf.cli_error_line(capsys, convert_weights.main, path, "--run-dir", str(tmp_path / "run"))
+        assert line.startswith(f"convert_weights.py: error: PyTorch file {path}: "), case
+        assert re.search(message, line), (case, line)
+        assert not (tmp_path / "run").exists()
+
+
+def test_build_cannot_change_what_an_allowed_name_means_for_the_next_file(tmp_path):
+    """The poisoned storage type is refused, and an honest file read after it keeps its float32 values."""
+    poison = hf.state_dict(w=hf.global_("torch", "FloatStorage") + hf.value({"name": "IntStorage"}) + hf.BUILD)
+    for target in (("torch", "FloatStorage"), ("torch._utils", "_rebuild_tensor_v2"), ("collections", "OrderedDict")):
+        path = hf.write_zip(tmp_path / "poison.pth", hf.state_dict(
+            w=hf.global_(*target) + hf.value(({"__defaults__": (0,)}, {"name": "IntStorage"})) + hf.BUILD))
+        with pytest.raises(UnsafePickleError, match="refusing to set the state"):
+            read_torch_file(path)
+    with pytest.raises(UnsafePickleError):
+        read_torch_file(hf.write_zip(tmp_path / "poison2.pth", poison))
+    np.testing.assert_array_equal(read_state_dict(FIXTURES / "state_dict_zip.pth")["vgg.0.bias"],
+                                  np.arange(4, dtype=np.float32) - 1.5)
+
+
+ZIP_BOMB_BYTES = 700_000_000  # over MAX_TENSOR_BYTES
+
+
+@pytest.mark.slow
+def test_zip_bombs_and_stride_0_tensors_are_refused_in_bounded_memory(tmp_path):
+    """Peak RSS of a fresh process reading them (was 2.4 GB for stride 0, 3.9 GB for a 1.5 GB bomb)."""
+    cases = hostile_torch_files(tmp_path)
+    numel = ZIP_BOMB_BYTES // 4
+    paths = [hf.write_zip_bomb(tmp_path / "bomb.pth", hf.state_dict(w=hf.tensor("0", 4, (4,), (1,))), "0",
+                               ZIP_BOMB_BYTES),
+             hf.write_zip(tmp_path / "claim.pth", hf.state_dict(w=hf.tensor("0", numel, (numel,), (1,))), {"0": b""}),
+             cases["stride 0"][0], cases["legacy count 2^61"][0], cases["200,000-deep list"][0]]
+    assert all(p.stat().st_size < 1_000_000 for p in paths)
+    result = hf.peak_memory_of_reading("ssd.modeling.convert.torch_pickle:read_state_dict", paths)
+    bomb, claim, stride0, count, deep = result["result"]
+    assert "bomb.pth" in bomb and "declares 700,000,000 bytes" in bomb and "expected 16 bytes" in bomb
+    assert "claim.pth" in claim and "need 700,000,000 bytes, more than the 600,000,000" in claim
+    assert "stride0.pth" in stride0 and "count.pth" in count and "deep.pth" in deep
+    assert result["peak_mb"] - result["baseline_mb"] < 50, result
+
+
+def test_a_storage_is_read_only_as_far_as_its_tensors_reach(tmp_path):
+    """A 1000-element storage whose one tensor uses elements 2..5: values right, the rest never needed."""
+    data = np.arange(1000, dtype="<f4").tobytes()
+    pickled = hf.state_dict(w=hf.tensor("0", 1000, (2, 2), (2, 1), offset=2))
+    state = read_state_dict(hf.write_zip(tmp_path / "part.pth", pickled, {"0": data}))
+    np.testing.assert_array_equal(state["w"], [[2, 3], [4, 5]])
+    legacy = hf.legacy_file(pickled, ["0"], (1000).to_bytes(8, "little") + data)
+    (tmp_path / "part_legacy.pth").write_bytes(legacy)
+    np.testing.assert_array_equal(read_state_dict(tmp_path / "part_legacy.pth")["w"], [[2, 3], [4, 5]])

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import cv2
+import hostile_files as hf
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -277,3 +279,72 @@ def test_odd_sized_video_keeps_every_pixel_and_says_its_size_and_unnamed_classes
                      r"detected class ids \[[23](, 3)?\]", captured.err), captured.err
     # The padding repeats the edge: the added column equals the last source column (up to the codec).
     assert np.abs(frames[0][:239, 321].astype(int) - frames[0][:239, 320].astype(int)).mean() < 8
+
+
+def test_special_files_among_the_inputs_are_refused_by_name_at_once(tmp_path):
+    """Links to /dev/zero and FIFOs, as images and as a video: refused without a read, the rest detected."""
+    folder = tmp_path / "inputs"
+    kinds = hf.special_files(folder)
+    os.mkfifo(folder / "pipe.mp4")
+    cv2.imwrite(str(folder / "ok.jpg"), np.zeros((16, 24, 3), np.uint8))
+    body = """
+images, videos, errors = expand_inputs([sys.argv[1], sys.argv[1] + "/zero.jpg"])
+out = io.StringIO()
+report = detect_images(images + [Path(sys.argv[1]) / "fifo.jpg"], no_detections, None, out, ("a",), 0.5,
+                       progress=False)
+result = {"images": [p.name for p in images], "videos": [p.name for p in videos], "errors": errors,
+          "image_errors": report.errors, "done": report.done}
+"""
+    imports = "import io\nfrom pathlib import Path\nfrom ssd.deploy.images import detect_images, expand_inputs\n"
+    run = hf.measure(imports + _NO_DETECTIONS_SOURCE, body, folder)  # no TensorFlow: a fake detector
+    result = run["result"]
+    assert result["images"] == ["ok.jpg"] and result["videos"] == [] and result["done"] == 1
+    assert sorted(result["errors"]) == sorted([f"input {folder / 'fifo.jpg'} {kinds['fifo']}",
+                                               f"input {folder / 'pipe.mp4'} {kinds['fifo']}",
+                                               f"input {folder / 'zero.jpg'} {kinds['zero']}",
+                                               f"input {folder / 'zero.jpg'} {kinds['zero']}"])
+    assert result["image_errors"] == [f"image file {folder / 'fifo.jpg'} {kinds['fifo']}"]
+    assert run["peak_mb"] - run["baseline_mb"] < hf.LOAD_BOUND_MB and run["seconds"] < hf.LOAD_BOUND_S, run
+
+
+_NO_DETECTIONS_SOURCE = '''
+import numpy as np
+def no_detections(images):
+    b = len(images)
+    return {"detection_boxes": np.zeros((b, 1, 4), np.float32), "detection_scores": np.zeros((b, 1), np.float32),
+            "detection_classes": np.ones((b, 1), np.float32), "num_detections": np.zeros(b, np.float32)}
+'''
+
+
+def run_detect_with_file_size_limit(args: list[str], limit: int) -> tuple[int, str]:
+    """detect.py in a process whose files may not grow past `limit` bytes (RLIMIT_FSIZE, the signal
+    ignored so a write fails with EFBIG): a full disk, as far as our writes can tell, without root."""
+    code = ("import resource, signal, sys\nfrom ssd.cli.detect import main\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\nsys.exit(main(sys.argv[1:]))\n")
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    return run.returncode, run.stderr
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_out_is_one_line_and_leaves_no_partial_file(graph_dir, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), np.uint8)
+    for k in range(6):
+        cv2.imwrite(str(images / f"{k}.jpg"), noise)
+    graph = str(graph_dir / "frozen_inference_graph.pb")
+    out = tmp_path / "drawn"
+    code, err = run_detect_with_file_size_limit([str(images), "--graph", graph, "--out", str(out), "--quiet"], 30_000)
+    assert code == 1 and "Traceback" not in err
+    for k in range(6):
+        assert f"error: could not write annotated image {out / f'{k}.jpg'} (" in err and "partial file was removed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["detections.jsonl"]  # no half-written JPEG
+    out = tmp_path / "lines"
+    code, err = run_detect_with_file_size_limit([str(images), "--graph", graph, "--out", str(out), "--quiet",
+                                                 "--no-draw"], 400)
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 1 and "Traceback" not in err and len(errors) == 1, err
+    assert errors[0].startswith(f"error: --out {out}: File too large while writing {out / 'detections.jsonl'} (")
+    assert "free some space or choose another --out" in errors[0]
+    assert list(out.iterdir()) == []

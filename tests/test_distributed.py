@@ -79,7 +79,7 @@ SCRIPT = textwrap.dedent('''
     def loss_alone(model, batch):
         """This batch's loss normalised by its own positives (what a per-replica mean would give)."""
         deltas, labels = training_targets(tf.constant(batch.boxes), tf.constant(batch.labels),
-                                          tf.constant(batch.counts), trainer.train_step.anchors, (0.1, 0.1, 0.2, 0.2))
+                                          tf.constant(batch.counts), trainer.train_step.anchors)
         out = model(tf.constant(batch.images), training=True)
         return float(multibox_loss(out["box_deltas"], out["class_logits"], deltas, labels)["loss"])
 
@@ -196,7 +196,9 @@ def test_multi_worker_strategy_on_loopback_matches_one_device(tmp_path, data_roo
     assert [r["is_chief"] for r in reports] == [True, False]
     assert reports[0]["scratch"] is None and not Path(reports[1]["scratch"]).exists()
     fit_dir = tmp_path / "fit"
-    assert sorted(p.name for p in fit_dir.iterdir()) == ["checkpoints", "config.json", "logs", "train.log"]
+    assert sorted(p.name for p in fit_dir.iterdir()) == ["checkpoints", "config.json", "logs", "train.lock",
+                                                         "train.log"]
+    assert (fit_dir / "train.lock").read_text() == ""  # the chief's lock, released when it ended
     assert len(list((fit_dir / "logs").iterdir())) == 1
     assert len((fit_dir / "train.log").read_text().splitlines()) == 1
     assert {p.name for p in (fit_dir / "checkpoints").iterdir()} >= {"ckpt-2.index", "ckpt-3.index"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -547,3 +548,26 @@ def test_batch_layout_names_the_arrays_and_copy_owns_them():
     for name, array in copy.arrays().items():
         np.testing.assert_array_equal(array, arrays[name])
         assert not np.shares_memory(array, arrays[name])
+
+
+def test_segments_are_allocated_when_created_so_a_full_dev_shm_cannot_kill_a_worker_later(samples):
+    """A sparse segment costs no /dev/shm until written: a worker writing into a page a full /dev/shm
+    cannot provide dies by SIGBUS. Every page is reserved at creation instead (or refused then)."""
+    with BatchPipeline(samples, JitterResize(), batch_size=4, image_size=64, num_workers=1) as pipe:
+        for name in pipe.segment_names:
+            info = os.stat(f"/dev/shm/{name.lstrip('/')}")
+            assert info.st_blocks * 512 >= info.st_size > 4 * 64 * 64 * 3, (name, info.st_blocks, info.st_size)
+
+
+def test_a_worker_killed_by_sigbus_is_reported_with_dev_shm_sizes_and_the_docker_flag(samples, alarm):
+    pipe = BatchPipeline(samples, JitterResize(delay=0.05), batch_size=2, image_size=SIZE, num_workers=2)
+    pids = pipe.worker_pids
+    with pytest.raises(PipelineError) as info:
+        with pipe:
+            for batch in pipe.epoch(0):
+                if batch.index == 0:
+                    os.kill(pids[0], signal.SIGBUS)
+    message = str(info.value)
+    assert f"pid {pids[0]}) died, killed by SIGBUS" in message and "\n" not in message
+    assert re.search(r"\(SIGBUS: /dev/shm \(\d+ MB free of \d+ MB\) cannot hold the batch ring of \d+ MB: .*"
+                     r"in Docker raise --shm-size", message), message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import select
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -349,12 +351,27 @@ def test_connections_beyond_the_cap_get_a_json_503(strict):
     assert request(strict, "GET", "/health")[0] == 200
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of process `pid` (Linux)."""
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of process `pid` (Linux), or with field="VmHWM" its high-water mark."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+@contextlib.contextmanager
+def serve_process(graph: FrozenGraph, *flags: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """tools/serve.py on a free port in its own process: (the process, its URL), stopped after."""
+    serve = Path(__file__).parents[1] / "tools" / "serve.py"
+    process = subprocess.Popen([sys.executable, str(serve), "--graph", str(graph.path), "--port", "0", *flags],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()  # "serving ... on http://127.0.0.1:PORT ..."
+        assert " on http://127.0.0.1:" in line, line
+        yield process, line.split(" on ")[1].split()[0]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.mark.slow
@@ -364,13 +381,7 @@ def test_server_memory_stays_flat_under_pixel_bombs(graph):
     tools/serve.py in its own process: RSS after 20 pixel bombs (decodable 8000^2 PNGs of 190 KB,
     and 12000^2 headers), 4 at a time, stays within 100 MB of its RSS after 20 valid images.
     """
-    serve = Path(__file__).parents[1] / "tools" / "serve.py"
-    process = subprocess.Popen([sys.executable, str(serve), "--graph", str(graph.path), "--port", "0",
-                                "--max-bytes", "1MB"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = process.stdout.readline()  # "serving ... on http://127.0.0.1:PORT ..."
-        assert " on http://127.0.0.1:" in line, line
-        url = line.split(" on ")[1].split()[0]
+    with serve_process(graph, "--max-bytes", "1MB") as (process, url):
         valid = [jpeg(seed, 640, 480)[0] for seed in range(4)] * 5
         bombs = [zero_png(8000, 8000), png_bomb(12000, 12000)] * 10
         assert len(bombs[0]) < 10**6
@@ -381,9 +392,6 @@ def test_server_memory_stays_flat_under_pixel_bombs(graph):
         after_bombs = rss_bytes(process.pid)
         assert [reply["status"] for reply in replies] == [413] * 20
         assert after_bombs <= after_valid + 100 * 2**20, (after_valid / 2**20, after_bombs / 2**20)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_tensorflow_serving_predict_api_gives_the_graph_outputs(strict, graph):
@@ -420,3 +428,65 @@ def test_oversized_bodies_are_refused_before_100_continue_and_the_connection_sta
         assert (response.status, json.loads(response.read())["status"]) == (200, "ok")
     finally:
         connection.close()
+
+
+# -- hardening, third round: the predict endpoint and the decoded-pixel bound
+
+PREDICT = "/v1/models/ssd:predict"
+
+
+def black_predict_body(width: int, height: int) -> bytes:
+    """TensorFlow Serving's row format for one black width x height image: 8 bytes of JSON a pixel."""
+    row = b"[" + b",".join([b"[0,0,0]"] * width) + b"]"
+    return b'{"instances": [[' + b",".join([row] * height) + b"]]}"
+
+
+@pytest.fixture(scope="module")
+def roomy(graph):
+    """A server taking 12 MB bodies: room for a 10 MB predict request."""
+    yield from serving(make_server(graph, CLASSES, port=0, limits=ServerLimits(max_bytes=12_000_000,
+                                                                                max_pixels=4_000_000)))
+
+
+@pytest.mark.slow
+def test_predict_bodies_are_parsed_off_the_event_loop_and_hostile_ones_get_400(roomy):
+    """Four 10 MB predict bodies at once: /health still answers within 1 s (it waited 2.9 s behind one
+    body parsed on the event loop, 9.4 s behind eight); 10^6-deep JSON and mixed instances are 400."""
+    body = black_predict_body(1000, 1250)
+    assert len(body) > 10**7
+    assert request(roomy, "POST", PREDICT, black_predict_body(2, 2))[0] == 200  # parser processes started
+    with ThreadPoolExecutor(4) as pool:
+        replies = [pool.submit(request, roomy, "POST", PREDICT, body) for _ in range(4)]
+        waits = []
+        while not all(reply.done() for reply in replies):
+            tic = time.perf_counter()
+            assert request(roomy, "GET", "/health")[0] == 200
+            waits.append(time.perf_counter() - tic)
+            time.sleep(0.02)
+    assert [reply.result()[0] for reply in replies] == [200] * 4
+    assert len(waits) > 5 and max(waits) < 1.0, waits
+    for hostile, words in ((b"[" * 10**6 + b"]" * 10**6, "JSON nested too deeply"),
+                           (b'{"instances": [{"image_tensor": [[[0, 0, 0]]]}, 5]}', '"instances" mixes objects')):
+        status, reply = request(roomy, "POST", PREDICT, hostile)
+        assert status == 400 and words in reply["error"], reply
+
+
+@pytest.mark.slow
+def test_decoded_pixels_stay_within_the_stated_bound(graph):
+    """Six concurrent decodable PNGs at --max-pixels: the server's peak RSS rises by at most the bound
+    README states: slots x max_pixels x 6 (a decode holds its result and OpenCV's own buffer) +
+    max_pixels x 15 (the one graph call at a time copies its input and casts it to float32 before
+    the resize) + 32 MiB (thread stacks, bodies, the graph's scratch at a new size). (README said
+    slots x max_pixels x 3, while six 40 MP PNGs raised RSS by 824 MB.)"""
+    max_pixels, slots = 2000 * 2000, 2
+    with serve_process(graph, "--max-bytes", "1MB", "--max-pixels", str(max_pixels),
+                       "--decode-slots", str(slots)) as (process, url):
+        for seed in range(3):
+            assert post_image(url, jpeg(seed, 640, 480)[0])["status"] == 200
+        before = rss_bytes(process.pid, "VmHWM")
+        big = zero_png(2000, 2000)
+        with ThreadPoolExecutor(6) as pool:
+            assert [reply["status"] for reply in pool.map(lambda body: post_image(url, body), [big] * 6)] == [200] * 6
+        rise = rss_bytes(process.pid, "VmHWM") - before
+    bound = slots * max_pixels * 6 + max_pixels * 15 + 32 * 2**20
+    assert rise <= bound, (rise / 2**20, bound / 2**20)

@@ -75,3 +75,13 @@ def test_replies_in_row_and_columnar_layout():
     assert columns["num_detections"] == [2.0, 1.0] and columns["detection_classes"] == [[1.0, 2.0], [3.0, 1.0]]
     np.testing.assert_allclose(columns["detection_scores"], [[0.9, 0.5], [0.25, 0.125]], rtol=1e-6)
     assert model_status()["model_version_status"][0]["state"] == "AVAILABLE"
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"[" * 10**6 + b"]" * 10**6, "JSON nested too deeply"),
+    (body({"instances": [{"image_tensor": images()[0].tolist()}, 5]}), '"instances" mixes objects and other values'),
+    (body({"instances": [[[[[[[[[0]]]]]]]]] * 2}), "got shape [2, 1, 1, 1, 1, 1, 1, 1, 1]"),
+])
+def test_hostile_bodies_say_what_is_wrong(data, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_predict_request(data, max_pixels=100)

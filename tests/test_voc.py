@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import hostile_files as hf
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -327,7 +328,7 @@ def test_unreadable_images_are_skipped_at_load_by_name(devkit):
         "zero": (b"", "is empty (0 bytes)"),
         "cut": (jpeg[: len(jpeg) * 2 // 3], "without its end marker: truncated"),
         "text": (b"<html>not found</html>", "is not a JPEG, PNG, BMP or WebP image"),
-        "other": (jpeg_bytes(300, 400), "is 300x400, the annotation's <size> says 400x300"),
+        "other": (jpeg_bytes(300, 400), "is 300x400, the annotation's size says 400x300"),
     }
     for stem, (data, _) in bad.items():
         write_annotation_text(folder, stem, "<width>400</width><height>300</height>", voc_object("dog", "10"))
@@ -352,3 +353,23 @@ def test_image_declaring_too_many_pixels_is_skipped_at_load(devkit):
     assert image_file_problem(str(path), 500, 333) is None
     assert "declares 500x333 = 166,500 pixels, more than the limit of 166,499" in \
         image_file_problem(str(path), 500, 333, max_pixels=500 * 333 - 1)
+
+
+def test_special_files_are_refused_by_name_without_reading_them(devkit):
+    """A JPEGImages entry linking to /dev/zero read 15 GB in 30 s; a FIFO blocked the load forever."""
+    folder = devkit / "VOC2007"
+    for stem in ("zero", "fifo"):
+        write_annotation_text(folder, stem, "<width>400</width><height>300</height>", voc_object("dog", "10"))
+        (folder / "JPEGImages" / f"{stem}.jpg").unlink()
+    kinds = hf.special_files(folder / "JPEGImages")
+    write_set(folder, "special", [*kinds, "000007"])
+    body = """
+dataset, report = load_voc_with_report(sys.argv[1], ["VOC2007:special"])
+result = {"ids": [s.image_id for s in dataset.samples], "issues": [[i.file, i.problem, i.action] for i in report.issues]}
+"""
+    run = hf.measure("from ssd_datasets.voc import load_voc_with_report", body, devkit)
+    assert run["result"]["ids"] == ["000007"]
+    issues = {Path(file).stem: (problem, action) for file, problem, action in run["result"]["issues"]}
+    for stem, words in kinds.items():
+        assert issues[stem] == (f"image {folder / 'JPEGImages' / stem}.jpg {words}", "skipped file")
+    assert run["peak_mb"] - run["baseline_mb"] < hf.LOAD_BOUND_MB and run["seconds"] < hf.LOAD_BOUND_S, run

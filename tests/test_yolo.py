@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 from pathlib import Path
 
+import hostile_files as hf
 import numpy as np
 import pytest
 
@@ -117,3 +120,50 @@ def test_written_labels_read_back_to_the_same_pixels(yolo):
     a = by_id(load_yolo(yolo, [""]))["a"]
     np.testing.assert_array_equal(a.boxes, boxes.astype(np.float32))
     assert a.labels.tolist() == [3, 1]
+
+
+def test_special_files_truncated_images_and_unreadable_labels_skip_the_image_by_name(yolo):
+    """Images that are links to /dev/zero or FIFOs, a truncated JPEG; label files that are not UTF-8,
+    a directory, a FIFO: each skips its image with one issue naming the file."""
+    images, labels = yolo / "images", yolo / "labels"
+    kinds = hf.special_files(images)
+    (images / "cut.jpg").write_bytes((images / "b.jpg").read_bytes()[:-40])
+    for stem in ("latin1", "folder", "pipe"):
+        shutil.copy(images / "b.jpg", images / f"{stem}.jpg")
+    (labels / "latin1.txt").write_bytes("0 0.5 0.5 0.1 0.1 # caf\xe9\n".encode("latin-1"))
+    (labels / "folder.txt").mkdir()
+    os.mkfifo(labels / "pipe.txt")
+    expected = {"zero.jpg": f"image {images / 'zero.jpg'} {kinds['zero']}",
+                "fifo.jpg": f"image {images / 'fifo.jpg'} {kinds['fifo']}",
+                "cut.jpg": f"image {images / 'cut.jpg'} is a JPEG without its end marker: truncated (a partial copy or download?)",
+                "latin1.jpg": f"label file {labels / 'latin1.txt'} is not UTF-8 text (byte 23: invalid continuation byte)",
+                "folder.jpg": f"label file {labels / 'folder.txt'} is a directory, not a regular file",
+                "pipe.jpg": f"label file {labels / 'pipe.txt'} is a FIFO (named pipe), not a regular file"}
+    body = """
+dataset, report = load_yolo_with_report(sys.argv[1], [""])
+result = {"ids": sorted(s.image_id for s in dataset.samples), "issues": [[i.file, i.problem, i.action] for i in report.issues]}
+"""
+    run = hf.measure("from ssd_datasets.yolo import load_yolo_with_report", body, yolo)
+    assert run["result"]["ids"] == ["a", "b", "c", "d"]
+    issues = {Path(file).name: (problem, action) for file, problem, action in run["result"]["issues"]
+              if "labels/c.txt" not in file}
+    assert issues == {name: (problem, "skipped file") for name, problem in expected.items()}
+    assert run["peak_mb"] - run["baseline_mb"] < hf.LOAD_BOUND_MB and run["seconds"] < hf.LOAD_BOUND_S, run
+    (labels / "c.txt").unlink()  # its bad lines would come first
+    with pytest.raises(ValueError, match=r"(cut|fifo|zero|latin1|folder|pipe)\.jpg: (image|label file) "):
+        load_yolo(yolo, [""], strict=True)
+
+
+@pytest.mark.parametrize("names, words", [("names: ['a', ' ']", "class 1: name ' ' is empty or only whitespace"),
+                                          ("names:\n  0: a\n  1: ''\n", "class 1: name '' is empty"),
+                                          ("names: ['a', 'b\\x07c']", "class 1: name 'b\\x07c' contains a line break or control")])
+def test_class_names_labels_txt_cannot_hold_are_refused_naming_file_and_id(tmp_path, names, words):
+    (tmp_path / "data.yaml").write_text(names.replace("\\x07", "\x07"))
+    with pytest.raises(ValueError, match=re.escape(f"data.yaml: {words}")):
+        load_yolo(tmp_path, [""])
+
+
+def test_non_utf8_classes_txt_is_named(tmp_path):
+    (tmp_path / "classes.txt").write_bytes("cat\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"classes.txt is not UTF-8"):
+        load_yolo(tmp_path, [""])

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from ssd.cli import add_model_arguments, configure_logging
+from ssd.cli import add_model_arguments, configure_logging, writable_dir_problem
 from ssd.cli.precision import load_chosen_model
 from ssd.deploy.tracking import TrackerOptions
 from ssd.detections import LABELS_FILE
 from ssd.image_header import DEFAULT_MAX_PIXELS
+
+# A write failing for want of space: the disk or a quota is full, or the file size limit is reached.
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,13 +74,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.batch_size}, {args.max_pixels}, {args.threshold}", file=sys.stderr)
         return 2
     for flag, folder in (("--out", args.out), ("--mot", args.mot)):
-        problem = folder and output_dir_problem(folder)
+        problem = folder and writable_dir_problem(folder)
         if problem:
             print(f"error: {flag} {folder}: {problem}", file=sys.stderr)
             return 2
+    for folder in (args.out, args.mot):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
     # Imported late so that --help and argument errors answer without loading TensorFlow.
-    from ssd.deploy.images import detect_images, expand_inputs
-    from ssd.deploy.video import detect_video
+    from ssd.deploy.images import expand_inputs
 
     try:
         detector, class_names, model_path = load_chosen_model(args.model, args.precision, args.labels)
@@ -88,10 +94,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: no labels file ({labels} does not exist): classes are shown by their id", file=sys.stderr)
     images, videos, errors = expand_inputs(args.inputs)
     unnamed: set[int] = set()
+    writing: list[Path] = []  # the outputs of the input being processed, removed if a write fails for space
+    try:
+        _detect_all(args, images, videos, detector, class_names, track, errors, unnamed, writing)
+    except OSError as err:
+        if err.errno not in _FULL_ERRNOS:
+            raise
+        for path in writing:
+            path.unlink(missing_ok=True)
+        free = shutil.disk_usage(args.out).free
+        print(f"error: --out {args.out}: {err.strerror} while writing {', '.join(map(str, writing)) or 'there'} "
+              f"({free / 2**20:.0f} MB free on that disk): free some space or choose another --out; the partial "
+              f"files were removed", file=sys.stderr)
+        return 1
+    if unnamed and class_names:
+        print(f"warning: labels file {labels} names {len(class_names)} classes, but the graph detected class ids "
+              f"{sorted(unnamed)}: they are shown by their id", file=sys.stderr)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _detect_all(args: argparse.Namespace, images: list[Path], videos: list[Path], detector,
+                class_names: tuple[str, ...], track: TrackerOptions | None, errors: list[str], unnamed: set[int],
+                writing: list[Path]) -> None:
+    """Images then videos into --out (and --mot); `writing` names the outputs being written at any moment."""
+    from ssd.deploy.images import detect_images
+    from ssd.deploy.video import detect_video
+
     draw_dir = None if args.no_draw else args.out
     progress = not args.quiet
     if images:
-        with open(args.out / "detections.jsonl", "w") as jsonl:
+        writing[:] = [args.out / "detections.jsonl"]
+        with open(writing[0], "w") as jsonl:
             report = detect_images(images, detector, draw_dir, jsonl, class_names, args.threshold,
                                    args.batch_size, progress, args.max_pixels)
         errors += report.errors
@@ -105,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
         if out_video is not None and not isinstance(source, int) and out_video.resolve() == Path(source).resolve():
             errors.append(f"not overwriting input video {source} with its annotated copy: choose another --out")
             continue
-        with open(args.out / f"{stem}.jsonl", "w") as jsonl, \
+        writing[:] = [args.out / f"{stem}.jsonl", *([out_video] if out_video else []),
+                      *([args.mot / f"{stem}.txt"] if args.mot else [])]
+        with open(writing[0], "w") as jsonl, \
                 (open(args.mot / f"{stem}.txt", "w") if args.mot else contextlib.nullcontext()) as mot:
             report = detect_video(source, detector, out_video, jsonl, class_names, args.threshold,
                                   args.batch_size, args.max_frames, progress, track=track, mot=mot)
@@ -114,25 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if report.error:
             errors.append(report.error)
         unnamed |= report.unnamed_classes
-    if unnamed and class_names:
-        print(f"warning: labels file {labels} names {len(class_names)} classes, but the graph detected class ids "
-              f"{sorted(unnamed)}: they are shown by their id", file=sys.stderr)
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    return 1 if errors else 0
-
-
-def output_dir_problem(out: Path) -> str | None:
-    """Why `out` cannot be the output directory (created here if missing), or None."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except FileExistsError:
-        return "is a file, not a directory"
-    except OSError as err:
-        return f"cannot create or write there ({err.strerror or err})"
-    return None
+    writing.clear()
 
 
 if __name__ == "__main__":

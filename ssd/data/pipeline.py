@@ -36,6 +36,7 @@ This module must not import TensorFlow (the workers import it): `as_tf_dataset` 
 from __future__ import annotations
 
 import contextlib
+import errno
 import multiprocessing as mp
 import multiprocessing.connection
 import os
@@ -383,6 +384,31 @@ def _shm_free_bytes() -> int | None:
     return stat.f_bavail * stat.f_frsize
 
 
+def _reserve(segment: shared_memory.SharedMemory, ring_bytes: int) -> None:
+    """Allocate the segment's pages now: a new segment is sparse, and a worker writing into a page
+    that /dev/shm has no room for dies by SIGBUS mid-epoch instead of this error at the start."""
+    if not hasattr(os, "posix_fallocate") or getattr(segment, "_fd", -1) < 0:
+        return  # macOS / Windows: no /dev/shm pages to run out of
+    try:
+        os.posix_fallocate(segment._fd, 0, segment.size)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.ENOMEM):
+            raise
+        raise ValueError(f"BatchPipeline: {_shm_advice(ring_bytes)}") from None
+
+
+def _shm_advice(ring_bytes: int) -> str:
+    """What to do when /dev/shm cannot hold the ring, with its sizes."""
+    try:
+        stat = os.statvfs("/dev/shm")
+        sizes = f"{stat.f_bavail * stat.f_frsize / 2**20:.0f} MB free of {stat.f_blocks * stat.f_frsize / 2**20:.0f} MB"
+    except OSError:
+        sizes = "size unknown"
+    return (f"/dev/shm ({sizes}) cannot hold the batch ring of {ring_bytes / 2**20:.0f} MB: free it (old "
+            f"/dev/shm/{SEGMENT_PREFIX}* of killed runs), lower --workers or --batch-size, or in Docker raise "
+            f"--shm-size (docker run --shm-size=1g)")
+
+
 def _describe_exit(exitcode: int | None) -> str:
     """'exit code 1' or 'killed by SIGKILL'."""
     if exitcode is not None and exitcode < 0:
@@ -499,6 +525,7 @@ class BatchPipeline:
         prefix = f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}_"
         for k in range(self.num_slots):
             self._resources.segments.append(_Segment(prefix + str(k), create=True, size=slot_bytes))
+            _reserve(self._resources.segments[-1], slot_bytes * self.num_slots)
         self._slots = [self._layout.views(seg.buf) for seg in self._resources.segments]
         self._free_slots = deque(range(self.num_slots))
 
@@ -673,9 +700,12 @@ class BatchPipeline:
         proc.join(_JOIN_SECONDS)
         state = "is still running but closed its pipe" if proc.exitcode is None else \
             f"died, {_describe_exit(proc.exitcode)}"
+        hint = "(if it printed a traceback, see stderr)"
+        if proc.exitcode == -signal.SIGBUS:  # a write into a shared-memory page the system could not provide
+            hint = f"(SIGBUS: {_shm_advice(self._layout.offsets()[1] * self.num_slots)})"
         raise PipelineError(
             f"BatchPipeline: worker {worker} (pid {proc.pid}) {state}, while on batches "
-            f"{[t.batch_index for t in self._tasks[worker]]} (if it printed a traceback, see stderr)")
+            f"{[t.batch_index for t in self._tasks[worker]]} {hint}")
 
     def _handle(self, worker: int, message: _Done | _Failed | _Stopped, run: int) -> None:
         task = message.task

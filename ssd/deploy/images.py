@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ssd.detections import DetectFn, ImageDetections, select_detections
-from ssd.image_header import DEFAULT_MAX_PIXELS, check_pixels, image_size
+from ssd.image_header import DEFAULT_MAX_PIXELS, check_pixels, image_size, regular_file_problem
 from ssd.image_io import read_rgb
 from ssd.visualize import draw_detections
 
@@ -29,7 +30,11 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 
 def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[Path], list[str]]:
-    """Image files, directories (their images, sorted), globs and video files -> (images, videos, errors)."""
+    """Image files, directories (their images, sorted), globs and video files -> (images, videos, errors).
+
+    Anything that is not a regular file (a FIFO, a link to a device) is an error naming it: reading
+    it would block or never end.
+    """
     images: list[Path] = []
     videos: list[Path] = []
     errors: list[str] = []
@@ -48,7 +53,11 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[Path], list[s
             errors.append(f"input {item} does not exist")
             paths = []
         for path in paths:
-            (videos if path.suffix.lower() in VIDEO_SUFFIXES else images).append(path)
+            problem = regular_file_problem(path)
+            if problem:
+                errors.append(f"input {path} {problem}")
+            else:
+                (videos if path.suffix.lower() in VIDEO_SUFFIXES else images).append(path)
     return images, videos, errors
 
 
@@ -133,8 +142,16 @@ def _same_size_batches(
 def _write_image(path: Path, image_rgb: np.ndarray, report: ImageReport, source: Path) -> None:
     if path.resolve() == source.resolve():
         report.errors.append(f"not overwriting input image {source} with its annotated copy: choose another --out")
-    elif not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        report.errors.append(f"could not write annotated image {path}")
+        return
+    try:
+        written = cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    except cv2.error:
+        written = False
+    if not written:  # a full disk leaves a partial file behind: remove it
+        path.unlink(missing_ok=True)
+        free = shutil.disk_usage(path.parent).free
+        report.errors.append(f"could not write annotated image {path} ({free / 2**20:.0f} MB free on that disk; "
+                             f"the partial file was removed)")
 
 
 def note_unnamed(unnamed: set[int], detections: ImageDetections, class_names: Sequence[str]) -> None:

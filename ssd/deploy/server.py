@@ -8,8 +8,13 @@
 
 Every answer is JSON; an error is {"error": message} with its status. The graph is loaded once.
 Requests run on uvicorn's event loop; each image is decoded and run through the graph on a worker
-thread, at most `limits.decode_slots` at a time (the bound on decoded memory), and the graph
-calls take turns behind one lock (on a CPU one call already uses every core).
+thread (a predict body is parsed from JSON in a parser process, `JsonParsers`), at most
+`limits.decode_slots` at a time, and the graph calls take turns behind one lock (on a CPU one call
+already uses every core). Memory held at once in the server process is then bounded by (README,
+"the server's limits"): the bodies being received (connections x max_bytes), decoded images
+(decode_slots x max_pixels x 3 bytes), and one graph call's input copy and its float32 cast
+before the resize (max_pixels x 15 bytes); each parser process holds at most one body's lists
+(about 33 x max_bytes).
 
 Before an image is decoded: its declared body size is checked against `max_bytes` (413, from
 Content-Length, before a body byte is read), the body must arrive within `body_timeout` with no
@@ -21,13 +26,19 @@ cap, request-head deadline, head size) are in `ssd.deploy.http_limits`.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
 import logging
+import multiprocessing
+import platform
 import re
 import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import anyio
@@ -81,6 +92,7 @@ class DetectionService:
         self.threshold, self.graph_name, self.model_name = threshold, graph_name, model_name
         self.graph_lock = threading.Lock()
         self.decode_slots = threading.BoundedSemaphore(limits.decode_slots)
+        self.parsers = JsonParsers(limits.decode_slots)
         self.counts_lock = threading.Lock()
         self.requests = self.errors = 0
         self.started = time.time()
@@ -118,18 +130,19 @@ class DetectionService:
 
     async def _predict(self, request: Request) -> dict[str, Any]:
         body = await read_body(request, self.limits)
-        try:
-            images, columnar = tf_serving.parse_predict_request(body, self.limits.max_pixels)
-        except TooManyPixels as err:
-            raise HTTPError(413, str(err)) from err
-        except ValueError as err:
-            raise HTTPError(400, str(err)) from err
-        outputs, _ = await anyio.to_thread.run_sync(self._run_in_slot, images)
-        return tf_serving.predict_response(outputs, columnar)
+        return await anyio.to_thread.run_sync(self.predict, body)
 
-    def _run_in_slot(self, images: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
-        with self.decode_slots:
-            return self._run_graph(images)
+    def predict(self, body: bytes) -> dict[str, Any]:
+        """A TensorFlow Serving JSON body -> its reply; parsed and run in a decode slot, on a worker thread."""
+        with self.decode_slots:  # the parsed lists and the uint8 batch count like decoded pixels
+            try:
+                images, columnar = self.parsers.parse(body, self.limits.max_pixels)
+            except TooManyPixels as err:
+                raise HTTPError(413, str(err)) from err
+            except ValueError as err:
+                raise HTTPError(400, str(err)) from err
+            outputs, _ = self._run_graph(images)
+        return tf_serving.predict_response(outputs, columnar)
 
     def detect_image(self, body: bytes, threshold: float) -> dict[str, Any]:
         """Image bytes -> the response dict; 400/413/422 HTTPError for bytes that are refused."""
@@ -181,6 +194,45 @@ class DetectionService:
             message = f"no such path {path!r}: use " + ", ".join(f"{m} {p}" for p, m in self._paths.items())
         self.count(False)
         return JSONResponse({"error": message}, exc.status_code, headers=headers)
+
+
+class JsonParsers:
+    """Processes that parse predict bodies (`tf_serving.parse_predict_request`), one per decode slot.
+
+    json.loads and NumPy's list conversion hold the GIL for their whole run (1.4 s for a 10 MB
+    body here), so on a thread they would still stall the event loop; in their own process they
+    cannot, and the Python lists they build (up to ~33x the body) never grow the server's heap.
+    Started on first use with "spawn" (TensorFlow's threads make fork unsafe), so, as for
+    `BatchPipeline`'s workers, a script that starts the server must do so under
+    `if __name__ == "__main__":` (the console scripts do).
+    """
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def parse(self, body: bytes, max_pixels: int) -> tuple[np.ndarray, bool]:
+        """(uint8 images [B, H, W, 3], columnar?); ValueError / TooManyPixels as the parser raises them."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"))
+            pool = self._pool
+        try:
+            return pool.submit(tf_serving.parse_predict_request, body, max_pixels).result()
+        except BrokenProcessPool:  # a parser died (killed for memory?): the next request gets a new pool
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise HTTPError(503, "the JSON parser process died while parsing this body; retry, or send the image "
+                                 "to POST /detect") from None
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _json_endpoint(service: DetectionService, handler: Callable[[Request], Awaitable[dict]]):
@@ -240,10 +292,28 @@ async def read_body(request: Request, limits: ServerLimits) -> bytes:
             return b"".join(chunks)
 
 
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def return_large_buffers_to_the_os(threshold: int = 1 << 20) -> bool:
+    """Make glibc serve every allocation of `threshold` bytes or more by its own mmap, unmapped on free.
+
+    By default glibc raises that threshold (up to 32 MB) each time a large block is freed, after
+    which decoded images and graph inputs come from per-thread heaps that keep the memory once
+    freed: six concurrent 4 MP PNGs then left the server 116 MB larger than one did. A fixed
+    threshold keeps resident memory at what is live. True if applied (glibc only).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+
+
 class DetectionServer:
     """uvicorn serving a `DetectionService` on a socket bound at construction (port 0: a free port)."""
 
     def __init__(self, address: tuple[str, int], service: DetectionService):
+        return_large_buffers_to_the_os()  # the decoded-pixel bound holds for resident memory too
         self.service, self.limits = service, service.limits
         self.socket = socket.create_server(address, backlog=2 * self.limits.max_connections)
         self.server_address = self.socket.getsockname()[:2]
@@ -269,6 +339,7 @@ class DetectionServer:
         try:
             self._uvicorn.run(sockets=[self.socket])
         finally:
+            self.service.parsers.close()
             self._stopped.set()
 
     def shutdown(self, timeout: float = 10.0) -> None:

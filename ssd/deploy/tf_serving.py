@@ -30,6 +30,8 @@ def parse_predict_request(body: bytes, max_pixels: int) -> tuple[np.ndarray, boo
         request = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"the predict request is not JSON: {err}") from err
+    except RecursionError:
+        raise ValueError("the predict request is JSON nested too deeply (an image is [B][H][W][3])") from None
     if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
         raise ValueError('the predict request must be a JSON object with either "instances" or "inputs"')
     if request.get("signature_name", SIGNATURE) != SIGNATURE:
@@ -39,6 +41,10 @@ def parse_predict_request(body: bytes, max_pixels: int) -> tuple[np.ndarray, boo
     if isinstance(value, dict):
         value = value.get(INPUT_NAME) if columnar else None
     if not columnar and isinstance(value, list) and value and isinstance(value[0], dict):
+        if not all(isinstance(instance, dict) for instance in value):
+            kinds = sorted({type(instance).__name__ for instance in value})
+            raise ValueError(f'"instances" mixes objects and other values ({", ".join(kinds)}): either every '
+                             f'instance is {{"{INPUT_NAME}": image}} or every instance is an image')
         value = [instance.get(INPUT_NAME) for instance in value]  # row format with named inputs
     return _images(value, max_pixels), columnar
 
@@ -46,8 +52,8 @@ def parse_predict_request(body: bytes, max_pixels: int) -> tuple[np.ndarray, boo
 def _images(value: Any, max_pixels: int) -> np.ndarray:
     try:
         images = np.asarray(value)
-    except ValueError as err:  # ragged nesting
-        raise ValueError(f"{INPUT_NAME} must be images of one size, [B][H][W][3]: {err}") from err
+    except (ValueError, TypeError, RecursionError) as err:  # ragged or absurd nesting
+        raise ValueError(f"{INPUT_NAME} must be images of one size, [B][H][W][3]: {err}") from None
     if images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
         raise ValueError(f"{INPUT_NAME} must be uint8 RGB images [B][H][W][3], got shape {list(images.shape)}")
     if images.dtype.kind not in "iu" or images.min() < 0 or images.max() > 255:

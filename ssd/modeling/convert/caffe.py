@@ -14,6 +14,7 @@ Blobs are returned in Caffe's layout: a convolution's weights (out, in, kh, kw),
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -55,17 +56,24 @@ def parse_blob(buf: memoryview) -> np.ndarray:
             legacy[field] = value
     if shape is None:
         shape = [legacy.get(f, 0) for f in BLOB_LEGACY_DIMS] if legacy else [0]
+    size = sum(chunk.size for chunk in chunks)
+    if size != math.prod(shape):  # Python integers: dims such as [2**32, 2**32] cannot wrap to 0
+        raise WireFormatError(f"blob of shape {tuple(shape)} holds {size} values")
     data = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
-    if data.size != int(np.prod(shape)):
-        raise WireFormatError(f"blob of shape {tuple(shape)} holds {data.size} values")
-    return data.reshape(shape)
+    try:
+        return data.reshape(shape)
+    except (ValueError, OverflowError) as err:  # an empty blob with a dimension over 2**63
+        raise WireFormatError(f"blob of shape {tuple(shape)}: {err}") from None
 
 
 def _parse_layer(buf: memoryview, name_field: int, blobs_field: int) -> tuple[str, list[np.ndarray]]:
     name, blobs = "", []
     for field, wire, value in iter_fields(buf):
         if field == name_field and wire == LENGTH_DELIMITED:
-            name = bytes(value).decode("utf8")
+            try:
+                name = bytes(value).decode("utf8")
+            except UnicodeDecodeError as err:
+                raise WireFormatError(f"layer name {bytes(value)[:40]!r} is not UTF-8 ({err.reason})") from None
         elif field == blobs_field and wire == LENGTH_DELIMITED:
             blobs.append(parse_blob(value))
     return name, blobs

@@ -47,7 +47,7 @@ from ssd.modeling.convert.mapping import (
     torch_name,
     torch_tensors,
 )
-from ssd.modeling.convert.torch_pickle import read_state_dict
+from ssd.modeling.convert.torch_pickle import MAX_TENSOR_BYTES, read_state_dict
 from ssd.modeling.model import build_model_from_config
 from ssd.modeling.run_dir import BEST, save_run_config
 from ssd.modeling.vgg16_weights import load_vgg16_weights, read_layer_weights
@@ -70,7 +70,12 @@ class SourceWeights:
         if head not in self.tensors:
             raise ValueError(f"{self.path}: missing {self.names[head]} (the first class head), which "
                              f"tells the number of classes")
-        return self.tensors[head][1].size // DEFAULT_BOXES[self.preset].boxes_per_location[0]
+        boxes = DEFAULT_BOXES[self.preset].boxes_per_location[0]
+        shapes = [a.shape for a in self.tensors[head]]
+        if len(shapes) != 2 or len(shapes[1]) != 1 or shapes[1][0] < 2 * boxes or shapes[1][0] % boxes:
+            raise ValueError(f"{self.path}: {self.names[head]} (the first class head) has arrays of shapes {shapes}; "
+                             f"expected a kernel and a bias of {boxes} boxes x (background + at least 1 class)")
+        return shapes[1][0] // boxes
 
 
 def _layer_arrays(layer: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -113,10 +118,12 @@ def read_ssd_keras(path: Path) -> SourceWeights:
         raise FileNotFoundError(f"Keras weights file {path}: no such file")
     if not h5py.is_hdf5(path):
         raise ValueError(f"Keras weights file {path}: not an HDF5 file")
-    with h5py.File(path, "r") as f:
-        root = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs else f
-        layers = {name: [np.asarray(d) for d in read_layer_weights(f, name)] for name in root}
-    layers = {name: arrays for name, arrays in layers.items() if arrays}
+    try:
+        with h5py.File(path, "r") as f:
+            root = f["model_weights"] if "model_weights" in f and "layer_names" not in f.attrs else f
+            layers = _numeric_arrays({name: read_layer_weights(f, name) for name in root}, path)
+    except OSError as error:  # h5py: a damaged file, or data that cannot be read
+        raise ValueError(f"Keras weights file {path}: h5py cannot read it ({error})") from None
     if f"{NORM}_mbox_conf" not in layers:
         raise ValueError(f"Keras weights file {path}: no layer {NORM}_mbox_conf; expected ssd_keras's SSD300 / "
                          f"SSD512 weights (for the Keras VGG-16 ImageNet file use train_detector.py --base-weights)")
@@ -126,6 +133,22 @@ def read_ssd_keras(path: Path) -> SourceWeights:
                for ours, name in names.items() if name in layers}
     unused = tuple(n for n in layers if n not in names.values())
     return SourceWeights(path, preset, tensors, names, unused)
+
+
+def _numeric_arrays(layers: dict[str, list[h5py.Dataset]], path: Path) -> dict[str, list[np.ndarray]]:
+    """The layers' datasets read, once each is known to be numbers and all fit MAX_TENSOR_BYTES."""
+    total = 0
+    for name, datasets in layers.items():
+        for dataset in datasets:
+            if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiu":
+                kind = dataset.dtype if isinstance(dataset, h5py.Dataset) else type(dataset).__name__
+                raise ValueError(f"Keras weights file {path}: layer {name}'s weight {dataset.name} is {kind}, "
+                                 f"not numbers")
+            total += dataset.size * dataset.dtype.itemsize
+    if total > MAX_TENSOR_BYTES:
+        raise ValueError(f"Keras weights file {path}: its layers declare {total:,} bytes, more than the "
+                         f"{MAX_TENSOR_BYTES:,} of any SSD this reader converts")
+    return {name: [np.asarray(d) for d in datasets] for name, datasets in layers.items() if datasets}
 
 
 def read_weights(path: str | Path) -> SourceWeights:
