@@ -172,7 +172,7 @@ def _print_checks(checks, max_drop: float) -> None:
             continue
         d = check.details
         rates = d["images_per_second"]
-        print(f"  plain INT8 {d['plain_int8']:.2f} (drop {check.fp32 - d['plain_int8']:.2f}); "
+        print(f"  plain INT8 {d['plain_int8']:.2f}% (drop {check.fp32 - d['plain_int8']:.2f} points); "
               f"{d['quantized_operations']} operations INT8, {len(d['kept_float'])} put back to float"
               + (f": {', '.join(d['kept_float'])}" if d["kept_float"] else ""))
         print(f"  images/s ({d['timing']}): fp32 {rates['fp32']:.1f}, plain INT8 {rates['plain_int8']:.1f}, "

@@ -49,7 +49,7 @@ class AccuracyCheck:
     def summary(self) -> str:
         """One line: the value, the fp32 value, the drop against its bound, and where it was measured."""
         within = "<=" if self.drop <= self.max_drop else ">"
-        return (f"{METRIC_NAMES[self.metric]} {self.value:.2f} against fp32 {self.fp32:.2f}, drop {self.drop:.2f} "
+        return (f"{METRIC_NAMES[self.metric]} {self.value:.2f}% against fp32 {self.fp32:.2f}%, drop {self.drop:.2f} "
                 f"{within} {self.max_drop:g} points on {self.images} images of {','.join(self.splits)}")
 
 

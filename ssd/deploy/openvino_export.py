@@ -18,16 +18,16 @@ run's validation split, until the drop from the fp32 IR is within the bound.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
-from ssd.deploy.runtimes import IR_FILE, IR_INT8_FILE, decline_openvino_telemetry  # noqa: F401  (the file names)
-
-if TYPE_CHECKING:
-    from ssd.deploy.quantization import ValidationSet
+from ssd.deploy.runtimes import (  # noqa: F401  (IR_FILE, IR_INT8_FILE: the file names export.py takes from here)
+    IR_FILE, IR_INT8_FILE, decline_openvino_telemetry, openvino_detector,
+)
+from ssd.detections import DetectFn
 
 # Kept float in the INT8 model: conv4_3's L2 normalisation (ReduceSum, Sqrt, Divide, and the
 # Multiply by its learned scale). Quantized, it cost a trained width-0.25 model 24.5 of its 29.8
@@ -60,28 +60,28 @@ def write_int8_ir(ir_path: str | Path, path: str | Path, calibration: Sequence[n
 
 
 def write_accuracy_controlled_ir(ir_path: str | Path, path: str | Path, calibration: Sequence[np.ndarray],
-                                 validation: ValidationSet, max_drop: float) -> Path:
+                                 validation: Sequence[Any], score: Callable[[DetectFn, Iterable[Any]], float],
+                                 max_drop: float) -> Path:
     """INT8 as `write_int8_ir`, then NNCF's accuracy control: operations go back to float, the most
-    harmful first (ranked on the validation images whose score dropped most), until the validation
-    metric is within `max_drop` points of the fp32 IR's, or none is left to revert.
+    harmful first (ranked on the validation items whose score dropped most), until `score` on
+    `validation` is within `max_drop` of the fp32 IR's, or none is left to revert.
 
-    The validation function is the project's evaluator (`ValidationSet.score`) on the compiled
-    candidate; NNCF also calls it per image to pick the images it ranks operations on.
+    `score(detector, items)` is the project's evaluator on some of the validation items
+    (`ValidationSet.score`); NNCF calls it on each compiled candidate, and per item to pick the
+    items it ranks operations on.
     """
     decline_openvino_telemetry()
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from ssd.deploy.runtimes import openvino_detector
-
     model = ov.Core().read_model(str(ir_path))
     settings = _quantization_settings(calibration)
     quantized = nncf.quantize_with_accuracy_control(
-        model, _calibration_dataset(calibration), nncf.Dataset(list(validation.dataset.samples)),
-        lambda compiled, samples: validation.score(openvino_detector(compiled), samples),
+        model, _calibration_dataset(calibration), nncf.Dataset(list(validation)),
+        lambda compiled, items: score(openvino_detector(compiled), items),
         max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=settings.pop("advanced"),
-        # Rank on at most 100 images: a ranking pass compiles and scores one candidate per group of operations.
+        # Rank on at most 100 items: a ranking pass compiles and scores one candidate per group of operations.
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             ranking_subset_size=min(len(validation), 100), num_ranking_workers=1),
         **settings)

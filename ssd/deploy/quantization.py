@@ -135,7 +135,7 @@ def _checked_int8(ir: Path, path: Path, calibration: Sequence[np.ndarray], valid
     plain = path.with_name(path.stem + "_plain.xml")
     for suffix in (".xml", ".bin"):
         path.with_suffix(suffix).replace(plain.with_suffix(suffix))
-    write_accuracy_controlled_ir(ir, path, calibration, validation, max_drop)
+    write_accuracy_controlled_ir(ir, path, calibration, validation.dataset.samples, validation.score, max_drop)
     models = {"fp32": load_detector(ir), "plain_int8": load_detector(plain), "int8": load_detector(path)}
     rates = interleaved_rates(models, validation.images(TIMED_IMAGES), TIMED_BATCH, TIMED_ROUNDS)
     in_float = float_operations(path)
