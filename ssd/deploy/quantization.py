@@ -1,5 +1,5 @@
 """Reduced precision with an accuracy check: the INT8 calibration images (drawn from a training split,
-recorded beside the model), the validation split the checks run on, and the checks themselves.
+recorded beside the model), the validation split the checks run on, and running the checks.
 
     out_dir/calibration.json   {"data_root", "splits", "seed", "num_images", "image_ids": [...]}
 
@@ -101,8 +101,8 @@ def check_reduced_precisions(export_dir: str | Path, calibration: Sequence[np.nd
     INT8 model with NNCF's accuracy control; record the checks in export.json and return them.
 
     An INT8 model that misses `max_drop` is removed from the export: the float model stays the
-    default. The plain INT8 model (model_int8.xml as `export_run` wrote it) is the starting point
-    and the speed reference.
+    default. NNCF starts from the same quantization as the plain INT8 model `export_run` wrote
+    (model_int8.xml), which is measured beside it for the drop and the speed, then removed.
     """
     if not np.isfinite(max_drop):
         raise ValueError(f"max_drop must be a finite number of points, got {max_drop}")
