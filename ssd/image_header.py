@@ -82,6 +82,12 @@ def regular_file_problem(path: str | os.PathLike) -> str | None:
         return None  # missing or unreadable: the caller's open says so
 
 
+def names_a_file(path: str | os.PathLike) -> bool:
+    """Whether `path` exists as something other than a folder. Unlike Path.is_file(), a FIFO or a device
+    counts, so the reader it is handed to refuses it by name instead of passing it over as missing."""
+    return os.path.exists(path) and not os.path.isdir(path)
+
+
 def _kind_problem(mode: int) -> str | None:
     if stat.S_ISREG(mode):
         return None
@@ -104,6 +110,28 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+# The largest file read whole (an annotation JSON or XML, an image list, a data.yaml, class names):
+# 4 GiB, about nine times COCO train2017's 448 MB instances file. A larger file is refused before
+# a byte of it is read (a sparse file can declare terabytes at no cost).
+MAX_TEXT_BYTES = 4 << 30
+
+
+class FileTooLarge(ValueError):
+    """A file larger than the caller reads whole."""
+
+
+def read_regular(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; NotARegularFile or FileTooLarge (ValueErrors
+    naming `what` and the file) otherwise, decided before reading (see `open_regular`)."""
+    with open_regular(path, what) as file:
+        size = os.fstat(file.fileno()).st_size
+        data = b"" if size > max_bytes else file.read(max_bytes + 1)  # + 1: a file that grew is caught too
+    if max(size, len(data)) > max_bytes:
+        raise FileTooLarge(f"{what} {os.fspath(path)} is {max(size, len(data)):,} bytes, more than the limit of "
+                           f"{max_bytes:,} bytes for a file read whole")
+    return data
 
 
 def check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:

@@ -136,13 +136,24 @@ def cli_error_line(capsys, main, path: Path, *args: str) -> str:
     return lines[0]
 
 
+SPECIAL = {"zero": "is a character device, not a regular file", "fifo": "is a FIFO (named pipe), not a regular file"}
+
+
+def make_special(path: Path, kind: str) -> str:
+    """`path` (replaced if it exists) made a link to /dev/zero ("zero": endless bytes) or a named pipe
+    ("fifo": a read blocks until a writer comes); what a refusal must say."""
+    path.unlink(missing_ok=True)
+    if kind == "zero":
+        path.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(path)
+    return SPECIAL[kind]
+
+
 def special_files(folder: Path, suffix: str = ".jpg") -> dict[str, str]:
-    """In `folder`: zero<suffix>, a link to /dev/zero (endless bytes), and fifo<suffix>, a named pipe
-    (a read blocks until a writer comes). {stem: what a refusal must say}."""
+    """In `folder`: zero<suffix> and fifo<suffix> (see `make_special`). {stem: what a refusal must say}."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"zero{suffix}").symlink_to("/dev/zero")
-    os.mkfifo(folder / f"fifo{suffix}")
-    return {"zero": "is a character device, not a regular file", "fifo": "is a FIFO (named pipe), not a regular file"}
+    return {kind: make_special(folder / f"{kind}{suffix}", kind) for kind in SPECIAL}
 
 
 LOAD_BOUND_MB, LOAD_BOUND_S = 50, 20  # special files are refused at once: no read that could grow or block
