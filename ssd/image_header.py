@@ -100,13 +100,23 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
     Opened without blocking, so a FIFO is refused at once instead of waiting for a writer, and a
     link to /dev/zero or /dev/urandom is refused before a byte is read from it.
     """
+    fd, _ = _regular_fd(path, what)
+    try:
+        return os.fdopen(fd, "rb")  # O_NONBLOCK does not change reads of a regular file
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _regular_fd(path: str | os.PathLike, what: str) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of `path` and its stat, if it is a regular file; NotARegularFile if not."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        problem = _kind_problem(os.fstat(fd).st_mode)
+        status = os.fstat(fd)
+        problem = _kind_problem(status.st_mode)
         if problem:
             raise NotARegularFile(f"{what} {os.fspath(path)} {problem}")
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return fd, status
     except BaseException:
         os.close(fd)
         raise
@@ -124,14 +134,25 @@ class FileTooLarge(ValueError):
 
 def read_regular(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_TEXT_BYTES) -> bytes:
     """The bytes of a regular file of at most `max_bytes`; NotARegularFile or FileTooLarge (ValueErrors
-    naming `what` and the file) otherwise, decided before reading (see `open_regular`)."""
-    with open_regular(path, what) as file:
-        size = os.fstat(file.fileno()).st_size
-        data = b"" if size > max_bytes else file.read(max_bytes + 1)  # + 1: a file that grew is caught too
-    if max(size, len(data)) > max_bytes:
-        raise FileTooLarge(f"{what} {os.fspath(path)} is {max(size, len(data)):,} bytes, more than the limit of "
-                           f"{max_bytes:,} bytes for a file read whole")
-    return data
+    naming `what` and the file) otherwise, decided before reading (see `open_regular`).
+
+    Plain descriptor reads, no file object: VOC loads call this once per annotation file.
+    """
+    fd, status = _regular_fd(path, what)
+    try:
+        chunks, total = [], 0
+        while total <= max_bytes and status.st_size <= max_bytes:  # + 1 byte below: a file that grew is caught
+            chunk = os.read(fd, min(max(status.st_size + 1 - total, 1 << 16), max_bytes + 1 - total, 1 << 30))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    if max(status.st_size, total) > max_bytes:
+        raise FileTooLarge(f"{what} {os.fspath(path)} is {max(status.st_size, total):,} bytes, more than the limit "
+                           f"of {max_bytes:,} bytes for a file read whole")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:
