@@ -47,7 +47,7 @@ def draw_detections(
     image: np.ndarray,
     boxes: np.ndarray,
     classes: np.ndarray,
-    scores: np.ndarray,
+    scores: np.ndarray | None,
     class_names: Sequence[str],
     *,
     bgr: bool = False,
@@ -61,7 +61,7 @@ def draw_detections(
     Args:
         boxes: float [N, 4], "xyxy" pixels of this image.
         classes: int [N], ids 1..C.
-        scores: float [N].
+        scores: float [N], or None for ground truth (labels without a score).
         in_place: draw on `image` itself (C-contiguous, writable) and return it.
         track_ids: int [N]: labels start with "#<id>".
     """
@@ -69,12 +69,13 @@ def draw_detections(
     thickness = _thickness(out)
     corners = np.rint(np.asarray(boxes, np.float64).reshape(-1, 4)).astype(int).tolist()
     prefixes = [""] * len(corners) if track_ids is None else [f"#{t} " for t in np.asarray(track_ids).tolist()]
-    for (x1, y1, x2, y2), cls, score, prefix in zip(corners, np.asarray(classes).tolist(),
-                                                    np.asarray(scores).tolist(), prefixes):
+    scores_or_none = [None] * len(corners) if scores is None else np.asarray(scores).tolist()
+    for (x1, y1, x2, y2), cls, score, prefix in zip(corners, np.asarray(classes).tolist(), scores_or_none, prefixes):
         cls = int(cls)
         colour = class_colour(cls)[::-1] if bgr else class_colour(cls)
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thickness)
-        label = label_patch(f"{prefix}{class_name(cls, class_names)} {score:.2f}", colour)
+        text = f"{prefix}{class_name(cls, class_names)}" + ("" if score is None else f" {score:.2f}")
+        label = label_patch(text, colour)
         paste(out, label, x1, max(y1 - label.shape[0] + 1, 0))
     return out
 
@@ -109,3 +110,24 @@ class Trails:
                 colour = class_colour(track_id)[::-1] if bgr else class_colour(track_id)
                 cv2.polylines(image, [np.array(points, np.int32)], False, colour, _thickness(image), cv2.LINE_AA)
         return image
+
+
+def letterbox(image: np.ndarray, size: int, fill: int = 128) -> np.ndarray:
+    """uint8 [size, size, 3]: `image` scaled to fit (its aspect ratio kept), centred on grey `fill`."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    out = np.full((size, size, 3), fill, np.uint8)
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def side_by_side(panels: Sequence[tuple[str, np.ndarray]], size: int) -> np.ndarray:
+    """uint8 [size, len(panels) * size, 3]: each (title, image) letterboxed to size x size, titled, in a row."""
+    row = []
+    for title, image in panels:
+        panel = letterbox(image, size)
+        paste(panel, label_patch(title, (255, 255, 255)), 0, 0)
+        row.append(panel)
+    return np.concatenate(row, axis=1)

@@ -5,6 +5,8 @@ the detector: the checkpointing does not depend on the network."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import keras
@@ -100,3 +102,73 @@ def test_a_run_starts_from_its_checkpoint_else_weights_else_only_from_scratch(tm
     fresh = tiny_state()
     initialise(fresh, Checkpointer(fresh, tmp_path, CHIEF), TrainConfig(from_scratch=True), restore=False)
     assert fresh.step == 0
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+
+def truncate_data(prefix: Path) -> Path:
+    """Cut the checkpoint's data file to half, as an interrupted copy leaves it; its path."""
+    data = Path(f"{prefix}.data-00000-of-00001")
+    os.truncate(data, data.stat().st_size // 2)
+    return data
+
+
+def save_steps(run_dir: Path, steps: list[int]) -> None:
+    state = tiny_state()
+    checkpointer = Checkpointer(state, run_dir, CHIEF)
+    for step in steps:
+        advance(state, step, 0, step)
+        checkpointer.save()
+
+
+def test_resume_falls_back_to_the_newest_intact_checkpoint_and_sets_the_damaged_aside(tmp_path, caplog):
+    save_steps(tmp_path, [1, 2, 3])
+    data = truncate_data(tmp_path / "checkpoints" / "ckpt-3")
+    state = tiny_state()
+    with caplog.at_level(logging.INFO):
+        checkpointer = Checkpointer(state, tmp_path, CHIEF)
+        assert checkpointer.restore_run()
+    assert state.step == 2
+    assert f"damaged checkpoint {tmp_path / 'checkpoints' / 'ckpt-3'}: {data} is missing, truncated" in caplog.text
+    assert f"moved the damaged files to {tmp_path / 'checkpoints' / 'damaged'}" in caplog.text
+    assert f"resumed from {tmp_path / 'checkpoints' / 'ckpt-2'}, the newest intact checkpoint" in caplog.text
+    assert (tmp_path / "checkpoints" / "damaged" / data.name).is_file()
+    advance(state, 3, 0, 3)
+    checkpointer.save()  # the run goes on: ckpt-3 again, whole this time
+    assert checkpointer.latest == str(tmp_path / "checkpoints" / "ckpt-3")
+    again = tiny_state()
+    assert Checkpointer(again, tmp_path, CHIEF).restore_run() and again.step == 3
+
+
+def test_other_workers_name_damage_but_leave_the_files(tmp_path, caplog):
+    save_steps(tmp_path, [1, 2])
+    truncate_data(tmp_path / "checkpoints" / "ckpt-2")
+    state = tiny_state()
+    with caplog.at_level(logging.WARNING):
+        assert Checkpointer(state, tmp_path, OTHER).restore_run() and state.step == 1
+    assert "damaged checkpoint" in caplog.text and "moved" not in caplog.text
+    assert (tmp_path / "checkpoints" / "ckpt-2.index").is_file()
+
+
+def test_every_checkpoint_damaged_is_refused_and_nothing_moved(tmp_path):
+    save_steps(tmp_path, [1])
+    truncate_data(tmp_path / "checkpoints" / "ckpt-1")
+    with pytest.raises(ValueError, match=r"every checkpoint in .*checkpoints is damaged .*ckpt-1.*start the run over"):
+        Checkpointer(tiny_state(), tmp_path, CHIEF).restore_run()
+    assert (tmp_path / "checkpoints" / "ckpt-1.index").is_file()
+
+
+def test_a_damaged_best_checkpoint_is_set_aside_and_its_value_forgotten(tmp_path, caplog):
+    state = tiny_state()
+    checkpointer = Checkpointer(state, tmp_path, CHIEF)
+    advance(state, 10, 0, 0)
+    BestCheckpoint(checkpointer, tmp_path, is_chief=True).update(0.5, {})
+    truncate_data(tmp_path / "best" / "ckpt-10")
+    with caplog.at_level(logging.WARNING):
+        again = Checkpointer(tiny_state(), tmp_path, CHIEF)
+        best = BestCheckpoint(again, tmp_path, is_chief=True)
+    assert best.value is None
+    assert "records map_voc07 0.5000 but best/ holds no intact checkpoint" in caplog.text
+    assert tf.train.latest_checkpoint(str(tmp_path / "best")) is None
+    assert best.update(0.1, {})  # any validation now keeps a best again

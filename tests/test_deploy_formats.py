@@ -142,8 +142,8 @@ def test_int8_models_calibrated_on_the_training_split_and_checked(exported):
     train_ids = (data / "ImageSets" / "Main" / "train.txt").read_text().split()
     assert record["num_images"] == CALIBRATION == len(record["image_ids"])
     assert set(record["image_ids"]) <= set(train_ids) and record["splits"] == ["train"]
-    assert re.search(r"openvino +fp32 +[\d.]+ +int8 +[\d.]+ +change [+-][\d.]+ points", stdout)
-    assert re.search(r"tflite +fp32 +[\d.]+ +int8 +[\d.]+ +change", stdout)
+    assert re.search(r"openvino +fp32 +[\d.]+% +int8 +[\d.]+% +change [+-][\d.]+ points", stdout)
+    assert re.search(r"tflite +fp32 +[\d.]+% +int8 +[\d.]+% +change", stdout)
     images = images_at(300, 2)
     want = frozen_graph(out, images)
     for name in ("model_int8.xml", "model_int8.tflite"):

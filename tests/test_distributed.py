@@ -196,7 +196,9 @@ def test_multi_worker_strategy_on_loopback_matches_one_device(tmp_path, data_roo
     assert [r["is_chief"] for r in reports] == [True, False]
     assert reports[0]["scratch"] is None and not Path(reports[1]["scratch"]).exists()
     fit_dir = tmp_path / "fit"
-    assert sorted(p.name for p in fit_dir.iterdir()) == ["checkpoints", "config.json", "logs", "train.log"]
+    assert sorted(p.name for p in fit_dir.iterdir()) == ["checkpoints", "config.json", "logs", "train.lock",
+                                                         "train.log"]
+    assert (fit_dir / "train.lock").read_text() == ""  # the chief's lock, released when it ended
     assert len(list((fit_dir / "logs").iterdir())) == 1
     assert len((fit_dir / "train.log").read_text().splitlines()) == 1
     assert {p.name for p in (fit_dir / "checkpoints").iterdir()} >= {"ckpt-2.index", "ckpt-3.index"}

@@ -345,3 +345,12 @@ def test_save_pr_curves_writes_png(tmp_path):
         ev.process(*image)
     save_pr_curves(ev.evaluate(), ev.pr_curves(), tmp_path / "pr.png")
     assert (tmp_path / "pr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_table_shows_percentages_with_their_unit_and_the_numbers_stay_fractions():
+    results = {"confidence_levels": [0.01], "excluded_classes": [], "map_voc07": [0.6512], "map_voc10": [None],
+               "classes": {"cat": {"num_ground_truth": 3, "ap_voc07": [0.6512], "ap_voc10": [1.0]}}}
+    lines = format_table(results).splitlines()
+    assert lines[2].split() == ["cat", "3", "65.12%", "100.00%"]
+    assert lines[-1].split() == ["mAP", "65.12%", "—"]
+    assert json.loads(json.dumps(results))["map_voc07"] == [0.6512]  # what metrics.json holds

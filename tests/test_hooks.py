@@ -4,18 +4,26 @@ saved, which steps get summaries. (tests/test_trainer.py runs them all inside a 
 from __future__ import annotations
 
 import json
+import re
+from types import SimpleNamespace
 
+import cv2
+import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ssd.engine.recipe import TrainConfig
 from ssd.engine.checkpointing import BestCheckpoint, Checkpointer
 from ssd.engine.distribute import WorkerShard
-from ssd.engine.hooks import CheckpointSaver, EpochLog, Summaries, Validation, epoch_line
+from ssd.engine.hooks import CheckpointSaver, EpochLog, Summaries, Validation, drawn_examples, epoch_line
+from ssd.records import DetectionDataset, Sample
+from ssd.visualize import class_colour
 from test_checkpointing import tiny_state
 
 SUMMARY = {"epoch": 3, "step": 30, "total_loss": 1.23456, "confidence_loss": 1.0, "localization_loss": 0.2,
-           "learning_rate": 0.001, "images_per_second": 12.34, "data_wait": 0.256}
+           "regularization_loss": 0.03456, "learning_rate": 0.001, "images_per_second": 12.34, "data_wait": 0.256}
 LOSSES = {"total_loss": 1.0, "confidence_loss": 0.5, "localization_loss": 0.25, "regularization_loss": 0.25}
 
 
@@ -46,13 +54,54 @@ def test_validation_runs_every_n_finished_epochs_and_at_the_end(every, finished,
 
 
 def test_epoch_line_and_train_log_on_the_chief_only(tmp_path):
-    expected = ("epoch 3  step 30  loss 1.2346  (conf 1.0000, loc 0.2000)  lr 1.00e-03  12.3 img/s  "
-                "data wait 26%  val mAP 0.5000")
+    expected = ("epoch 3  step 30  loss 1.2346 = conf 1.0000 + loc 0.2000 + L2 0.0346  lr 1.00e-03  12.3 img/s  "
+                "data wait 26%  val mAP 50.00%")
     assert epoch_line({**SUMMARY, "val_map": 0.5}) == expected
     EpochLog(tmp_path / "chief.log", is_chief=True).after_epoch({**SUMMARY, "val_map": 0.5}, True, False)
     EpochLog(tmp_path / "other.log", is_chief=False).after_epoch(SUMMARY, True, False)
     assert (tmp_path / "chief.log").read_text() == expected + "\n"
     assert not (tmp_path / "other.log").exists()
+
+
+@given(st.lists(st.floats(0, 50, allow_nan=False), min_size=3, max_size=3))
+def test_the_printed_loss_is_the_sum_of_its_printed_terms(terms):
+    conf, loc, l2 = terms
+    summary = {**SUMMARY, "confidence_loss": conf, "localization_loss": loc, "regularization_loss": l2,
+               "total_loss": conf + loc + l2}
+    printed = re.search(r"loss (\S+) = conf (\S+) \+ loc (\S+) \+ L2 (\S+)  ", epoch_line(summary)).groups()
+    total, *parts = (round(float(p) * 10_000) for p in printed)  # in units of the last printed digit
+    assert total == sum(parts)
+    assert abs(float(printed[0]) - summary["total_loss"]) <= 2e-4
+
+
+class FixedDetector:
+    """A detector that finds one box of class 2 on the right half of every image (normalised yxyx)."""
+
+    config = SimpleNamespace(image_size=32)
+
+    def detect(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        batch = len(images)
+        assert images.shape[1:] == (32, 32, 3)  # fed at the network's input size
+        return {"num_detections": np.ones(batch), "detection_boxes": np.tile([[[0.25, 0.5, 0.75, 1.0]]], (batch, 1, 1)),
+                "detection_scores": np.full((batch, 1), 0.9), "detection_classes": np.full((batch, 1), 2.0)}
+
+
+def test_validation_images_keep_their_aspect_ratio_and_show_the_ground_truth(tmp_path):
+    image = np.full((20, 40, 3), 200, np.uint8)  # twice as wide as high
+    cv2.imwrite(str(tmp_path / "a.png"), image)
+    sample = Sample("a", str(tmp_path / "a.png"), 40, 20, np.array([[2, 2, 14, 14]], np.float32), np.array([1]),
+                    np.array([False]))
+    drawn = drawn_examples(FixedDetector(), DetectionDataset(("one", "two"), (sample,)))
+    assert drawn.shape == (1, 32, 64, 3) and drawn.dtype == np.uint8
+    truth, detected = drawn[0, :, :32], drawn[0, :, 32:]
+    for panel in (truth, detected):  # 40 x 20 fits 32 x 16: grey bars of 8 rows above and below
+        assert np.all(panel[-8:] == 128) and np.all(panel[9:23, 4:28] != 128)
+
+    def shows(panel, class_id):
+        return bool(np.any(np.all(panel == class_colour(class_id), axis=-1)))
+
+    assert shows(truth, 1) and not shows(truth, 2)
+    assert shows(detected, 2) and not shows(detected, 1)
 
 
 def test_checkpoints_every_n_steps_and_at_each_epoch_end(tmp_path):

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import resource
 import signal
+from pathlib import Path
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -17,10 +21,14 @@ from ssd.engine.run_config import load_run_config
 from ssd.modeling.run_dir import (
     BEST,
     CHECKPOINTS,
+    CheckpointScan,
     StorageFullError,
+    checkpoint_path,
     read_json,
     remove_unfinished_writes,
     save_run_config,
+    scan_checkpoints,
+    set_aside,
     storage_full,
     write_atomic,
 )
@@ -99,3 +107,115 @@ def test_unfinished_writes_are_removed_and_nothing_else(tmp_path):
         "best/best.json.tmp-9", "best/ckpt-7_temp", "checkpoints/ckpt-7_temp", "config.json.tmp-123"]
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
     assert left == ["best", "best/ckpt-6.index", "checkpoints", "checkpoints/ckpt-6.index", "config.json"]
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+
+def save_checkpoints(directory: Path, steps: list[int]) -> tf.Variable:
+    """TensorFlow checkpoints ckpt-<step> of one 64 KB variable (holding the step) in `directory`."""
+    variable = tf.Variable(np.zeros(16384, np.float32))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(directory), max_to_keep=None)
+    for step in steps:
+        variable.assign(np.full(16384, step, np.float32))
+        manager.save(checkpoint_number=step)
+    return variable
+
+
+def data_file(prefix: Path) -> Path:
+    return Path(f"{prefix}.data-00000-of-00001")
+
+
+def truncate_to_half(path: Path) -> None:
+    """What `truncate -s` does to an interrupted copy: the file is cut short."""
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def test_scan_falls_back_to_the_newest_intact_checkpoint_naming_each_damaged_file(tmp_path):
+    directory = tmp_path / CHECKPOINTS
+    save_checkpoints(directory, [1, 2, 3, 4])
+    truncate_to_half(data_file(directory / "ckpt-4"))
+    (directory / "ckpt-3.index").write_bytes(b"\x00" * 10)  # an index cut to nothing useful
+    # the `checkpoint` file names ckpt-5, whose files are gone
+    state = (directory / "checkpoint").read_text().replace('"ckpt-4"', '"ckpt-5"')
+    (directory / "checkpoint").write_text(state)
+    scan = scan_checkpoints(directory)
+    assert scan.intact == str(directory / "ckpt-2")
+    damaged = dict(scan.damaged)
+    assert list(damaged) == [str(directory / f"ckpt-{n}") for n in (5, 4, 3)]  # newest first
+    assert "ckpt-5.index is missing" in damaged[str(directory / "ckpt-5")]
+    assert "ckpt-4.data-00000-of-00001 is missing, truncated or altered" in damaged[str(directory / "ckpt-4")]
+    assert "ckpt-3.index is unreadable" in damaged[str(directory / "ckpt-3")]
+
+
+def test_a_changed_byte_in_the_data_is_found_by_its_checksum(tmp_path):
+    save_checkpoints(tmp_path, [1, 2])
+    with open(data_file(tmp_path / "ckpt-2"), "r+b") as f:
+        f.seek(1000)
+        f.write(b"\x01\x02\x03")
+    scan = scan_checkpoints(tmp_path)
+    assert scan.intact == str(tmp_path / "ckpt-1")
+    assert "Checksum" in scan.damaged[0][1] or "checksum" in scan.damaged[0][1]
+
+
+def test_scan_of_an_intact_missing_or_empty_directory(tmp_path):
+    save_checkpoints(tmp_path / "a", [3, 10])  # 10 is newer than 3 although "ckpt-10" < "ckpt-3" as text
+    assert scan_checkpoints(tmp_path / "a") == CheckpointScan(tmp_path / "a", str(tmp_path / "a" / "ckpt-10"), ())
+    assert scan_checkpoints(tmp_path / "none").intact is None and not scan_checkpoints(tmp_path / "none").damaged
+    (tmp_path / "empty").mkdir()
+    assert scan_checkpoints(tmp_path / "empty").intact is None
+
+
+def test_an_unreadable_checkpoint_list_is_named_and_the_files_on_disk_are_used(tmp_path):
+    save_checkpoints(tmp_path, [1, 2])
+    (tmp_path / "checkpoint").write_text("model_checkpoint_path: \"ckpt-2\"\ngarb")
+    scan = scan_checkpoints(tmp_path)
+    assert scan.intact == str(tmp_path / "ckpt-2")
+    assert scan.damaged[0][0] == str(tmp_path / "checkpoint")
+
+
+def test_set_aside_moves_the_damaged_files_and_lists_only_the_rest(tmp_path):
+    variable = save_checkpoints(tmp_path, [1, 2, 3])
+    truncate_to_half(data_file(tmp_path / "ckpt-3"))
+    moved_to = set_aside(scan_checkpoints(tmp_path))
+    assert moved_to == tmp_path / "damaged"
+    assert sorted(p.name for p in moved_to.iterdir()) == ["ckpt-3.data-00000-of-00001", "ckpt-3.index"]
+    assert tf.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-2")
+    assert scan_checkpoints(tmp_path) == CheckpointScan(tmp_path, str(tmp_path / "ckpt-2"), ())
+    # a manager opened now continues cleanly: it saves, keeps and deletes only intact checkpoints
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(v=variable), str(tmp_path), max_to_keep=2)
+    manager.save(checkpoint_number=3)
+    assert manager.checkpoints == [str(tmp_path / "ckpt-2"), str(tmp_path / "ckpt-3")]
+    assert scan_checkpoints(tmp_path).intact == str(tmp_path / "ckpt-3")
+
+
+def test_checkpoint_path_falls_back_and_says_so(tmp_path, caplog):
+    save_checkpoints(tmp_path / CHECKPOINTS, [1, 2])
+    save_checkpoints(tmp_path / BEST, [2])
+    truncate_to_half(data_file(tmp_path / CHECKPOINTS / "ckpt-2"))
+    truncate_to_half(data_file(tmp_path / BEST / "ckpt-2"))
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint_path(tmp_path, "latest") == str(tmp_path / CHECKPOINTS / "ckpt-1")
+    assert f"damaged checkpoint {tmp_path / CHECKPOINTS / 'ckpt-2'}" in caplog.text
+    assert f"using {tmp_path / CHECKPOINTS / 'ckpt-1'}, the newest intact checkpoint" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # best/ is damaged: the newest intact of checkpoints/
+        assert checkpoint_path(tmp_path, "best") == str(tmp_path / CHECKPOINTS / "ckpt-1")
+    assert f"damaged checkpoint {tmp_path / BEST / 'ckpt-2'}" in caplog.text
+    assert (tmp_path / CHECKPOINTS / "ckpt-2.index").is_file()  # nothing moved: a trainer may be running
+
+
+def test_checkpoint_path_with_every_checkpoint_damaged_is_refused(tmp_path):
+    save_checkpoints(tmp_path / CHECKPOINTS, [1])
+    truncate_to_half(data_file(tmp_path / CHECKPOINTS / "ckpt-1"))
+    with pytest.raises(FileNotFoundError, match="no intact checkpoint.*every one is damaged"):
+        checkpoint_path(tmp_path, "latest")
+
+
+def test_changed_options_lists_each_difference_in_field_order():
+    from ssd.engine.run_config import changed_options
+
+    saved = TrainConfig(learning_rate=1e-3, epochs=None, seed=0)
+    now = TrainConfig(learning_rate=1e-2, epochs=9, seed=0)
+    assert changed_options(saved, now) == [("epochs", None, 9), ("learning_rate", 1e-3, 1e-2)]
+    assert changed_options(saved, saved) == []

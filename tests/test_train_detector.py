@@ -212,13 +212,22 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(root, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_loses_at_most_one_checkpoint_interval_and_resumes(root, tmp_path):
+def test_one_trainer_per_run_and_a_killed_ones_run_is_taken_over(root, tmp_path):
+    """A second trainer on a live run is refused at once naming the holder; after kill -9 of the
+    holder, the next trainer takes the run over, says so, and resumes (SIGKILL loses at most one
+    checkpoint interval)."""
     import tensorflow as tf
 
     run_dir = tmp_path / "run"
     every = 3
     proc = start(root, run_dir, "--iterations", "500", "--checkpoint-every", str(every), "--eval-every", "0")
     wait_for_checkpoint(proc, run_dir, 2 * every)
+    started = time.monotonic()
+    second = start(root, run_dir, "--iterations", "500")
+    _, refused = second.communicate(timeout=60)
+    assert second.returncode == 2 and time.monotonic() - started < 5, refused[-3000:]
+    assert f"--run-dir {run_dir} is being trained by pid {proc.pid} on host" in refused
+    assert "Traceback" not in refused and "tensorflow" not in refused.lower()  # refused before TensorFlow started
     workers = children(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
@@ -232,8 +241,47 @@ def test_sigkill_loses_at_most_one_checkpoint_interval_and_resumes(root, tmp_pat
                     "--eval-every", "0")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err[-3000:]
+    assert f"took over {run_dir} from pid {proc.pid} on host" in err
     assert f"resumed from {latest} (step {saved}" in err
     assert f"finished at step {saved + 2}" in out
+
+
+@pytest.mark.slow
+def test_a_truncated_latest_checkpoint_is_named_and_resume_export_and_evaluate_use_the_one_before(
+        root, tmp_path, capsys, caplog):
+    from ssd.cli import evaluate, export
+
+    run_dir = tmp_path / "run"
+    assert train_detector.main(tiny_args(root, run_dir, "--iterations", "4", "--checkpoint-every", "2",
+                                         "--eval-every", "0")) == 0
+    data = run_dir / "checkpoints" / "ckpt-4.data-00000-of-00001"
+    os.truncate(data, data.stat().st_size * 2 // 3)  # `truncate -s`, in proportion for a tiny model
+    capsys.readouterr()
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+
+    out = tmp_path / "export"
+    assert export.main(["--run-dir", str(run_dir), "--out", str(out), "--checkpoint", "latest",
+                        "--format", "frozen"]) == 0
+    assert f"damaged checkpoint {run_dir / 'checkpoints' / 'ckpt-4'}: {data} is missing, truncated" in caplog.text
+    assert f"using {run_dir / 'checkpoints' / 'ckpt-2'}, the newest intact checkpoint" in caplog.text
+    caplog.clear()
+    assert evaluate.main(["--run-dir", str(run_dir), "--checkpoint", "latest", "--data-root", str(root),
+                          "--split", "test", "--no-progress"]) == 0
+    assert f"{data} is missing, truncated" in caplog.text and "ckpt-2, the newest intact" in caplog.text
+    caplog.clear()
+    assert data.exists()  # export and evaluation only read
+    assert "Traceback" not in capsys.readouterr().err
+
+    assert train_detector.main(tiny_args(root, run_dir, "--iterations", "6", "--checkpoint-every", "2",
+                                         "--eval-every", "0")) == 0
+    assert f"{data} is missing, truncated" in caplog.text
+    assert f"resumed from {run_dir / 'checkpoints' / 'ckpt-2'}, the newest intact checkpoint (step 2" in caplog.text
+    assert (run_dir / "checkpoints" / "damaged" / data.name).is_file()
+    assert "finished at step 6" in capsys.readouterr().out
+    # the longer run is an option changed on resume: said, and kept in train.log
+    change = f"step 2: options changed from {run_dir / 'config.json'}: iterations 4 → 6"
+    assert change in caplog.text and change in (run_dir / "train.log").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow
@@ -253,7 +301,7 @@ def test_coco_format_run_records_category_ids_boxes_and_keeps_best_by_coco_ap(tm
     best = json.loads((run_dir / "best" / "best.json").read_text())
     assert best["coco_ap"] == (best["metrics"]["stats"][0]["AP"] or 0.0)
     assert best["metrics"]["category_ids"] == list(SYNTHETIC_CATEGORY_IDS)
-    assert "best val coco" in capsys.readouterr().out
+    assert re.search(r"best val coco \d+\.\d\d%", capsys.readouterr().out)  # a percentage, with its unit
     assert "crowd objects left out" in caplog.text  # training never sees crowd boxes
     # tools/evaluate.py on this run: its COCO numbers equal pycocotools' on the results JSON it wrote.
     from ssd.evaluation.coco import STAT_NAMES

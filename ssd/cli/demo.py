@@ -21,6 +21,7 @@ from pathlib import Path
 from ssd.cli import detect, evaluate, make_synthetic_dataset
 from ssd.cli import export as export_graph
 from ssd.cli import train as train_detector
+from ssd.evaluation.report import percent
 from ssd.evaluation.tracking import evaluate_mot, format_summary
 from ssd_datasets import synthetic_video as make_synthetic_video
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 for label, _, folder in runs if (videos / folder / "mot" / "shapes.txt").is_file()}
 
     metrics = json.loads((evaluation / "metrics.json").read_text())
-    levels = ", ".join(f"{m:.3f} @ {c:g}" for c, m in zip(metrics["confidence_levels"], metrics["map_voc07"]))
+    levels = ", ".join(f"{percent(m)} @ {c:g}" for c, m in zip(metrics["confidence_levels"], metrics["map_voc07"]))
     print(f"\n=== done in {(time.perf_counter() - started) / 60:.1f} min")
     print(f"VOC07 mAP on the synthetic test split: {levels}")
     print("video FPS (whole detect.py pipeline, tracking included): "

@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"error: {flag} {folder}: {problem}", file=sys.stderr)
             return 2
+    for folder in (args.out, args.mot):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
     # Imported late so that --help and argument errors answer without loading TensorFlow.
     from ssd.deploy.images import expand_inputs
     from ssd.deploy.runtimes import load_model

@@ -33,6 +33,7 @@ from pathlib import Path
 from ssd.cli import configure_logging
 from ssd.core.postprocess import PostprocessOptions  # NumPy only until used: fast --help
 from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS
+from ssd.evaluation.report import percent
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -159,7 +160,7 @@ def _print_int8_check(args: argparse.Namespace, files: dict[str, Path]) -> None:
 
 
 def _pct(value: float | None) -> str:
-    return "  n/a" if value is None else f"{100 * value:5.2f}"
+    return f"{percent(value):>6}"
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,8 @@ from ssd_datasets import load_train_val
 from ssd.cli import configure_logging, writable_dir_problem
 from ssd.config import BOX_SETS, EVAL_METRICS, PRESETS, ModelConfig
 from ssd.engine.recipe import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES, STRATEGIES, TrainConfig
+from ssd.engine.run_lock import hold_run_dir, release_run_dir
+from ssd.evaluation.report import percent
 from ssd.engine.run_config import DEFAULTS, check_initialisation, check_objects, resolve_configs, resolve_model_config
 from ssd.records import DATA_FORMATS
 
@@ -195,12 +198,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"train_detector.py: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        release_run_dir(args.run_dir)
 
 
 def _run(args: argparse.Namespace, verbose: bool) -> int:
     problem = writable_dir_problem(args.run_dir)
     if problem:  # found now, not at the first checkpoint after loading the data and building the model
         raise ValueError(f"--run-dir {args.run_dir} {problem}: choose a directory you can write")
+    if args.run_dir.exists() and "TF_CONFIG" not in os.environ:
+        # A run another trainer has is refused now, before TensorFlow starts; the Trainer takes the
+        # run directory in any case (in a cluster, only the chief's does).
+        hold_run_dir(args.run_dir)
     model_config, config = configs_from_args(args)
     check_initialisation(config)
     classes = getattr(args, "classes", None)
@@ -237,7 +246,7 @@ def _run(args: argparse.Namespace, verbose: bool) -> int:
     except StorageFullError as error:
         print(f"train_detector.py: error: {error.strerror}", file=sys.stderr)
         return 1
-    best = f"; best val {config.eval_metric} {result.best_map:.4f}" if result.best_map is not None else ""
+    best = f"; best val {config.eval_metric} {percent(result.best_map)}" if result.best_map is not None else ""
     state = "interrupted" if result.interrupted else "finished"
     print(f"{state} at step {result.step} (epoch {result.epoch}){best}; run directory: {args.run_dir}")
     return 130 if result.interrupted else 0

@@ -6,21 +6,45 @@ linear, area, nearest, cubic and Lanczos (Caffe's train `resize_param`; validati
 resize bilinearly) -> horizontal flip. Boxes travel along in "xyxy" pixels and leave as
 "rel_xyxy" of the output image.
 
-Where the work happens (exact, not approximate): the photometric ops are per-pixel maps
-(brightness, contrast, and HSV saturation / hue each map one pixel's value to a new value using
-only that pixel), so they commute exactly with cropping and with flipping. Caffe distorts the
-whole image before expanding, so the mean fill is never distorted. We therefore draw all the
-random choices first, then distort only the pixels of the original image that end up inside the
-patch and paste them onto the (undistorted) mean canvas of the patch. The result is the same
-pixel for pixel as distorting everything first; only work on pixels that are cropped away is
-saved. Resizing, in contrast, does not commute with the non-linear ops, so we never distort
-after the resize.
+The distributions are Caffe's (weiliu89/caffe, branch `ssd`: `ApplyDistort` and the `Adjust*`
+functions of src/caffe/util/im_transforms.cpp, `SampleBBox` / `GenerateBatchSamples` of
+src/caffe/util/sampler.cpp, `ExpandImage` / `CropImage` / `TransformAnnotation` of
+src/caffe/data_transformer.cpp, the parameters of examples/ssd/ssd_pascal.py), and for fixed
+parameters the photometric ops give Caffe's pixels exactly (tests/test_augment_caffe.py holds
+both against a NumPy transcription of that source):
+- brightness adds, contrast multiplies (about 0), each rounded and saturated like OpenCV's
+  `convertTo`; saturation multiplies the S channel and hue adds its delta to the H channel of
+  OpenCV's 8-bit HSV (H is 0..179 in 2-degree units, so a delta of U(-18, 18) turns colours by
+  up to 36 degrees), each op in its own RGB->HSV->RGB round trip as in Caffe. A shifted H is
+  saturated to 0..255: below 0 it sticks at 0 (red), above 179 OpenCV's HSV->RGB reads it modulo
+  180 (a wrap). That asymmetry is Caffe's and is kept.
+- a patch draws scale s ~ U(0.3, 1) and aspect ratio r ~ U(0.5, 2), then clamps r to
+  [s^2, 1/s^2] (so a large share of big patches become full-width or full-height strips).
+- a constrained sampler needs some ground-truth box with IoU >= its minimum (the last one, any
+  IoU: some box at all), so an image without boxes is only ever cropped whole; a patch may hold
+  no box centre, and the image then trains on background only (it adds nothing to the loss).
 
-Differences from Caffe, on purpose: saturation and hue share one RGB->HSV->RGB round trip
-(Caffe converts twice, losing a little more to rounding); the hue shift of +-18 degrees is
-+-9 units of OpenCV's 0..179 uint8 hue and wraps around (Caffe saturates); a sampled patch must
-keep at least one box centre when the image has boxes (as in most ports; Caffe may emit patches
-with no boxes at all).
+Where the work happens (exact, not approximate): the photometric ops are per-pixel maps, so
+they commute exactly with cropping and with flipping. Caffe distorts the whole image before
+expanding, so the mean fill is never distorted. We therefore draw all the random choices first,
+then distort only the pixels of the original image that end up inside the patch and paste them
+onto the (undistorted) mean canvas of the patch. The result is the same pixel for pixel as
+distorting everything first; only work on pixels that are cropped away is saved. Resizing, in
+contrast, does not commute with the non-linear ops, so we never distort after the resize.
+
+Differences from Caffe, on purpose (each below the resolution of a training image):
+- Caffe's data layer re-encodes the image as JPEG (OpenCV's default quality, 95) after the
+  distortion, after the expansion and after the crop; this chain stays lossless.
+- the patch is snapped to whole canvas pixels (x0 = floor, width = floor, as Caffe's crop) before
+  its IoU test, and boxes are kept by centre, cut and normalised by the pixels actually cropped;
+  Caffe tests and projects the unsnapped patch, up to one canvas pixel off the pixels it crops.
+- a box centre exactly on the patch border is outside here (Caffe: inside); with Caffe's
+  unsnapped patches that tie has probability zero.
+- one random stream (NumPy's Generator) and one draw of every parameter per image; the order of
+  the samplers is a random permutation taking the first success, which equals Caffe's uniform
+  pick among all successes in distribution (see `sample_patch`).
+- outside this module: VOC boxes arrive as 0-based continuous pixels (datasets/voc.py); Caffe's
+  `convert_annoset` normalises the 1-based values as they are (one pixel narrower, shifted).
 """
 
 from __future__ import annotations
@@ -37,7 +61,8 @@ from ssd.overlap import iou_matrix
 MEAN_RGB = CAFFE_BGR_MEAN[::-1]  # the canvas fill, in the images' RGB order
 
 # Patch samplers: None is the whole image, a number the minimum IoU with some ground-truth box
-# (0.0 = unconstrained). Scale and aspect ratio ranges are the Caffe prototxt's.
+# (0.0: any patch, provided the image has a box; Caffe's `max_jaccard_overlap: 1.0`). Scale and
+# aspect ratio ranges are the Caffe prototxt's.
 SAMPLERS: tuple[float | None, ...] = (None, 0.1, 0.3, 0.5, 0.7, 0.9, 0.0)
 PATCH_SCALE = (0.3, 1.0)
 PATCH_ASPECT = (0.5, 2.0)
@@ -51,19 +76,24 @@ MAX_EXPAND = 4.0
 BRIGHTNESS_DELTA = 32.0
 CONTRAST_RANGE = (0.5, 1.5)
 SATURATION_RANGE = (0.5, 1.5)
-HUE_DELTA_DEGREES = 18.0
+HUE_DELTA = 18.0  # in units of OpenCV's 8-bit H (0..179, 2 degrees each), as Caffe's hue_delta
 
 _IDENTITY = np.arange(256, dtype=np.float64)
 
 
 @dataclass(frozen=True)
 class Photometric:
-    """Drawn photometric parameters; None means the op is off for this image."""
+    """Drawn photometric parameters; None means the op is off for this image.
+
+    brightness is added to every channel, contrast multiplies every channel, saturation
+    multiplies HSV's S, hue is added to OpenCV's 8-bit H (2 degrees per unit); contrast comes
+    right after brightness (`contrast_first`) or after the HSV ops.
+    """
 
     brightness: float | None = None
     contrast: float | None = None
     saturation: float | None = None
-    hue_degrees: float | None = None
+    hue: float | None = None
     contrast_first: bool = True
 
 
@@ -80,48 +110,47 @@ def draw_photometric(rng: np.random.Generator) -> Photometric:
         brightness=maybe(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA),
         contrast=maybe(*CONTRAST_RANGE),
         saturation=maybe(*SATURATION_RANGE),
-        hue_degrees=maybe(-HUE_DELTA_DEGREES, HUE_DELTA_DEGREES),
+        hue=maybe(-HUE_DELTA, HUE_DELTA),
         contrast_first=contrast_first,
     )
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+def _convert(values: np.ndarray, alpha: float, beta: float) -> np.ndarray:
+    """OpenCV's `convertTo(-1, alpha, beta)` on uint8 values: round half to even, saturate."""
+    return np.clip(np.rint(values * alpha + beta), 0, 255)
+
+
+def _adjust_hsv(image: np.ndarray, channel: int, lut: np.ndarray) -> np.ndarray:
+    """One RGB->HSV->RGB round trip mapping HSV `channel` (0 = H, 1 = S) through `lut`."""
+    planes = list(cv2.split(cv2.cvtColor(image, cv2.COLOR_RGB2HSV)))
+    planes[channel] = cv2.LUT(planes[channel], lut.astype(np.uint8))
+    return cv2.cvtColor(cv2.merge(planes), cv2.COLOR_HSV2RGB)
 
 
 def distort(image: np.ndarray, params: Photometric) -> np.ndarray:
     """Apply photometric `params` to uint8 [H, W, 3] RGB; returns a new array or `image` itself.
 
-    Brightness adds, contrast multiplies (about 0, like Caffe), both saturating; saturation
-    multiplies the HSV S channel; hue adds to the H channel modulo 180 (OpenCV's uint8 hue is
-    degrees / 2, so the shift is rounded to 2-degree steps). Adjacent value maps are composed into one cv2.LUT.
+    Caffe's `AdjustBrightness`, `AdjustContrast`, `AdjustSaturation` and `AdjustHue` in Caffe's
+    order (brightness, contrast, saturation, hue, or brightness, saturation, hue, contrast), each
+    a value map through one cv2.LUT (brightness and an adjacent contrast share one).
     """
     if image.size == 0:
         return image
-    use_hsv = params.saturation is not None or params.hue_degrees is not None
+    contrast_late = params.contrast is not None and not params.contrast_first
+    contrast_late = contrast_late and (params.saturation is not None or bool(params.hue))
     before = _IDENTITY
     if params.brightness is not None:
-        before = np.clip(np.rint(before + params.brightness), 0, 255)
-    contrast_lut = None
-    if params.contrast is not None:
-        if params.contrast_first or not use_hsv:
-            before = np.clip(np.rint(before * params.contrast), 0, 255)
-        else:
-            contrast_lut = _to_uint8(_IDENTITY * params.contrast)
-    out = image
-    if before is not _IDENTITY:
-        out = cv2.LUT(out, before.astype(np.uint8))
-    if use_hsv:
-        # Per-channel LUTs on split planes: cheaper than a 3-channel LUT with an identity V.
-        h, s, v = cv2.split(cv2.cvtColor(out, cv2.COLOR_RGB2HSV))
-        if params.hue_degrees is not None:
-            hue = np.rint(_IDENTITY + params.hue_degrees / 2.0) % 180
-            h = cv2.LUT(h, _to_uint8(np.where(_IDENTITY < 180, hue, _IDENTITY)))  # 180+ never occur
-        if params.saturation is not None:
-            s = cv2.LUT(s, _to_uint8(_IDENTITY * params.saturation))
-        out = cv2.cvtColor(cv2.merge((h, s, v)), cv2.COLOR_HSV2RGB)
-    if contrast_lut is not None:
-        out = cv2.LUT(out, contrast_lut)
+        before = _convert(before, 1.0, params.brightness)
+    if params.contrast is not None and not contrast_late:
+        before = _convert(before, params.contrast, 0.0)
+    out = image if before is _IDENTITY else cv2.LUT(image, before.astype(np.uint8))
+    if params.saturation is not None:
+        out = _adjust_hsv(out, 1, _convert(_IDENTITY, params.saturation, 0.0))
+    if params.hue:  # Caffe skips a delta of exactly 0 (a round trip would still round pixels)
+        # Not wrapped here: H above 179 goes to HSV->RGB as it is, which reads it modulo 180.
+        out = _adjust_hsv(out, 0, _convert(_IDENTITY, 1.0, params.hue))
+    if contrast_late:
+        out = cv2.LUT(out, _convert(_IDENTITY, params.contrast, 0.0).astype(np.uint8))
     return out
 
 
@@ -152,31 +181,30 @@ def try_patch(
 ) -> tuple[int, int, int, int] | None:
     """One patch sampler: up to `max_trials` random patches, the first that satisfies it.
 
-    A patch of scale s in [0.3, 1] and aspect ratio r in [0.5, 2] (relative to the canvas,
-    constrained to [s^2, 1/s^2] so it fits) is s*sqrt(r) of the width by s/sqrt(r) of the height.
-    It satisfies the sampler when some box has IoU >= `min_iou` with it and, if there are boxes,
-    some box centre lies inside it. All trials are drawn at once (vectorised, bounded work).
+    Caffe's `SampleBBox`: scale s ~ U(0.3, 1), aspect ratio r ~ U(0.5, 2) (relative to the
+    canvas) then clamped to [s^2, 1/s^2] so the patch fits; the patch is s*sqrt(r) of the width
+    by s/sqrt(r) of the height at a uniform position, snapped to whole pixels as Caffe's crop
+    snaps it. It satisfies the sampler when some box has IoU >= `min_iou` with it (never when
+    there is no box). All trials are drawn at once (vectorised, bounded work); the first success
+    is the one Caffe's sequential trials would keep.
 
     Args:
         boxes: float [N, 4] "xyxy" pixels on the canvas of size width x height.
     Returns:
         the patch as integer "xyxy" pixels (x0, y0, x1, y1) on the canvas, or None.
     """
+    if not len(boxes):
+        return None
     scale = rng.uniform(*PATCH_SCALE, max_trials)
-    low = np.maximum(PATCH_ASPECT[0], scale**2)
-    high = np.minimum(PATCH_ASPECT[1], 1.0 / scale**2)
-    aspect = low + (high - low) * rng.random(max_trials)
+    aspect = np.clip(rng.uniform(*PATCH_ASPECT, max_trials), scale**2, 1.0 / scale**2)
     w, h = scale * np.sqrt(aspect), scale / np.sqrt(aspect)
-    x0 = np.floor(rng.random(max_trials) * (1.0 - w) * width)
-    y0 = np.floor(rng.random(max_trials) * (1.0 - h) * height)
-    x1 = np.minimum(x0 + np.maximum(np.round(w * width), 1), width)
-    y1 = np.minimum(y0 + np.maximum(np.round(h * height), 1), height)
+    # max(0, .): s * sqrt(1 / s^2) may round to a hair above 1
+    x0 = np.floor(rng.random(max_trials) * np.maximum(1.0 - w, 0.0) * width)
+    y0 = np.floor(rng.random(max_trials) * np.maximum(1.0 - h, 0.0) * height)
+    x1 = np.minimum(x0 + np.maximum(np.floor(w * width), 1), width)
+    y1 = np.minimum(y0 + np.maximum(np.floor(h * height), 1), height)
     patches = np.stack([x0, y0, x1, y1], axis=1)
-    if len(boxes):
-        ok = np.any(iou_matrix(patches, boxes) >= min_iou, axis=1) & np.any(centres_inside(boxes, patches), axis=1)
-    else:
-        ok = np.full(max_trials, min_iou <= 0.0)
-    hits = np.flatnonzero(ok)
+    hits = np.flatnonzero(np.any(iou_matrix(patches, boxes) >= min_iou, axis=1))
     if not len(hits):
         return None
     return tuple(int(v) for v in patches[hits[0]])  # type: ignore[return-value]
@@ -268,6 +296,22 @@ def _check_inputs(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray) -> t
     return boxes, labels
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Drawn geometry of one image: the expand canvas, the patch on it and the flip.
+
+    The image sits at (left, top) on a canvas_w x canvas_h canvas (the image itself when not
+    expanded); `patch` is integer "xyxy" pixels on the canvas.
+    """
+
+    left: int
+    top: int
+    canvas_w: int
+    canvas_h: int
+    patch: tuple[int, int, int, int]
+    flip: bool
+
+
 class TrainAugmentation:
     """The SSD training chain: uint8 RGB + "xyxy" pixel boxes -> uint8 [S, S, 3] + "rel_xyxy".
 
@@ -298,6 +342,14 @@ class TrainAugmentation:
         self.mean_rgb = tuple(float(m) for m in mean_rgb)
         self.clip_boxes = bool(clip_boxes)
 
+    def draw_geometry(self, rng: np.random.Generator, width: int, height: int, boxes: np.ndarray) -> Geometry:
+        """Expand, patch and flip for a width x height image with boxes float [N, 4] "xyxy" pixels."""
+        left, top, canvas_w, canvas_h = 0, 0, width, height
+        if rng.random() < self.expand_probability:
+            left, top, canvas_w, canvas_h = draw_expand(rng, width, height)
+        patch = sample_patch(rng, canvas_w, canvas_h, boxes + np.array([left, top, left, top], np.float32))
+        return Geometry(left, top, canvas_w, canvas_h, patch, bool(rng.random() < 0.5))
+
     def __call__(
         self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -311,20 +363,17 @@ class TrainAugmentation:
         boxes, labels = _check_inputs(image, boxes, labels)
         height, width = image.shape[:2]
         params = draw_photometric(rng)
-        left, top, canvas_w, canvas_h = 0, 0, width, height
-        if rng.random() < self.expand_probability:
-            left, top, canvas_w, canvas_h = draw_expand(rng, width, height)
-        canvas_boxes = boxes + np.array([left, top, left, top], np.float32)
-        patch = sample_patch(rng, canvas_w, canvas_h, canvas_boxes)
+        geometry = self.draw_geometry(rng, width, height, boxes)
+        left, top, patch = geometry.left, geometry.top, geometry.patch
         fill = np.rint(np.array(self.mean_rgb)).astype(np.uint8)
         pixels = render_patch(image, left, top, patch, fill, params)
+        canvas_boxes = boxes + np.array([left, top, left, top], np.float32)
         out_boxes, out_labels = crop_boxes(canvas_boxes, labels, patch, self.clip_boxes)
-        flip = rng.random() < 0.5
         # Drawn last, so the other draws of a seed do not depend on the list of interpolations.
         interpolation = INTERPOLATIONS[self.interpolations[rng.integers(len(self.interpolations))]]
         out = resize_rgb(pixels, self.image_size, self.image_size, interpolation)
         patch_w, patch_h = patch[2] - patch[0], patch[3] - patch[1]
         out_boxes = out_boxes / np.array([patch_w, patch_h, patch_w, patch_h], np.float32)
-        if flip:
+        if geometry.flip:
             out, out_boxes = cv2.flip(out, 1), flip_boxes(out_boxes)
         return out, out_boxes.astype(np.float32).reshape(-1, 4), out_labels

@@ -3,6 +3,11 @@
 Every worker saves checkpoints at the same points (as the TensorFlow docs ask for multi-worker
 runs), the non-chief ones into a temporary directory they delete; only the chief's copy, in
 the run directory (layout in `ssd.modeling.run_dir`), is kept.
+
+A run resumes from its newest intact checkpoint: damaged ones (`ssd.modeling.run_dir.scan_checkpoints`)
+are named, and the chief moves them into checkpoints/damaged/ (best/damaged/) before anything is
+saved; a damaged best/ checkpoint makes the run forget its best value, so the next validation
+keeps a new one. Every worker takes these decisions from the same scan.
 """
 
 from __future__ import annotations
@@ -23,7 +28,17 @@ from ssd.engine.recipe import TrainConfig
 from ssd.engine.distribute import WorkerShard
 from ssd.engine.state import TrainState
 from ssd.evaluation.metrics import HEADLINE_NAMES
-from ssd.modeling.run_dir import BEST, CHECKPOINTS, read_json, remove_unfinished_writes, storage_full, write_atomic
+from ssd.modeling.run_dir import (
+    BEST,
+    CHECKPOINTS,
+    CheckpointScan,
+    read_json,
+    remove_unfinished_writes,
+    scan_checkpoints,
+    set_aside,
+    storage_full,
+    write_atomic,
+)
 
 log = logging.getLogger("ssd.engine.checkpointing")
 
@@ -42,7 +57,12 @@ class Checkpointer:
         if shard.is_chief:
             for path in remove_unfinished_writes(run_dir):
                 log.warning("removed %s, left by a save that did not finish", path)
-        else:
+        # Read before anything is saved; every worker reads the chief's directory.
+        self.resume_scan = scan_checkpoints(run_dir / CHECKPOINTS)
+        self.best_scan = scan_checkpoints(run_dir / BEST)
+        for scan in (self.resume_scan, self.best_scan):
+            self._report_damage(scan, shard.is_chief)
+        if not shard.is_chief:
             # Every worker must save (TensorFlow's multi-worker rule); only the chief's copy is kept.
             self.scratch = tempfile.mkdtemp(prefix=f"ssd-worker{shard.index}-")
             weakref.finalize(self, shutil.rmtree, self.scratch, ignore_errors=True)
@@ -50,6 +70,17 @@ class Checkpointer:
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(root / CHECKPOINTS),
                                                   max_to_keep=KEEP_CHECKPOINTS)
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, str(root / BEST), max_to_keep=1)
+
+    @staticmethod
+    def _report_damage(scan: CheckpointScan, is_chief: bool) -> None:
+        """Name every damaged checkpoint; the chief sets them aside, unless that would leave a
+        checkpoints/ without any (restore_run then refuses, and the files stay where they are)."""
+        if not scan.damaged:
+            return
+        for path, why in scan.damaged:
+            log.warning("damaged checkpoint %s: %s", path, why)
+        if is_chief and (scan.intact or scan.directory.name == BEST):
+            log.warning("moved the damaged files to %s", set_aside(scan))
 
     @property
     def latest(self) -> str | None:
@@ -65,8 +96,12 @@ class Checkpointer:
             self.best_manager.save(checkpoint_number=self.state.step)
 
     def restore_run(self) -> bool:
-        """Restore the run directory's latest checkpoint (every worker reads the chief's); False if none."""
-        path = tf.train.latest_checkpoint(str(self.run_dir / CHECKPOINTS))
+        """Restore the run directory's newest intact checkpoint (every worker reads the chief's); False if none."""
+        scan = self.resume_scan
+        path = scan.intact
+        if not path and scan.damaged:
+            raise ValueError(f"every checkpoint in {scan.directory} is damaged ({scan.report()}): restore them, or "
+                             "move them away to start the run over")
         if not path:
             return False
         try:
@@ -75,7 +110,8 @@ class Checkpointer:
             raise ValueError(
                 f"checkpoint {path} does not match this model/optimizer (was the run started with a "
                 f"different preset, width, classes or --optimizer?); use a new --run-dir: {error}") from None
-        log.info("resumed from %s (step %d, epoch %d, batch %d of it)", path, self.state.step,
+        log.info("resumed from %s%s (step %d, epoch %d, batch %d of it)", path,
+                 ", the newest intact checkpoint" if scan.damaged else "", self.state.step,
                  int(self.state.epoch.numpy()) + 1, int(self.state.batch_in_epoch.numpy()))
         return True
 
@@ -118,6 +154,11 @@ class BestCheckpoint:
         # A run resumed with another metric has no best of it yet: the next validation sets one.
         self.value: float | None = read_json(self.path, "best checkpoint record").get(self.key) \
             if self.path.is_file() else None
+        scan = checkpointer.best_scan  # as the run found best/ when it started
+        if self.value is not None and scan.damaged and scan.intact is None:
+            log.warning("%s records %s %.4f but best/ holds no intact checkpoint: the next validation keeps a "
+                        "new best", self.path, self.key, self.value)
+            self.value = None
 
     def update(self, value: float, metrics: dict[str, Any]) -> bool:
         """Save the state if `value` beats the best so far (every worker, same decision); whether it did."""

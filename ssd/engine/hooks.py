@@ -19,18 +19,22 @@ from ssd.engine.recipe import TrainConfig
 from ssd.detections import select_detections
 from ssd.engine.checkpointing import BestCheckpoint, Checkpointer
 from ssd.engine.state import TrainState
-from ssd.evaluation.loop import evaluate_detector, load_resized_batch
+from ssd.evaluation.loop import evaluate_detector, load_batch
 from ssd.evaluation.metrics import FAMILY, headline, make_evaluator
+from ssd.evaluation.report import percent
+from ssd.image_io import resize_rgb
 from ssd.modeling.inference import Detector
 from ssd.modeling.run_dir import storage_full
 from ssd.records import DetectionDataset
-from ssd.visualize import draw_detections
+from ssd.visualize import draw_detections, side_by_side
 
 log = logging.getLogger("ssd.engine.trainer")  # the epoch lines keep the trainer's logger name
 
 EVAL_BATCH_SIZE = 16
 SUMMARY_EVERY = 10  # steps between loss summaries (and step 1)
 LOSS_SUMMARIES = ("total_loss", "confidence_loss", "localization_loss", "regularization_loss")
+# The terms of the optimised loss (total_loss = their sum) as the epoch line names them.
+LOSS_TERMS = (("conf", "confidence_loss"), ("loc", "localization_loss"), ("L2", "regularization_loss"))
 
 
 class Hook:
@@ -156,36 +160,47 @@ class EpochLog(Hook):
         self.path, self.is_chief = path, is_chief
 
     def after_epoch(self, summary: dict[str, Any], finished: bool, last: bool) -> None:
-        line = epoch_line(summary)
+        self.write(epoch_line(summary))
+
+    def write(self, line: str) -> None:
+        """`line` to the log and (chief) appended to train.log."""
         log.info(line)
         if self.is_chief:
-            with storage_full(self.path, len(line) + 1), open(self.path, "a") as f:
+            with storage_full(self.path, len(line) + 1), open(self.path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
 
 
 def epoch_line(summary: dict[str, Any]) -> str:
     """The train.log line of an epoch summary."""
-    nan = float("nan")
-    parts = [f"epoch {summary['epoch']}", f"step {summary['step']}",
-             f"loss {summary.get('total_loss', nan):.4f}",
-             f"(conf {summary.get('confidence_loss', nan):.4f}, loc {summary.get('localization_loss', nan):.4f})",
+    parts = [f"epoch {summary['epoch']}", f"step {summary['step']}", loss_text(summary),
              f"lr {summary['learning_rate']:.2e}", f"{summary['images_per_second']:.1f} img/s",
              f"data wait {100 * summary['data_wait']:.0f}%"]
     if "val_map" in summary:
-        parts.append(f"val mAP {summary['val_map']:.4f}")
+        parts.append(f"val mAP {percent(summary['val_map'])}")
     if summary.get("skipped_images"):
         parts.append(f"skipped {summary['skipped_images']} undecodable images")
     return "  ".join(parts)
 
 
+def loss_text(summary: dict[str, Any]) -> str:
+    """The optimised loss and every term of it, means over the epoch: "loss 1.2346 = conf 1.0000 +
+    loc 0.2000 + L2 0.0346". The total shown is the sum of the terms as shown (each rounded to 4
+    decimals), so the line adds up; it is within 2e-4 of the mean of total_loss."""
+    terms = [(label, round(summary.get(key, float("nan")), 4)) for label, key in LOSS_TERMS]
+    return f"loss {sum(value for _, value in terms):.4f} = " + " + ".join(f"{n} {v:.4f}" for n, v in terms)
+
+
 def drawn_examples(detector: Detector, dataset: DetectionDataset, count: int = 4) -> np.ndarray:
-    """uint8 [count, S, S, 3]: the first validation images with their detections above 0.3."""
+    """uint8 [count, S, 2 S, 3]: the first validation images, each at its own aspect ratio, the ground
+    truth (left) beside the detections scoring 0.3 or more (right)."""
     size = detector.config.image_size
-    _, images, _ = load_resized_batch(list(dataset.samples[:count]), (size, size))
-    out = detector.detect(images)
+    samples, images, _ = load_batch(list(dataset.samples[:count]), None)
+    out = detector.detect(np.stack([resize_rgb(image, size, size) for image in images]))
     drawn = []
-    for b, image in enumerate(images):
-        detections = select_detections(out, b, size, size, threshold=0.3)
-        drawn.append(draw_detections(image, detections.boxes_xyxy, detections.class_ids, detections.scores,
-                                     dataset.class_names))
+    for b, (sample, image) in enumerate(zip(samples, images)):
+        height, width = image.shape[:2]
+        found = select_detections(out, b, width, height, threshold=0.3)
+        truth = draw_detections(image, sample.boxes, sample.labels, None, dataset.class_names)
+        detected = draw_detections(image, found.boxes_xyxy, found.class_ids, found.scores, dataset.class_names)
+        drawn.append(side_by_side([("ground truth", truth), ("detections >= 0.3", detected)], size))
     return np.stack(drawn)

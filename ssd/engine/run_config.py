@@ -5,7 +5,8 @@
 
 The model follows the data and the run: a new run's model from the given preset, width and boxes
 (or the `--init-from` source's, for fine-tuning); a resumed run keeps its own and refuses options
-that would not fit its checkpoints.
+that would not fit its checkpoints. Other options may change on resume; `changed_options` lists
+each change, which the trainer prints and records in train.log.
 
     run_dir/config.json        {"model": ModelConfig, "train": TrainConfig}
 """
@@ -86,6 +87,12 @@ def finetune_config(init_from: str, given: Mapping[str, Any], train_set: Detecti
                          f"({source.boxes} boxes); {changed} would not fit its weights: fine-tuning keeps "
                          "the source's preset, width and boxes")
     return finetune_model_config(source, train_set.class_names, train_set.category_ids)
+
+
+def changed_options(saved: TrainConfig, now: TrainConfig) -> list[tuple[str, Any, Any]]:
+    """(option, saved value, value now) for every TrainConfig field that differs, in field order."""
+    return [(f.name, getattr(saved, f.name), getattr(now, f.name)) for f in dataclasses.fields(TrainConfig)
+            if getattr(saved, f.name) != getattr(now, f.name)]
 
 
 def check_objects(train_set: DetectionDataset, config: TrainConfig) -> None:

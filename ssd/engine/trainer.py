@@ -4,7 +4,9 @@ Constructing a `Trainer` builds every part of a run once, in one place, and rest
 directory's checkpoint: the state (`ssd.engine.state`), the step (`ssd.engine.step`), the
 checkpoints (`ssd.engine.checkpointing`) and the hooks (`ssd.engine.hooks`); `fit()` is only
 the loop. The run directory's layout is described in `ssd.modeling.run_dir`; distribution in
-`ssd.engine.distribute`.
+`ssd.engine.distribute`. A trainer's chief holds its run directory (`ssd.engine.run_lock`) from
+construction (or, for a directory that does not exist yet, from `fit`) until
+`ssd.engine.run_lock.release_run_dir` or the end of the process, so a second trainer is refused.
 
 Where a change goes: how a run starts (resume, ImageNet weights, another run's weights) in
 `checkpointing.initialise`; how checkpoints are written in `Checkpointer`; the optimizer and
@@ -33,10 +35,12 @@ from ssd.data.pipeline import Batch, BatchPipeline
 from ssd.engine.checkpointing import BestCheckpoint, Checkpointer, initialise
 from ssd.engine.distribute import check_batch_size, make_strategy, worker_shard
 from ssd.engine.hooks import CheckpointSaver, EpochLog, Hook, Summaries, Validation, evaluate
+from ssd.engine.run_config import changed_options, load_run_config
+from ssd.engine.run_lock import hold_run_dir
 from ssd.engine.state import build_state
 from ssd.engine.step import COUNTS, TrainStep
 from ssd.modeling.inference import Detector
-from ssd.modeling.run_dir import StorageFullError, save_run_config
+from ssd.modeling.run_dir import RUN_CONFIG, StorageFullError, save_run_config
 from ssd.records import DetectionDataset
 
 log = logging.getLogger("ssd.engine.trainer")
@@ -88,12 +92,19 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(len(train_set), train_config.batch_size)
         self.state = build_state(model_config, train_config, self.strategy, self.steps_per_epoch,
                                  constant_rate=range_test)
+        if self.run_dir.exists():  # before the checkpointer tidies it; a new one is taken in fit()
+            self._hold_run_dir()
         self.checkpointer = Checkpointer(self.state, self.run_dir, self.shard)
         initialise(self.state, self.checkpointer, train_config, restore=not range_test, model_config=model_config)
         self.train_step = TrainStep(self.state, model_config, train_config, self.strategy)
         self.detector = Detector(self.state.model, model_config)
         self.best = BestCheckpoint(self.checkpointer, self.run_dir, self.shard.is_chief, train_config.eval_metric)
         self.hooks = self._build_hooks(val_set)
+
+    def _hold_run_dir(self) -> None:
+        """One trainer per run directory: the chief takes it (RunDirBusyError if another process has it)."""
+        if self.shard.is_chief:
+            hold_run_dir(self.run_dir)
 
     def _build_hooks(self, val_set: DetectionDataset | None) -> list[Hook]:
         """In order: summaries, validation (adds val_map), checkpoint saving, the epoch log."""
@@ -102,8 +113,8 @@ class Trainer:
         hooks: list[Hook] = [summaries]
         if val_set is not None:
             hooks.append(Validation(self.detector, val_set, self.config, self.best, summaries))
-        hooks += [CheckpointSaver(self.checkpointer, self.state, self.config.checkpoint_every),
-                  EpochLog(self.run_dir / "train.log", chief)]
+        self.epoch_log = EpochLog(self.run_dir / "train.log", chief)
+        hooks += [CheckpointSaver(self.checkpointer, self.state, self.config.checkpoint_every), self.epoch_log]
         return hooks
 
     # -- the state, for callers and tests
@@ -161,7 +172,9 @@ class Trainer:
         summary's "skipped_images") and `StorageFullError` when the disk fills.
         """
         total = self.config.total_steps(self.steps_per_epoch)
+        self._hold_run_dir()
         if self.shard.is_chief:
+            self._record_option_changes()
             save_run_config(self.run_dir, self.model_config, self.config.to_dict())
         result = TrainResult(step=self.step, epoch=self.completed_epochs, best_map=self.best.value)
         if self.step >= total:
@@ -191,6 +204,15 @@ class Trainer:
                 hook.after_train()
         result.step, result.epoch, result.best_map = self.step, self.completed_epochs, self.best.value
         return result
+
+    def _record_option_changes(self) -> None:
+        """Say (and append to train.log) each option that differs from the run's config.json."""
+        if not (self.run_dir / RUN_CONFIG).is_file():
+            return
+        changes = changed_options(load_run_config(self.run_dir)[1], self.config)
+        if changes:
+            listed = "; ".join(f"{name} {old!r} → {new!r}" for name, old, new in changes)
+            self.epoch_log.write(f"step {self.step}: options changed from {self.run_dir / RUN_CONFIG}: {listed}")
 
     def _run_epoch(self, pipeline: BatchPipeline, total: int, bar: tqdm) -> dict:
         """Train the rest of the current epoch (or up to `total`), then the epoch hooks; its summary."""

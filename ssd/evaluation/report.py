@@ -1,5 +1,9 @@
 """Reports of an evaluation: the VOC per-class table and PR-curve figures (`VOCEvaluator.evaluate()`),
-the COCO table (`COCOEvaluator.evaluate()`)."""
+the COCO table (`COCOEvaluator.evaluate()`).
+
+Where a person reads an AP, mAP or AR it is a percentage with its unit (`percent`: "65.12%");
+JSON (metrics.json, best.json, the evaluators' dicts) keeps fractions (0.6512).
+"""
 
 from __future__ import annotations
 
@@ -9,27 +13,30 @@ from typing import Any
 import numpy as np
 
 
+def percent(value: float | None, digits: int = 2) -> str:
+    """A fraction as a person reads it: 0.6512 -> "65.12%"; None (no number) -> "—"."""
+    return "—" if value is None else f"{100 * value:.{digits}f}%"
+
+
 def format_table(results: dict[str, Any]) -> str:
     """A per-class text table: ground truth count, then AP07 / AP10 (percent) per confidence level."""
     levels = results["confidence_levels"]
     head = f"{'class':<14}{'#gt':>6}" + "".join(f"  {'AP07@' + format(c, 'g'):>10}{'AP10@' + format(c, 'g'):>10}" for c in levels)
     lines = [head, "-" * len(head)]
 
-    def cell(value: float | None) -> str:
-        return f"{'—' if value is None else format(100 * value, '.2f'):>10}"
-
     for name, c in results["classes"].items():
         lines.append(f"{name:<14}{c['num_ground_truth']:>6}"
-                     + "".join(f"  {cell(a)}{cell(b)}" for a, b in zip(c["ap_voc07"], c["ap_voc10"])))
+                     + "".join(f"  {_cell(a)}{_cell(b)}" for a, b in zip(c["ap_voc07"], c["ap_voc10"])))
     lines.append("-" * len(head))
-    lines.append(f"{'mAP':<14}{'':>6}" + "".join(f"  {cell(a)}{cell(b)}" for a, b in zip(results["map_voc07"], results["map_voc10"])))
+    lines.append(f"{'mAP':<14}{'':>6}" + "".join(f"  {_cell(a)}{_cell(b)}"
+                                                 for a, b in zip(results["map_voc07"], results["map_voc10"])))
     if results["excluded_classes"]:
         lines.append(f"not in mAP (no non-difficult ground truth): {', '.join(results['excluded_classes'])}")
     return "\n".join(lines)
 
 
-def _percent(value: float | None, width: int = 10) -> str:
-    return f"{'—' if value is None else format(100 * value, '.2f'):>{width}}"
+def _cell(value: float | None, width: int = 10) -> str:
+    return f"{percent(value):>{width}}"
 
 
 def format_coco_table(results: dict[str, Any]) -> str:
@@ -40,12 +47,12 @@ def format_coco_table(results: dict[str, Any]) -> str:
     lines = [head, "-" * len(head)]
     for name, c in results["classes"].items():
         lines.append(f"{name:<14}{c['category_id']:>5}{c['num_ground_truth']:>6}"
-                     + "".join(f"  {_percent(a)}{_percent(b)}" for a, b in zip(c["ap"], c["ap50"])))
+                     + "".join(f"  {_cell(a)}{_cell(b)}" for a, b in zip(c["ap"], c["ap50"])))
     lines.append("-" * len(head))
     lines.append(f"{'metric':<25}" + "".join(f"{'@' + format(c, 'g'):>12}" for c in levels))
     for name in results["stats"][0]:
         if name != "AP_at_iou":
-            lines.append(f"{name:<25}" + "".join(_percent(stats[name], 12) for stats in results["stats"]))
+            lines.append(f"{name:<25}" + "".join(_cell(stats[name], 12) for stats in results["stats"]))
     return "\n".join(lines)
 
 
@@ -71,7 +78,7 @@ def save_pr_curves(results: dict[str, Any], curves: dict[str, dict[str, np.ndarr
             if n:
                 ax.plot(curve["recall"][n - 1], curve["precision"][n - 1], "o", ms=3, label=f">={level:g}")
         ap = cls["ap_voc10"][0]
-        ax.set_title(f"{name}  AP10 {'—' if ap is None else f'{100 * ap:.1f}'}", fontsize=9)
+        ax.set_title(f"{name}  AP10 {percent(ap, 1)}", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=7)

@@ -312,7 +312,7 @@ def run(args: argparse.Namespace, work: Path) -> dict:
                           "int8_change_points": {int8: 100 * (maps[int8] - maps[fp32])
                                                  for int8, fp32 in INT8_TWINS.items()}}
     for file, value in maps.items():
-        print(f"  {file:26s} mAP {100 * value:6.2f}", flush=True)
+        print(f"  {file:26s} mAP {100 * value:6.2f}%", flush=True)
     for int8, change in report["accuracy"]["int8_change_points"].items():
         print(f"  {int8:26s} change {change:+.2f} points (target >= -0.5)", flush=True)
     trained_rows = bench_width(args.map_width, export, trained, images, 1)
@@ -352,7 +352,7 @@ def print_table(report: dict) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in report["runtimes"]:
         width = f"{r['width']:g}" + (" trained" if r.get("trained") else "")
-        map_text = f"{100 * r['map_voc07']:.2f}" if r.get("map_voc07") is not None else "–"
+        map_text = f"{100 * r['map_voc07']:.2f}%" if r.get("map_voc07") is not None else "–"
         change = f"{r['map_change_points']:+.2f}" if r.get("map_change_points") is not None else "–"
         print(f"| {width} | {r['runtime']} | {r['precision']} | {r['batch1']:.2f} | {r['batch8']:.2f} | "
               f"{r['speedup_b8']:.2f} | {r['max_box_dev']:.1e} | {r['max_score_dev']:.1e} | {r['same_class']:.0%} | "
