@@ -323,8 +323,8 @@ def detect_video_in_a_process(video: Path, out_video: Path, setup: str = "") -> 
 report = detect_video(sys.argv[1], detect, Path(sys.argv[2]), io.StringIO(), ("a",), 0.5, progress=False)
 result = {"error": report.error, "frames": report.frames, "exists": Path(sys.argv[2]).exists()}
 """
-    imports = ("import io\nfrom pathlib import Path\nfrom ssd.deploy.video import detect_video\n" + _NO_DETECTIONS_SOURCE
-               + "detect = no_detections\n" + setup)
+    imports = ("import io\nfrom pathlib import Path\nfrom ssd.deploy.video import detect_video\n"
+               + _NO_DETECTIONS_SOURCE + "detect = no_detections\n" + setup)
     return hf.measure(imports, body, video, out_video, timeout=60)["result"]
 
 
@@ -337,21 +337,17 @@ def test_a_video_writer_that_fails_to_open_or_silently_is_named_and_its_partial_
     result = detect_video_in_a_process(video, gone)
     assert result == {"error": f"cannot write video {gone}: OpenCV's mp4v writer did not open it (64x64); is its "
                                "folder writable?", "frames": 0, "exists": False}
-    full = tmp_path / "full" / "clip.mp4"
-    full.parent.mkdir()
-    limit = "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n" \
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
-    result = detect_video_in_a_process(video, full, limit)
-    assert result["frames"] == 6 and not result["exists"], result
-    assert result["error"].startswith(f"could not write video {full}: 0 of 6 frames can be read back (the partial "
-                                      "file was removed; "), result
-    removed = tmp_path / "removed" / "clip.mp4"
-    removed.parent.mkdir()
-    unlink = "def detect(images):\n    Path(sys.argv[2]).unlink(missing_ok=True)\n    return no_detections(images)\n"
-    result = detect_video_in_a_process(video, removed, unlink)
-    assert result["frames"] == 6 and not result["exists"], result
-    assert result["error"].startswith(f"could not write video {removed}: 0 of 6 frames can be read back (the file "
-                                      "is gone; "), result
+    full_disk = "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n" \
+                "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+    removed = "def detect(images):\n    Path(sys.argv[2]).unlink(missing_ok=True)\n    return no_detections(images)\n"
+    for name, setup, what in (("full", full_disk, "the partial file was removed"),
+                              ("removed", removed, "the file is gone")):
+        out = tmp_path / name / "clip.mp4"
+        out.parent.mkdir()
+        result = detect_video_in_a_process(video, out, setup)
+        assert result["frames"] == 6 and not result["exists"], result
+        assert result["error"].startswith(f"could not write video {out}: 0 of 6 frames can be read back ({what}; "), \
+            result
     fine = tmp_path / "fine" / "clip.mp4"
     fine.parent.mkdir()
     assert detect_video_in_a_process(video, fine) == {"error": None, "frames": 6, "exists": True}
