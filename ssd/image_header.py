@@ -102,7 +102,7 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
     """
     fd, _ = _regular_fd(path, what)
     try:
-        return os.fdopen(fd, "rb")  # O_NONBLOCK does not change reads of a regular file
+        return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
@@ -116,6 +116,7 @@ def _regular_fd(path: str | os.PathLike, what: str) -> tuple[int, os.stat_result
         problem = _kind_problem(status.st_mode)
         if problem:
             raise NotARegularFile(f"{what} {os.fspath(path)} {problem}")
+        os.set_blocking(fd, True)
         return fd, status
     except BaseException:
         os.close(fd)
@@ -141,7 +142,7 @@ def read_regular(path: str | os.PathLike, what: str = "file", max_bytes: int = M
     fd, status = _regular_fd(path, what)
     try:
         chunks, total = [], 0
-        while total <= max_bytes and status.st_size <= max_bytes:  # + 1 byte below: a file that grew is caught
+        while total <= max_bytes and status.st_size <= max_bytes:  # up to max_bytes + 1: a file that grew shows
             chunk = os.read(fd, min(max(status.st_size + 1 - total, 1 << 16), max_bytes + 1 - total, 1 << 30))
             if not chunk:
                 break

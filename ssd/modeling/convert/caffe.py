@@ -39,6 +39,7 @@ BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
 # than any network holds (a ResNet-152 has about 500) are refused before they are built: each blob
 # costs an array object, so a file of tiny fields would otherwise cost ~50 times its size.
 MAX_BLOB_AXES, MAX_BLOBS_PER_LAYER, MAX_LAYERS = 32, 16, 10_000
+_ITEMSIZE = {BLOB_DATA: 4, BLOB_DOUBLE_DATA: 8}
 
 
 def parse_blob(buf: memoryview) -> np.ndarray:
@@ -67,9 +68,6 @@ def parse_blob(buf: memoryview) -> np.ndarray:
         return values.astype(np.float32, copy=False).reshape(shape)
     except (ValueError, OverflowError) as err:  # an empty blob with a dimension over 2**63
         raise WireFormatError(f"blob of shape {tuple(shape)}: {err}") from None
-
-
-_ITEMSIZE = {BLOB_DATA: 4, BLOB_DOUBLE_DATA: 8}
 
 
 def _dims(value: int | memoryview) -> list[int]:
