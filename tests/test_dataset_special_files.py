@@ -1,6 +1,6 @@
 """Every file a dataset load reads whole (VOC image sets, annotations and classes.txt, a COCO instances
 JSON, YOLO list files, data.yaml and classes.txt), replaced by a FIFO, a link to /dev/zero or a
-sparse file over the size limit: refused at once by name, in one line from ssd-train, exit 2.
+sparse file over the size limit: refused at once by name; ssd-train and ssd-evaluate exit 2 with one line.
 
 Before, a FIFO blocked the load forever and a link to /dev/zero read until memory ran out.
 """
@@ -71,16 +71,21 @@ for root in sys.argv[1:]:
     assert run["peak_mb"] - run["baseline_mb"] < hf.LOAD_BOUND_MB and run["seconds"] < hf.LOAD_BOUND_S, run
 
 
-def test_train_command_exits_2_with_one_line_naming_the_file(tmp_path, capsys):
+def test_train_and_evaluate_commands_exit_2_with_one_line_naming_the_file(tmp_path, capsys):
+    from ssd.cli import evaluate as evaluate_cli
     from ssd.cli import train as train_cli
 
+    commands = {"train_detector.py": (train_cli.main, ["--train-split", "train", "--run-dir", str(tmp_path / "run"),
+                                                        "--from-scratch"]),
+                "evaluate.py": (evaluate_cli.main, ["--split", "train", "--results-dir", str(tmp_path / "results"),
+                                                    "--metric", "voc07"])}  # the data is loaded before any result
     for kind in ("fifo", "huge"):
         for case, (root, path, words) in hostile_roots(tmp_path / kind, kind).items():
-            code = train_cli.main(["--data-root", str(root), "--train-split", "train", "--run-dir",
-                                   str(tmp_path / "run"), "--strict", "--from-scratch"])
-            err = capsys.readouterr().err
-            lines = [line for line in err.splitlines() if line.strip()]
-            assert code == 2 and "Traceback" not in err and len(lines) == 1, (case, err)
-            assert lines[0].startswith("train_detector.py: error: ") and str(path) in lines[0], (case, err)
-            assert words in lines[0], (case, err)
+            for command, (main, args) in commands.items():
+                code = main(["--data-root", str(root), "--strict", *args])
+                err = capsys.readouterr().err
+                lines = [line for line in err.splitlines() if line.strip()]
+                assert code == 2 and "Traceback" not in err and len(lines) == 1, (command, case, err)
+                assert lines[0].startswith(f"{command}: error: ") and str(path) in lines[0], (command, case, err)
+                assert words in lines[0], (command, case, err)
     assert not os.path.exists(tmp_path / "run" / "config.json")
