@@ -2,7 +2,10 @@
 JSON, YOLO list files, data.yaml and classes.txt), replaced by a FIFO, a link to /dev/zero or a
 sparse file over the size limit: refused at once by name; ssd-train and ssd-evaluate exit 2 with one line.
 
-Before, a FIFO blocked the load forever and a link to /dev/zero read until memory ran out.
+Before, a FIFO annotation XML blocked the load forever; the other special files were passed over as
+missing ("does not exist", "has neither data.yaml nor classes.txt") or, as a data.yaml or a VOC
+classes.txt, silently ignored (the load went on with other class names); a sparse 4 GiB file was
+read whole.
 """
 
 from __future__ import annotations
