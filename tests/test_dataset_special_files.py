@@ -4,7 +4,7 @@ sparse file over the size limit: refused at once by name; ssd-train and ssd-eval
 
 Before, a FIFO annotation XML blocked the load forever; the other special files were passed over as
 missing ("does not exist", "has neither data.yaml nor classes.txt") or, as a data.yaml or a VOC
-classes.txt, silently ignored (the load went on with other class names); a sparse 4 GiB file was
+classes.txt, silently ignored (the load went on without it); a sparse 4 GiB file was
 read whole.
 """
 
