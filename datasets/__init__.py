@@ -25,6 +25,7 @@ import numpy as np
 
 from ssd_datasets.classes import select_classes
 from ssd_datasets.exports import Export, Split, load_split, recognise
+from ssd.image_header import names_a_file
 from ssd.records import DetectionDataset, read_lines
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 def parse_class_names(spec: str) -> tuple[str, ...]:
     """Class names from "a,b,c" or from a file with one name per line."""
     path = Path(spec)
-    names = tuple(read_lines(path, "class names file") if path.is_file()
+    names = tuple(read_lines(path, "class names file") if names_a_file(path)
                   else (n.strip() for n in spec.split(",") if n.strip()))
     if not names:
         raise ValueError(f"class list {spec!r} names no classes")

@@ -38,7 +38,7 @@ from ssd_datasets.image_check import image_file_problem, path_inside, size_probl
 from ssd_datasets.image_paths import ImageFinder, normalise_name
 from ssd_datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CLIPPED, BOX_OK, FILE_MISSING, LoadReport,
                                  box_problem, check_boxes)
-from ssd.image_header import open_regular
+from ssd.image_header import read_regular
 from ssd.records import DetectionDataset, Sample, class_name_problem
 
 logger = logging.getLogger(__name__)
@@ -83,11 +83,13 @@ def _gc_paused() -> Iterator[None]:
 def read_coco_json(path: str | os.PathLike) -> dict[str, Any]:
     """The parsed file, checked to be a COCO detection file (images and categories lists)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO annotation file {path} does not exist")
     try:
-        with open_regular(path, "COCO annotation file") as f, _gc_paused():
-            data = json.load(f)
+        text = read_regular(path, "COCO annotation file")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"COCO annotation file {path} does not exist") from None
+    try:
+        with _gc_paused():
+            data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from None
     except RecursionError:

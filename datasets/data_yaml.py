@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ssd_datasets.yolo import _split_flow, _strip_comment, _unquote
-from ssd.records import class_name_problem
+from ssd.image_header import names_a_file
+from ssd.records import class_name_problem, read_text
 
 SPLIT_KEYS = ("train", "val", "test")
 _KEY = re.compile(r"^([A-Za-z_][\w-]*)\s*:(?:\s+(.*)|\s*)$")
@@ -45,7 +46,7 @@ class DataYaml:
 
 def read_yaml_keys(path: str | os.PathLike) -> dict[str, Any]:
     """Top-level keys: str for a scalar, list for a list, dict for a map, None when empty."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = read_text(path, "dataset YAML file").splitlines()
     keys: dict[str, Any] = {}
     current = None
     for line in lines:
@@ -91,7 +92,7 @@ def _block_item(container: Any, text: str, key: str, path: str | os.PathLike) ->
 def read_data_yaml(path: str | os.PathLike) -> DataYaml:
     """The yaml's root, splits and names, checked: names present, nc equal to their number."""
     path = Path(path)
-    if not path.is_file():
+    if not names_a_file(path):
         raise FileNotFoundError(f"dataset YAML {path} does not exist")
     keys = read_yaml_keys(path)
     names = _names(keys.get("names"), path)

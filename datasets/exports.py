@@ -36,6 +36,7 @@ from ssd_datasets.report import LoadReport
 from ssd_datasets.voc import CLASSES_FILE, VOC_CLASSES, load_voc_with_report, parse_split
 from ssd_datasets.voc_folder import annotation_files, load_voc_folder_with_report
 from ssd_datasets.yolo import IMAGE_SUFFIXES, load_yolo_images_with_report, yolo_class_names
+from ssd.image_header import names_a_file, read_regular
 from ssd.records import DATA_FORMATS, DetectionDataset, read_lines
 
 logger = logging.getLogger(__name__)
@@ -125,8 +126,8 @@ def recognise(path: str | os.PathLike, data_format: str | None = None,
 
 
 def _ultralytics(path: Path, image_dir: Path | None) -> Export | None:
-    yaml = path if path.is_file() and path.suffix.lower() in (".yaml", ".yml") else next(
-        (path / n for n in YAML_NAMES if path.is_dir() and (path / n).is_file()), None)
+    yaml = path if names_a_file(path) and path.suffix.lower() in (".yaml", ".yml") else next(
+        (path / n for n in YAML_NAMES if path.is_dir() and names_a_file(path / n)), None)
     if yaml is None:
         return None
     if path.is_dir() and not _has_split_keys(yaml):  # names only: a YOLO folder (images/, labels/)
@@ -138,13 +139,15 @@ def _ultralytics(path: Path, image_dir: Path | None) -> Export | None:
 
 
 def _has_split_keys(yaml: Path) -> bool:
-    return bool(re.search(r"^(train|val)\s*:", yaml.read_text(encoding="utf-8", errors="replace"), re.MULTILINE))
+    # Only a look at its keys: bad UTF-8 is named later, when read_data_yaml reads the file.
+    text = read_regular(yaml, "dataset YAML file").decode("utf-8", errors="replace")
+    return bool(re.search(r"^(train|val)\s*:", text, re.MULTILINE))
 
 
 def _coco_file(path: Path, image_dir: Path | None) -> Export | None:
-    if path.is_dir() and (path / LABEL_STUDIO_JSON).is_file():
+    if path.is_dir() and names_a_file(path / LABEL_STUDIO_JSON):
         path = path / LABEL_STUDIO_JSON
-    if not (path.is_file() and path.suffix.lower() == ".json"):
+    if not (names_a_file(path) and path.suffix.lower() == ".json"):
         return None
     tool = "Label Studio COCO" if path.name == LABEL_STUDIO_JSON else "COCO file"
     name = path.parent.name if path.name == ROBOFLOW_JSON else path.stem.removeprefix("instances_")
@@ -176,7 +179,7 @@ def _yolo_folder(path: Path, image_dir: Path | None) -> Export | None:
     folders = sorted(d for d in (path / "images").iterdir() if d.is_dir())
     splits = tuple(Split(f.stem, "yolo", (f,)) for f in lists) + tuple(
         Split(d.name, "yolo", (d,)) for d in folders if d.name not in {f.stem for f in lists})
-    names = yolo_class_names(path) if any((path / n).is_file() for n in ("data.yaml", "classes.txt")) else None
+    names = yolo_class_names(path) if any(names_a_file(path / n) for n in ("data.yaml", "classes.txt")) else None
     return Export("YOLO folder", "yolo", path, splits or (Split("images", "yolo", (path / "images",)),), names)
 
 
@@ -211,12 +214,12 @@ def _image_sets(folder: Path) -> list[Path]:
 
 def _voc_names(root: Path) -> tuple[str, ...] | None:
     """Classes declared by classes.txt or CVAT's labelmap.txt (without its background), else None."""
-    if (root / CLASSES_FILE).is_file():
+    if names_a_file(root / CLASSES_FILE):
         names = tuple(read_lines(root / CLASSES_FILE, "class names file"))
         if not names:
             raise ValueError(f"{root / CLASSES_FILE} names no classes: write one class name per line")
         return names
-    if (root / CVAT_LABELMAP).is_file():  # "# label:color_rgb:parts:actions" then "name:r,g,b::" lines
+    if names_a_file(root / CVAT_LABELMAP):  # "# label:color_rgb:parts:actions" then "name:r,g,b::" lines
         names = tuple(n for line in read_lines(root / CVAT_LABELMAP, "label map") if not line.startswith("#")
                       if (n := line.split(":")[0].strip()) and n != "background")
         return names or None
@@ -232,10 +235,10 @@ def _named_split(export: Export, name: str) -> Split:
     root = export.root
     if export.format == "coco":
         path = Path(name) if os.path.isabs(name) else root / name
-        if name.endswith(".json") and path.is_file():
+        if name.endswith(".json") and names_a_file(path):
             return Split(path.stem, "coco", (path,))
         path = root / "annotations" / f"instances_{name}.json"
-        if path.is_file():
+        if names_a_file(path):
             return Split(name, "coco", (path,))
     elif export.format == "yolo":
         for candidate in (Path(name), root / name, root / "images" / name, root / f"{name}.txt"):
@@ -243,7 +246,7 @@ def _named_split(export: Export, name: str) -> Split:
                 return Split(name, "yolo", (candidate,))
     elif export.format == "voc":
         subdir, set_name = parse_split(name)
-        if (root / subdir / "ImageSets" / "Main" / f"{set_name}.txt").is_file():
+        if names_a_file(root / subdir / "ImageSets" / "Main" / f"{set_name}.txt"):
             return Split(name, "voc", (root,))
     own = ", ".join(s.name for s in export.splits) or "none"
     raise FileNotFoundError(f"--data-root {root} ({export.tool}): no split {name!r}; its splits: {own}")
@@ -254,7 +257,7 @@ def split_image_files(entry: Path) -> list[Path]:
     (relative lines are relative to the list file's folder, as Ultralytics reads "./" lines)."""
     if entry.is_dir():
         return sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if entry.is_file():
+    if names_a_file(entry):
         lines = read_lines(entry, "image list file")
         return [Path(line) if os.path.isabs(line) else entry.parent / line.removeprefix("./") for line in lines]
     raise FileNotFoundError(f"YOLO split {entry}: no such folder or list file")

@@ -36,6 +36,7 @@ from ssd_datasets.classes import sorted_by_name
 from ssd_datasets.image_check import MAX_IMAGE_SIDE, image_file_problem
 from ssd_datasets.report import (BAD_ANNOTATION, BAD_IMAGE, BAD_OBJECT, BOX_CROSSES_BORDER, BOX_OUTSIDE_IMAGE,
                              DEGENERATE_BOX, FILE_MISSING, UNKNOWN_CLASS, LoadReport)
+from ssd.image_header import read_regular
 from ssd.records import DetectionDataset, Sample, read_lines
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ VOC_CLASSES: tuple[str, ...] = (
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )  # fmt: skip
+
+# One image's annotation file: real ones are a few KB (a 64 MB one would describe ~300,000 objects).
+MAX_XML_BYTES = 64 << 20
 
 # A dataset folder may name its classes, one per line, in this file at its root.
 CLASSES_FILE = "classes.txt"
@@ -130,9 +134,11 @@ class _Discovered(dict):
 def _parse_annotation(xml_path: str, image_id: str, image_path: str, ctx: _Context) -> Sample:
     """One annotation file -> Sample with valid boxes only; raises _Problem for a bad file."""
     try:
-        root = etree.parse(xml_path, ctx.parser).getroot()
+        root = etree.fromstring(read_regular(xml_path, "annotation file", MAX_XML_BYTES), ctx.parser)
     except (OSError, etree.XMLSyntaxError) as err:
         raise _Problem(f"unreadable XML: {err}") from None
+    except ValueError as err:  # a FIFO, a device, a file over the limit: refused unread
+        raise _Problem(str(err)) from None
     size, objects = None, []
     for child in root:  # one walk over the top level instead of several path lookups
         if child.tag == "object":

@@ -18,6 +18,7 @@ from pathlib import Path
 from ssd_datasets.report import FILE_MISSING, LoadReport
 from ssd_datasets.yolo import IMAGE_SUFFIXES
 from ssd_datasets.voc import add_annotation, finish, load_context
+from ssd.image_header import names_a_file
 from ssd.records import DetectionDataset
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def annotation_files(root: str | os.PathLike) -> list[Path]:
     """Every .xml file under `root`, sorted."""
-    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() == ".xml" and p.is_file())
+    return sorted(p for p in Path(root).rglob("*") if p.suffix.lower() == ".xml" and names_a_file(p))
 
 
 def _image_folders(xml: Path) -> list[Path]:

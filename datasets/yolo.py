@@ -33,8 +33,8 @@ import numpy as np
 
 from ssd_datasets.image_check import checked_image_size
 from ssd_datasets.report import BAD_IMAGE, BAD_OBJECT, BOX_OK, FILE_MISSING, LoadReport, box_problem, check_boxes
-from ssd.image_header import open_regular
-from ssd.records import DetectionDataset, Sample, class_name_problem, read_lines
+from ssd.image_header import names_a_file
+from ssd.records import DetectionDataset, Sample, class_name_problem, read_lines, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,9 @@ DATA_YAML, CLASSES_TXT = "data.yaml", "classes.txt"
 def yolo_class_names(root: str | os.PathLike) -> tuple[str, ...]:
     """The names list of <root>/data.yaml, else the lines of <root>/classes.txt."""
     root = Path(root)
-    if (root / DATA_YAML).is_file():
+    if names_a_file(root / DATA_YAML):
         return parse_yaml_names(root / DATA_YAML)
-    if (root / CLASSES_TXT).is_file():
+    if names_a_file(root / CLASSES_TXT):
         names = read_lines(root / CLASSES_TXT, "YOLO class names file")
         if names:
             return _names_or_error(names, root / CLASSES_TXT)
@@ -61,7 +61,7 @@ def parse_yaml_names(path: str | os.PathLike) -> tuple[str, ...]:
 
     Only this key is read, so no YAML library is needed; other keys are ignored.
     """
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    lines = read_text(path, "dataset YAML file").splitlines()
     for k, line in enumerate(lines):
         match = re.match(r"names\s*:\s*(.*)$", line)
         if not match:
@@ -125,9 +125,8 @@ def _unquote(text: str) -> str:
 def split_images(root: Path, split: str) -> list[Path]:
     """The images of a split: the lines of a list file, or the image files of images/<split>, sorted."""
     for list_file in (root / split, root / f"{split}.txt") if split else ():
-        if list_file.is_file():
-            entries = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
-            return [Path(e) if os.path.isabs(e) else root / e for e in entries]
+        if names_a_file(list_file):
+            return [Path(e) if os.path.isabs(e) else root / e for e in read_lines(list_file, "image list file")]
     folder = root / "images" / split
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -156,14 +155,9 @@ def _image_id(root: Path, image: Path) -> str:
 def _label_text(path: Path) -> str:
     """The label file's text ("" if it does not exist); ValueError naming it if it cannot be read as UTF-8."""
     try:
-        with open_regular(path, "label file") as f:
-            return f.read().decode("utf-8")
+        return read_text(path, "label file")
     except FileNotFoundError:
         return ""
-    except UnicodeDecodeError as err:
-        raise ValueError(f"label file {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
-    except OSError as err:
-        raise ValueError(f"label file {path} cannot be read: {err.strerror or err}") from None
 
 
 def _read_labels(text: str, path: Path, num_classes: int, report: LoadReport

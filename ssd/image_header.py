@@ -82,6 +82,12 @@ def regular_file_problem(path: str | os.PathLike) -> str | None:
         return None  # missing or unreadable: the caller's open says so
 
 
+def names_a_file(path: str | os.PathLike) -> bool:
+    """Whether `path` exists as something other than a folder. Unlike Path.is_file(), a FIFO or a device
+    counts, so the reader it is handed to refuses it by name instead of passing it over as missing."""
+    return os.path.exists(path) and not os.path.isdir(path)
+
+
 def _kind_problem(mode: int) -> str | None:
     if stat.S_ISREG(mode):
         return None
@@ -94,16 +100,60 @@ def open_regular(path: str | os.PathLike, what: str = "file") -> BinaryIO:
     Opened without blocking, so a FIFO is refused at once instead of waiting for a writer, and a
     link to /dev/zero or /dev/urandom is refused before a byte is read from it.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    fd, _ = _regular_fd(path, what)
     try:
-        problem = _kind_problem(os.fstat(fd).st_mode)
-        if problem:
-            raise NotARegularFile(f"{what} {os.fspath(path)} {problem}")
-        os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _regular_fd(path: str | os.PathLike, what: str) -> tuple[int, os.stat_result]:
+    """A read-only descriptor of `path` and its stat, if it is a regular file; NotARegularFile if not."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        status = os.fstat(fd)
+        problem = _kind_problem(status.st_mode)
+        if problem:
+            raise NotARegularFile(f"{what} {os.fspath(path)} {problem}")
+        os.set_blocking(fd, True)
+        return fd, status
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# The largest file read whole (an annotation JSON or XML, an image list, a data.yaml, class names):
+# 4 GiB, about nine times COCO train2017's 448 MB instances file. A larger file is refused before
+# a byte of it is read (a sparse file can declare terabytes at no cost).
+MAX_TEXT_BYTES = 4 << 30
+
+
+class FileTooLarge(ValueError):
+    """A file larger than the caller reads whole."""
+
+
+def read_regular(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; NotARegularFile or FileTooLarge (ValueErrors
+    naming `what` and the file) otherwise, decided before reading (see `open_regular`).
+
+    Plain descriptor reads, no file object: VOC loads call this once per annotation file.
+    """
+    fd, status = _regular_fd(path, what)
+    try:
+        chunks, total = [], 0
+        while total <= max_bytes and status.st_size <= max_bytes:  # up to max_bytes + 1: a file that grew shows
+            chunk = os.read(fd, min(max(status.st_size + 1 - total, 1 << 16), max_bytes + 1 - total, 1 << 30))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    if max(status.st_size, total) > max_bytes:
+        raise FileTooLarge(f"{what} {os.fspath(path)} is {max(status.st_size, total):,} bytes, more than the limit "
+                           f"of {max_bytes:,} bytes for a file read whole")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def check_pixels(width: int, height: int, max_pixels: int, name: str) -> None:

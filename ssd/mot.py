@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ssd.records import read_text
+
 GT_FILE = "gt.txt"  # MOTChallenge's name, in <sequence>/gt/
 
 
@@ -54,10 +56,8 @@ def gt_lines(frame: int, ids: np.ndarray, boxes_xyxy: np.ndarray, consider: np.n
 def read_mot(path: str | Path) -> MotRows:
     """Read a MOT results or ground-truth file; ValueError naming the file and line when malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"MOT file {path} does not exist")
     values = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(read_text(path, "MOT file").splitlines(), 1):
         if not line.strip():
             continue
         fields = line.replace(" ", "").split(",")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from ssd.image_header import read_regular
 
 # The annotation formats `datasets/` reads (one source module each).
 DATA_FORMATS = ("voc", "coco", "yolo")
@@ -80,13 +81,21 @@ def class_name_problem(name: object) -> str | None:
     return None
 
 
-def read_lines(path: str | os.PathLike, what: str) -> list[str]:
-    """The non-empty lines of a UTF-8 text file, stripped; errors name the file and `what` it is."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist")
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 text file whole; FileNotFoundError or ValueError naming the file and `what` it is, also for a
+    FIFO, a device or a file over `MAX_TEXT_BYTES` (refused before a read that could block or not end)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = read_regular(path, what)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except OSError as err:
+        raise ValueError(f"{what} {path} cannot be read: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ValueError(f"{what} {path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def read_lines(path: str | os.PathLike, what: str) -> list[str]:
+    """The non-empty lines of a UTF-8 text file, stripped; errors as `read_text`."""
+    return [line.strip() for line in read_text(path, what).splitlines() if line.strip()]

@@ -90,18 +90,30 @@ def legacy_file(pickled: bytes, keys: list[str], storages: bytes = b"", head: tu
 def measure(imports: str, body: str, *args: object, timeout: float = 120) -> dict:
     """Run `body` in a fresh Python after `imports`: {"result": what body assigns to `result`,
     "baseline_mb": the process's RSS peak after the imports, "peak_mb": its RSS peak at the end,
-    "seconds": how long the body took} (the process's own ru_maxrss: nothing else on the machine counts).
+    "seconds": how long the body took}.
+
+    The peak is the process's own VmHWM (Linux), reset after the imports, not ru_maxrss: across fork
+    and exec, ru_maxrss keeps the parent's peak (a pytest worker with TensorFlow loaded: ~750 MB),
+    and the imports' own transient peak would hide any rise below either.
 
     `sys.argv[1:]` holds `args` as strings. A body that hangs fails the test at `timeout`.
     """
     code = f"""
-import json, resource, sys, time
+import json, sys, time
+def rss_peak_kb():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 {imports}
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:  # the peak from here on, not the imports' transient peak (Linux >= 4.0: "5" resets VmHWM to VmRSS)
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+except OSError:
+    pass
+baseline = rss_peak_kb()
 start = time.monotonic()
 {body}
 seconds = time.monotonic() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = rss_peak_kb()
 print(json.dumps({{"result": result, "baseline_mb": baseline / 1024, "peak_mb": peak / 1024, "seconds": seconds}}))
 """
     run = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
@@ -136,13 +148,24 @@ def cli_error_line(capsys, main, path: Path, *args: str) -> str:
     return lines[0]
 
 
+SPECIAL = {"zero": "is a character device, not a regular file", "fifo": "is a FIFO (named pipe), not a regular file"}
+
+
+def make_special(path: Path, kind: str) -> str:
+    """`path` (replaced if it exists) made a link to /dev/zero ("zero": endless bytes) or a named pipe
+    ("fifo": a read blocks until a writer comes); what a refusal must say."""
+    path.unlink(missing_ok=True)
+    if kind == "zero":
+        path.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(path)
+    return SPECIAL[kind]
+
+
 def special_files(folder: Path, suffix: str = ".jpg") -> dict[str, str]:
-    """In `folder`: zero<suffix>, a link to /dev/zero (endless bytes), and fifo<suffix>, a named pipe
-    (a read blocks until a writer comes). {stem: what a refusal must say}."""
+    """In `folder`: zero<suffix> and fifo<suffix> (see `make_special`). {stem: what a refusal must say}."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"zero{suffix}").symlink_to("/dev/zero")
-    os.mkfifo(folder / f"fifo{suffix}")
-    return {"zero": "is a character device, not a regular file", "fifo": "is a FIFO (named pipe), not a regular file"}
+    return {kind: make_special(folder / f"{kind}{suffix}", kind) for kind in SPECIAL}
 
 
 LOAD_BOUND_MB, LOAD_BOUND_S = 50, 20  # special files are refused at once: no read that could grow or block

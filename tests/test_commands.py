@@ -17,6 +17,7 @@ SHIMS = {
     "ssd-detect": "detect.py",
     "ssd-export": "export_graph.py",
     "ssd-evaluate": "tools/evaluate.py",
+    "ssd-evaluate-tracking": "tools/evaluate_tracking.py",
     "ssd-serve": "tools/serve.py",
     "ssd-convert": "tools/convert_weights.py",
     "ssd-make-dataset": "tools/make_synthetic_dataset.py",

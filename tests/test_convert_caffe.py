@@ -395,3 +395,59 @@ def test_hostile_caffe_and_ssd_keras_files_exit_2_with_one_line_naming_the_file(
     for path, message in cases.items():
         line = hf.cli_error_line(capsys, convert_weights.main, path, "--run-dir", str(tmp_path / "run"))
         assert line.startswith("convert_weights.py: error: ") and re.search(message, line), line
+
+
+def unpacked_floats(values: np.ndarray) -> bytes:
+    """One BlobProto data field (5, fixed32) per value, as an old protobuf writer stores them: 5 bytes each."""
+    rows = np.zeros((len(values), 5), np.uint8)
+    rows[:, 0] = 5 << 3 | 5
+    rows[:, 1:] = values.astype("<f4").view(np.uint8).reshape(-1, 4)
+    return rows.tobytes()
+
+
+def test_hostile_caffemodels_are_read_or_refused_in_bounded_memory(tmp_path):
+    """Peak RSS of a fresh process reading them: each value used to become its own array object, so
+    5 MB of unpacked floats peaked 349 MB above the imports (70 times the file)."""
+    n = 1_000_000
+    values = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    files = {
+        "wrapping": (field(7, 2, field(1, 2, varint(2**32) + varint(2**32))),
+                     r"shape \(4294967296, 4294967296\) holds 0"),
+        "unpacked": (unpacked_floats(values) + field(7, 2, field(1, 2, varint(n))), None),
+        "many_blobs": (field(5, 2, b""), "layer 'conv1_1' has more than 16 blobs"),
+        "many_dims": (field(7, 2, field(1, 2, varint(1) * n)), "blob shape of 1,000,000 bytes: more than 32 dims"),
+    }
+    paths = []
+    for name, (blob_bytes, _) in files.items():
+        blobs = [blob_bytes] * (100_000 if name == "many_blobs" else 1)
+        paths.append(tmp_path / f"{name}.caffemodel")
+        paths[-1].write_bytes(net([layer_v2("conv1_1", blobs)]))
+    run = hf.peak_memory_of_reading("ssd.modeling.convert.caffe:read_caffemodel", paths)
+    for path, (_, message), error in zip(paths, files.values(), run["result"]):
+        if message is None:
+            assert error is None, error
+        else:
+            assert error.startswith(f"Caffe model {path}: ") and re.search(message, error), error
+    largest_mb = max(p.stat().st_size for p in paths) / 2**20  # the unpacked one: 4.8 MB
+    assert run["peak_mb"] - run["baseline_mb"] < 6 * largest_mb, run
+    np.testing.assert_array_equal(read_caffemodel(paths[1])["conv1_1"][0], values)
+
+
+@pytest.mark.slow
+def test_ssd_keras_h5_declaring_huge_shapes_is_refused_in_bounded_memory(tmp_path):
+    """A few KB of HDF5 declaring a 64 GB weight (chunked, no chunk written: reading it would fill zeros)."""
+    import h5py
+
+    weights = caffe_weights(build_model("vgg300", 21, width=SLIM), detector_layers("vgg300"))
+    path = write_ssd_keras_h5(tmp_path / "huge.h5", weights)
+    with h5py.File(path, "a") as f:
+        group = f["conv4_3_norm_mbox_conf"]
+        del group["conv4_3_norm_mbox_conf/kernel:0"]
+        group.create_dataset("conv4_3_norm_mbox_conf/kernel:0", shape=(1 << 17, 1 << 17), dtype="<f4",
+                             chunks=(64, 64))
+    assert path.stat().st_size < 4_000_000  # the slim model's other weights
+    run = hf.peak_memory_of_reading("ssd.modeling.convert.convert:read_weights", [path])
+    message = run["result"][0]
+    assert message.startswith(f"Keras weights file {path}: its layers declare 68,7"), message  # 2^36 bytes + the rest
+    assert message.endswith("bytes, more than the 600,000,000 of any SSD this reader converts"), message
+    assert run["peak_mb"] - run["baseline_mb"] < 50, run

@@ -316,6 +316,45 @@ def no_detections(images):
 '''
 
 
+def detect_video_in_a_process(video: Path, out_video: Path, setup: str = "") -> dict:
+    """detect_video (fake detector, no TensorFlow) in a fresh process after `setup`; its error, frames and
+    whether the annotated video exists. `detect` may be redefined by `setup`."""
+    body = """
+report = detect_video(sys.argv[1], detect, Path(sys.argv[2]), io.StringIO(), ("a",), 0.5, progress=False)
+result = {"error": report.error, "frames": report.frames, "exists": Path(sys.argv[2]).exists()}
+"""
+    imports = ("import io\nfrom pathlib import Path\nfrom ssd.deploy.video import detect_video\n"
+               + _NO_DETECTIONS_SOURCE + "detect = no_detections\n" + setup)
+    return hf.measure(imports, body, video, out_video, timeout=60)["result"]
+
+
+def test_a_video_writer_that_fails_to_open_or_silently_is_named_and_its_partial_file_removed(tmp_path):
+    """OpenCV's VideoWriter says nothing when it cannot write: a folder gone (isOpened() is False), a
+    full disk (RLIMIT_FSIZE: writes fail with EFBIG, the mp4 ends without its index) or the file
+    removed under it (the frames go to an unlinked file) each produced no video, and exit 0."""
+    video = write_synthetic_video(tmp_path / "clip.mp4", num_frames=6, fps=10.0, width=64, height=64)
+    gone = tmp_path / "gone" / "clip.mp4"
+    result = detect_video_in_a_process(video, gone)
+    assert result == {"error": f"cannot write video {gone}: OpenCV's mp4v writer did not open it (64x64); is its "
+                               "folder writable?", "frames": 0, "exists": False}
+    full_disk = "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n" \
+                "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+    removed = "def detect(images):\n    Path(sys.argv[2]).unlink(missing_ok=True)\n    return no_detections(images)\n"
+    for name, setup, what in (("full", full_disk, "the partial file was removed"),
+                              ("removed", removed, "the file is gone")):
+        out = tmp_path / name / "clip.mp4"
+        out.parent.mkdir()
+        result = detect_video_in_a_process(video, out, setup)
+        assert result["frames"] == 6 and not result["exists"], result
+        assert result["error"].startswith(f"could not write video {out}: 0 of 6 frames can be read back ({what}; "), \
+            result
+    fine = tmp_path / "fine" / "clip.mp4"
+    fine.parent.mkdir()
+    assert detect_video_in_a_process(video, fine) == {"error": None, "frames": 6, "exists": True}
+    frames, _, _, count = read_video(fine)
+    assert len(frames) == count == 6
+
+
 def run_detect_with_file_size_limit(args: list[str], limit: int) -> tuple[int, str]:
     """detect.py in a process whose files may not grow past `limit` bytes (RLIMIT_FSIZE, the signal
     ignored so a write fails with EFBIG): a full disk, as far as our writes can tell, without root."""
@@ -348,3 +387,14 @@ def test_a_full_disk_under_out_is_one_line_and_leaves_no_partial_file(graph_dir,
     assert errors[0].startswith(f"error: --out {out}: File too large while writing {out / 'detections.jsonl'} (")
     assert "free some space or choose another --out" in errors[0]
     assert list(out.iterdir()) == []
+    video, out = tmp_path / "noise.avi", tmp_path / "video"  # the annotated noise outgrows the limit, its lines not
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
+    for k in range(4):
+        writer.write(np.random.default_rng(k).integers(0, 256, (120, 160, 3), np.uint8))
+    writer.release()
+    code, err = run_detect_with_file_size_limit([str(video), "--graph", graph, "--out", str(out), "--quiet"], 30_000)
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert code == 1 and "Traceback" not in err and len(errors) == 1, err
+    assert errors[0].startswith(f"error: could not write video {out / 'noise.mp4'}: 0 of 4 frames can be read back "
+                                "(the partial file was removed; "), err
+    assert sorted(p.name for p in out.iterdir()) == ["noise.jsonl"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import hostile_files as hf
 import numpy as np
 import pytest
 
@@ -121,6 +123,15 @@ def test_read_mot_names_the_file_and_line(tmp_path, line, message):
     with pytest.raises(ValueError, match=message) as err:
         read_mot(path)
     assert "bad.txt" in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero"])
+def test_read_mot_refuses_a_special_file_by_name_unread(tmp_path, kind):
+    """A FIFO would block the read forever, a link to /dev/zero read without end."""
+    path = tmp_path / "gt.txt"
+    words = hf.make_special(path, kind)
+    with pytest.raises(ValueError, match=re.escape(f"MOT file {path} {words}")):
+        read_mot(path)
 
 
 def test_read_mot_missing_file(tmp_path):

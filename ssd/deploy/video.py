@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -204,7 +205,8 @@ def detect_video(
             report.written_size = (report.width + report.width % 2, report.height + report.height % 2)
             writer = cv2.VideoWriter(str(out_video), cv2.VideoWriter_fourcc(*"mp4v"), report.fps, report.written_size)
             if not writer.isOpened():
-                report.error = f"cannot write video {out_video} (mp4v, {report.width}x{report.height})"
+                report.error = (f"cannot write video {out_video}: OpenCV's mp4v writer did not open it "
+                                f"({report.written_size[0]}x{report.written_size[1]}); is its folder writable?")
                 return report
         stages = _Stages(queue_depth)
         total = report.expected_frames or None
@@ -243,7 +245,28 @@ def detect_video(
             writer.release()
         cv2.setNumThreads(opencv_threads)
         report.wall_s = time.perf_counter() - start
+    if writer is not None and report.frames and not report.error:
+        report.error = _unwritten_video_problem(out_video, report.frames)
     return report
+
+
+def _unwritten_video_problem(path: Path, frames: int) -> str | None:
+    """Why the annotated video at `path` does not hold its `frames` frames (the partial file removed), or None.
+
+    OpenCV's writer reports nothing: a full disk or a file removed under it leaves a video cut short
+    (without the index an mp4 needs to be read at all) or none, so the file is opened again to check.
+    """
+    capture = cv2.VideoCapture(str(path))
+    readable = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    if readable >= frames:
+        return None
+    exists = os.path.exists(path)
+    path.unlink(missing_ok=True)
+    free = shutil.disk_usage(path.parent).free / 2**20 if path.parent.is_dir() else 0.0
+    return (f"could not write video {path}: {readable} of {frames} frames can be read back "
+            f"({'the partial file was removed' if exists else 'the file is gone'}; {free:.0f} MB free on that "
+            f"disk): free some space or choose another --out")
 
 
 def _lower_thread_priority() -> None:

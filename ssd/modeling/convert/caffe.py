@@ -35,35 +35,52 @@ BLOB_LEGACY_DIMS = (1, 2, 3, 4)  # num, channels, height, width
 BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
 
 
-def _floats(value: int | memoryview, wire: int, dtype: str) -> np.ndarray:
-    """A repeated float/double field: a packed run, or one unpacked value."""
-    if wire == LENGTH_DELIMITED or wire in (FIXED32, FIXED64):
-        return np.frombuffer(value, dtype)
-    raise WireFormatError(f"float data with wire type {wire}")
+# Caffe's own limit on a blob's axes (kMaxBlobAxes); more blobs per layer or layers with weights
+# than any network holds (a ResNet-152 has about 500) are refused before they are built: each blob
+# costs an array object, so a file of tiny fields would otherwise cost ~50 times its size.
+MAX_BLOB_AXES, MAX_BLOBS_PER_LAYER, MAX_LAYERS = 32, 16, 10_000
+_ITEMSIZE = {BLOB_DATA: 4, BLOB_DOUBLE_DATA: 8}
 
 
 def parse_blob(buf: memoryview) -> np.ndarray:
-    """A BlobProto -> float32 array in its declared shape (`shape`, else num/channels/height/width)."""
-    chunks, shape, legacy = [], None, {}
+    """A BlobProto -> float32 array in its declared shape (`shape`, else num/channels/height/width).
+
+    Values are gathered as bytes, not an array per field: an unpacked float is one 5-byte field.
+    """
+    data = {BLOB_DATA: bytearray(), BLOB_DOUBLE_DATA: bytearray()}
+    shape, legacy = None, {}
     for field, wire, value in iter_fields(buf):
-        if field == BLOB_DATA:
-            chunks.append(_floats(value, wire, "<f4"))
-        elif field == BLOB_DOUBLE_DATA:
-            chunks.append(_floats(value, wire, "<f8"))
+        if field in data:
+            if wire not in (LENGTH_DELIMITED, FIXED32, FIXED64) or len(value) % _ITEMSIZE[field]:
+                raise WireFormatError(f"float data with wire type {wire} and {len(value)} bytes")
+            data[field] += value
         elif field == BLOB_SHAPE:
-            shape = [d for f, _, v in iter_fields(value) if f == 1 for d in packed_varints(v)]
+            shape = _dims(value)
         elif field in BLOB_LEGACY_DIMS:
             legacy[field] = value
     if shape is None:
         shape = [legacy.get(f, 0) for f in BLOB_LEGACY_DIMS] if legacy else [0]
-    size = sum(chunk.size for chunk in chunks)
+    size = sum(len(b) // _ITEMSIZE[f] for f, b in data.items())
     if size != math.prod(shape):  # Python integers: dims such as [2**32, 2**32] cannot wrap to 0
         raise WireFormatError(f"blob of shape {tuple(shape)} holds {size} values")
-    data = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    values = np.concatenate([np.frombuffer(data[BLOB_DATA], "<f4"), np.frombuffer(data[BLOB_DOUBLE_DATA], "<f8")])
     try:
-        return data.reshape(shape)
+        return values.astype(np.float32, copy=False).reshape(shape)
     except (ValueError, OverflowError) as err:  # an empty blob with a dimension over 2**63
         raise WireFormatError(f"blob of shape {tuple(shape)}: {err}") from None
+
+
+def _dims(value: int | memoryview) -> list[int]:
+    """BlobShape's dims, at most MAX_BLOB_AXES of them (packed or not)."""
+    dims: list[int] = []
+    for field, _, dim in iter_fields(value):
+        if field == 1:
+            if isinstance(dim, memoryview) and len(dim) > 10 * MAX_BLOB_AXES:  # a varint takes at most 10 bytes
+                raise WireFormatError(f"blob shape of {len(dim):,} bytes: more than {MAX_BLOB_AXES} dims")
+            dims += packed_varints(dim)
+            if len(dims) > MAX_BLOB_AXES:
+                raise WireFormatError(f"blob shape with more than {MAX_BLOB_AXES} dims")
+    return dims
 
 
 def _parse_layer(buf: memoryview, name_field: int, blobs_field: int) -> tuple[str, list[np.ndarray]]:
@@ -75,6 +92,8 @@ def _parse_layer(buf: memoryview, name_field: int, blobs_field: int) -> tuple[st
             except UnicodeDecodeError as err:
                 raise WireFormatError(f"layer name {bytes(value)[:40]!r} is not UTF-8 ({err.reason})") from None
         elif field == blobs_field and wire == LENGTH_DELIMITED:
+            if len(blobs) == MAX_BLOBS_PER_LAYER:
+                raise WireFormatError(f"layer {name!r} has more than {MAX_BLOBS_PER_LAYER} blobs")
             blobs.append(parse_blob(value))
     return name, blobs
 
@@ -90,6 +109,8 @@ def parse_net(data: bytes) -> dict[str, list[np.ndarray]]:
             continue
         if name in layers:
             raise WireFormatError(f"two layers named {name!r} have weights")
+        if len(layers) == MAX_LAYERS:
+            raise WireFormatError(f"more than {MAX_LAYERS:,} layers have weights")
         layers[name] = blobs
     return layers
 
