@@ -130,8 +130,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, required: bool = True, 
         "--model", "--graph", dest="model", type=Path, required=required,
         help="an exported model: export directory (its frozen graph), .pb, SavedModel directory, .onnx "
              "(ONNX Runtime), .xml (OpenVINO IR) or .tflite; --graph is the old name of this option")
-    parser.add_argument("--precision", choices=("f32", "bf16"), default="f32",
-                        help="OpenVINO inference precision (default: f32; bf16 where the CPU has it)")
+    parser.add_argument("--precision", choices=("auto", "f32", "bf16"), default="auto",
+                        help="auto (default): the fastest precision the export's accuracy checks allow on this "
+                             "CPU (INT8, else OpenVINO bf16, else fp32), printed at start; f32 or bf16: "
+                             "OpenVINO inference precision of the model given")
 
 
 def writable_dir_problem(path: Path) -> str | None:

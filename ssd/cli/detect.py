@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from ssd.cli import add_model_arguments, configure_logging, writable_dir_problem
+from ssd.cli.precision import load_chosen_model
 from ssd.deploy.tracking import TrackerOptions
 from ssd.detections import LABELS_FILE
 from ssd.image_header import DEFAULT_MAX_PIXELS
@@ -82,10 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir(parents=True, exist_ok=True)
     # Imported late so that --help and argument errors answer without loading TensorFlow.
     from ssd.deploy.images import expand_inputs
-    from ssd.deploy.runtimes import load_model
 
     try:
-        detector, class_names, model_path = load_model(args.model, args.precision, args.labels)
+        detector, class_names, model_path = load_chosen_model(args.model, args.precision, args.labels)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

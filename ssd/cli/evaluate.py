@@ -25,6 +25,7 @@ from pathlib import Path
 from ssd_datasets import load_splits
 from ssd_datasets.exports import recognise
 from ssd.cli import add_model_arguments, configure_logging
+from ssd.cli.precision import load_chosen_model
 from ssd.evaluation.loop import evaluate_detector, evaluate_results_files
 from ssd.config import EVAL_METRICS
 from ssd.evaluation.metrics import EvaluatorGroup, make_evaluator
@@ -88,9 +89,8 @@ def _detector(args: argparse.Namespace):
         return Detector(model, config).detect, config.class_names, config.image_size, config.category_ids
     from ssd.detections import EXPORT_INFO_FILE
     from ssd.deploy.frozen_graph import graph_input_size
-    from ssd.deploy.runtimes import load_model
 
-    detector, class_names, path = load_model(args.model, args.precision)
+    detector, class_names, path = load_chosen_model(args.model, args.precision)
     size = graph_input_size(path)
     if args.image_size is not None and size is not None and args.image_size != size:
         raise ValueError(f"--image-size {args.image_size}: the model {path} resizes to its input size {size} "

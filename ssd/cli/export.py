@@ -16,10 +16,15 @@ Caffe release's, as the library's detector). --int8 adds OUT/model_int8.xml (NNC
 OUT/model_int8.tflite (int8 convolutions but conv4_3's), calibrated on --calibration-images images drawn from the
 run's training split (listed in OUT/calibration.json), then prints the VOC07 mAP of each INT8
 model next to its fp32 twin's on the run's validation split (or --calibration-check N images).
+--max-map-drop D bounds the loss of the reduced precisions on that split (points of the run's metric,
+VOC07 mAP or COCO AP): the OpenVINO INT8 model keeps operations float (NNCF accuracy control) until
+it is within D, or is left out; the IR at bf16 is checked where the CPU has bf16 units. The checks
+go into OUT/export.json, where `--precision auto` of detect.py, serve and evaluate reads them.
 
 Example:
   python export_graph.py --run-dir runs/ssd300 --out export/ssd300
   python export_graph.py --run-dir runs/ssd300 --out export/ssd300 --format onnx,openvino,tflite --int8
+  python export_graph.py --run-dir runs/ssd300 --out export/ssd300 --format openvino --int8 --max-map-drop 0.5
   python detect.py --model export/ssd300/model_int8.xml clip.mp4 --out detections/
 """
 
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -58,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --int8: images drawn from the run's training split to calibrate on (default: 100)")
     p.add_argument("--calibration-check", type=int,
                    help="with --int8: compare mAP on this many validation images (default: the whole split)")
+    p.add_argument("--max-map-drop", type=float, metavar="POINTS",
+                   help="with openvino: INT8 (NNCF accuracy control) and bf16 lose at most this many points of "
+                        "the run's validation metric, or are not made the default (negative: must gain)")
     p.add_argument("--data-root", type=Path, help="with --int8: dataset root (default: the run's data_root)")
     p.add_argument("--seed", type=int, default=0, help="with --int8: seed of the calibration draw (default: 0)")
     add_postprocess_arguments(p)
@@ -96,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.int8 and not set(INT8_FORMATS) & set(formats):
         print(f"error: --int8 needs {' or '.join(INT8_FORMATS)} in --format", file=sys.stderr)
         return 2
+    if args.max_map_drop is not None and ("openvino" not in formats or not math.isfinite(args.max_map_drop)):
+        print(f"error: --max-map-drop needs openvino in --format and a finite number, got {args.max_map_drop} "
+              f"with {','.join(formats)}", file=sys.stderr)
+        return 2
     if args.calibration_images < 1 or (args.calibration_check is not None and args.calibration_check < 1):
         print("error: --calibration-images and --calibration-check must be >= 1", file=sys.stderr)
         return 2
@@ -107,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         calibration = _calibration(args) if args.int8 else None
         result = export_run(args.run_dir, args.out, args.checkpoint, options, formats,
                             calibration[1] if calibration else None)
+        checks = _check_precisions(args, calibration[1] if calibration else None) if args.max_map_drop is not None \
+            else None
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -118,7 +133,54 @@ def main(argv: list[str] | None = None) -> int:
     if calibration:
         print(f"{'calibration':14s} {calibration[0]}  ({len(calibration[1])} training images)")
         _print_int8_check(args, result.files)
+    if checks is not None:
+        _print_checks(checks, args.max_map_drop)
     return 0
+
+
+def _validation_dataset(args: argparse.Namespace):
+    """(the run's validation split, or its first --calibration-check images; model config; train config)."""
+    from ssd_datasets import load_dataset
+    from ssd.engine.run_config import load_run_config
+    from ssd.records import DetectionDataset
+
+    model_config, train_config = load_run_config(args.run_dir)
+    dataset = load_dataset(args.data_root or Path(train_config.data_root), train_config.val_splits,
+                           model_config.class_names)
+    if args.calibration_check is not None:
+        dataset = DetectionDataset(dataset.class_names, dataset.samples[: args.calibration_check],
+                                   dataset.category_ids)
+    return dataset, model_config, train_config
+
+
+def _check_precisions(args: argparse.Namespace, calibration):
+    """bf16 and (with --int8) accuracy-controlled INT8 checks of the OpenVINO IR within --max-map-drop."""
+    from ssd.deploy.quantization import ValidationSet, check_reduced_precisions
+
+    dataset, model_config, train_config = _validation_dataset(args)
+    validation = ValidationSet(dataset, model_config.image_size, train_config.eval_metric, train_config.val_splits)
+    return check_reduced_precisions(args.out, calibration, validation, args.max_map_drop)
+
+
+def _print_checks(checks, max_drop: float) -> None:
+    """Each check's drop against the bound; for INT8 the speed against plain INT8 and what stayed float."""
+    if not any(c.precision == "bf16" for c in checks):
+        print("bf16 check     skipped: this CPU has no bf16 units")
+    for check in checks:
+        print(f"{check.precision} check     {check.model}: {check.summary()}: {'met' if check.met else 'MISSED'}")
+        if check.precision != "int8":
+            continue
+        d = check.details
+        rates = d["images_per_second"]
+        print(f"  plain INT8 {d['plain_int8']:.2f}% (drop {check.fp32 - d['plain_int8']:.2f} points); "
+              f"{d['quantized_operations']} operations INT8, {len(d['kept_float'])} put back to float"
+              + (f": {', '.join(d['kept_float'])}" if d["kept_float"] else ""))
+        print(f"  images/s ({d['timing']}): fp32 {rates['fp32']:.1f}, plain INT8 {rates['plain_int8']:.1f}, "
+              f"this INT8 {rates['int8']:.1f} ({rates['int8'] / rates['plain_int8']:.2f}x plain INT8, "
+              f"{rates['int8'] / rates['fp32']:.2f}x fp32)")
+        if not check.met:
+            print(f"  the INT8 model cannot be kept within {max_drop:g} points: {check.model} was not written; "
+                  f"the float model stays the default")
 
 
 def _calibration(args: argparse.Namespace):
@@ -138,22 +200,18 @@ def _calibration(args: argparse.Namespace):
 
 
 def _print_int8_check(args: argparse.Namespace, files: dict[str, Path]) -> None:
-    """VOC07 mAP of each INT8 model next to its fp32 twin's, on the run's validation split."""
-    from ssd_datasets import load_dataset
+    """VOC07 mAP of each INT8 model next to its fp32 twin's, on the run's validation split (OpenVINO's
+    only without --max-map-drop, whose checks report it)."""
     from ssd.deploy.quantization import compare_map
-    from ssd.engine.run_config import load_run_config
-    from ssd.records import DetectionDataset
 
-    model_config, train_config = load_run_config(args.run_dir)
-    dataset = load_dataset(args.data_root or Path(train_config.data_root), train_config.val_splits,
-                           model_config.class_names)
-    if args.calibration_check is not None:
-        dataset = DetectionDataset(dataset.class_names, dataset.samples[: args.calibration_check])
-    models = {label: files[label] for pair in (("openvino", "openvino_int8"), ("tflite", "tflite_int8"))
-              for label in pair if pair[1] in files}
-    maps = compare_map(models, dataset, model_config.image_size)
+    pairs = [pair for pair in (("openvino", "openvino_int8"), ("tflite", "tflite_int8")) if pair[1] in files
+             and (pair[0] != "openvino" or args.max_map_drop is None)]
+    if not pairs:
+        return
+    dataset, model_config, train_config = _validation_dataset(args)
+    maps = compare_map({label: files[label] for pair in pairs for label in pair}, dataset, model_config.image_size)
     print(f"INT8 check: VOC07 mAP on {len(dataset)} images of {', '.join(train_config.val_splits)}")
-    for fp32, int8 in (("openvino", "openvino_int8"), ("tflite", "tflite_int8")):
+    for fp32, int8 in pairs:
         if int8 in maps:
             change = (maps[int8] - maps[fp32]) * 100 if None not in (maps[int8], maps[fp32]) else float("nan")
             print(f"  {fp32:9s} fp32 {_pct(maps[fp32])}  int8 {_pct(maps[int8])}  change {change:+.2f} points")

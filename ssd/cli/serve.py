@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ssd.cli import add_model_arguments, configure_logging
+from ssd.cli.precision import load_chosen_model
 from ssd.deploy.http_limits import ServerLimits
 from ssd.deploy.tf_serving import DEFAULT_MODEL_NAME
 
@@ -96,10 +97,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.threads > 0:  # must happen before TensorFlow starts its thread pools
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from ssd.deploy.runtimes import load_model
 
     try:
-        graph, class_names, graph_path = load_model(args.model, args.precision, args.labels)
+        graph, class_names, graph_path = load_chosen_model(args.model, args.precision, args.labels)
         server = make_server(graph, class_names, args.host, args.port, limits, args.threshold, str(graph_path),
                              args.model_name)
     except (FileNotFoundError, ValueError, OSError) as err:

@@ -14,22 +14,30 @@ num_detections [B]) for uint8 RGB images [B, H, W, 3]. The format follows from t
 
 Each runtime is imported only when its format is loaded: an ONNX or TFLite model runs without
 loading TensorFlow.
+
+`choose_precision(path, "auto")` picks the fastest precision an export offers on this CPU: its INT8
+model when export.json records an INT8 accuracy check within its bound, else the OpenVINO IR at
+bf16 when the CPU has bf16 units and a bf16 check within its bound is recorded, else fp32.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ssd.detections import GRAPH_FILE, INPUT_NAME, OUTPUT_NAMES, DetectFn
+from ssd.deploy.accuracy_checks import read_accuracy_checks
+from ssd.detections import EXPORT_INFO_FILE, GRAPH_FILE, INPUT_NAME, OUTPUT_NAMES, DetectFn
 
+IR_FILE, IR_INT8_FILE = "model.xml", "model_int8.xml"  # the OpenVINO IR files an export holds
 FORMATS = ("frozen", "saved_model", "onnx", "openvino", "tflite")
 DEFAULT_FORMATS = ("frozen", "saved_model")  # what export_graph.py writes unless told otherwise
 INT8_FORMATS = ("openvino", "tflite")  # the formats that get an INT8 twin
 PRECISIONS = ("f32", "bf16")
+CHOICES = ("auto", *PRECISIONS)  # what --precision takes
 
 
 def model_format(path: str | os.PathLike) -> str:
@@ -119,7 +127,11 @@ def _openvino(path: Path, precision: str) -> DetectFn:
     decline_openvino_telemetry()
     import openvino as ov
 
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision})
+    return openvino_detector(ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": precision}))
+
+
+def openvino_detector(compiled) -> DetectFn:
+    """An `openvino.CompiledModel` of an exported detector behind the contract."""
     outputs = {name: compiled.output(name) for name in OUTPUT_NAMES}
     local = threading.local()  # an infer request is not thread-safe; one per calling thread
 
@@ -166,6 +178,66 @@ def tflite_to_contract(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "detection_classes": np.where(valid, outputs["detection_classes"] + 1.0, 0.0),
         "num_detections": outputs["num_detections"],
     }
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The model file to open, the precision to compile it at ("f32" or "bf16"), what it runs as, and why."""
+
+    path: Path
+    precision: str
+    label: str  # "int8", "bf16" or "fp32"
+    reason: str
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin reports bf16 units on this machine (AVX512_BF16 or AMX)."""
+    decline_openvino_telemetry()
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def choose_precision(path: str | os.PathLike, precision: str = "auto") -> PrecisionChoice:
+    """The model and precision to run for `path` (an export directory or a model file) and `precision`.
+
+    "f32" and "bf16" are taken as given. "auto" (see the module docstring) reads the accuracy
+    checks in export.json beside the model; for an export directory it may open its
+    model_int8.xml or model.xml instead of the frozen graph.
+    """
+    if precision not in CHOICES:
+        raise ValueError(f"precision must be one of {CHOICES}, got {precision!r}")
+    if precision != "auto":
+        return PrecisionChoice(model_file(path), precision, "fp32" if precision == "f32" else precision,
+                               f"--precision {precision}")
+    path = Path(path)
+    export_dir = path.is_dir() and model_format(path) == "frozen"
+    given = path / GRAPH_FILE if export_dir else model_file(path)
+    if not export_dir and model_format(given) != "openvino":
+        return PrecisionChoice(given, "f32", "fp32", f"{given.name}: this format runs at fp32 (only OpenVINO "
+                               "models have INT8 and bf16 variants here)")
+    checks = {(c.model, c.precision): c for c in read_accuracy_checks(given.parent)}
+    why_not = []
+    for name, hint, label in ((IR_INT8_FILE, "f32", "int8"), (IR_FILE, "bf16", "bf16")):
+        candidate, check = given.parent / name, checks.get((name, label))
+        if not export_dir and given.name != name:
+            continue
+        if check is None:
+            why_not.append(f"no {label} accuracy check in {given.parent / EXPORT_INFO_FILE} (export_graph.py "
+                           f"--format openvino{' --int8' * (label == 'int8')} --max-map-drop POINTS)")
+        elif not check.met:
+            why_not.append(f"{label} missed its bound ({check.summary()})")
+        elif not candidate.is_file():
+            why_not.append(f"{candidate} passed its {label} check but does not exist")
+        elif label == "bf16" and not cpu_has_bf16():
+            why_not.append("this CPU has no bf16 units")
+        else:
+            return PrecisionChoice(candidate, hint, label, "; ".join([f"{name} at {label}: {check.summary()}",
+                                                                      *why_not]))
+    if export_dir and not given.is_file() and (given.parent / IR_FILE).is_file():
+        given = given.parent / IR_FILE  # an OpenVINO-only export: its fp32 IR
+    label = "int8" if given.name == IR_INT8_FILE else "fp32"
+    return PrecisionChoice(model_file(given), "f32", label, f"{given.name} at {label}: {'; '.join(why_not)}")
 
 
 def load_model(path: str | os.PathLike, precision: str = "f32",
