@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from ssd.core.postprocess import PostprocessOptions
 from ssd.deploy.graph import ExportModule, HeadsModule, frozen_graph_def
-from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS
+from ssd.deploy.runtimes import DEFAULT_FORMATS, FORMATS, INT8_FORMATS, IR_FILE, IR_INT8_FILE
 from ssd.detections import EXPORT_INFO_FILE, GRAPH_FILE, LABEL_MAP_FILE, LABELS_FILE, SAVED_MODEL_DIR
 from ssd.modeling.inference import Detector
 from ssd.modeling.model import fold_channel_flip
@@ -116,7 +116,7 @@ def export_run(
 
         result.files["onnx"] = write_onnx(HeadsModule(detector), result.out_dir / ONNX_FILE)
     if "openvino" in formats:
-        from ssd.deploy.openvino_export import IR_FILE, IR_INT8_FILE, write_int8_ir, write_ir
+        from ssd.deploy.openvino_export import write_int8_ir, write_ir
 
         result.files["openvino"] = write_ir(result.files["onnx"], result.out_dir / IR_FILE)
         if calibration is not None:

@@ -24,9 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ssd.deploy.runtimes import (  # noqa: F401  (IR_FILE, IR_INT8_FILE: the file names export.py takes from here)
-    IR_FILE, IR_INT8_FILE, decline_openvino_telemetry, openvino_detector,
-)
+from ssd.deploy.runtimes import decline_openvino_telemetry, openvino_detector
 from ssd.detections import DetectFn
 
 # Kept float in the INT8 model: conv4_3's L2 normalisation (ReduceSum, Sqrt, Divide, and the
