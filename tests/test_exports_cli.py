@@ -15,7 +15,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ssd_datasets import load_dataset
+from ssd_datasets import load_dataset, load_train_val
 from ssd_datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic
 from ssd.cli import evaluate as evaluate_cli
 from ssd.cli import train as train_cli
@@ -201,3 +201,27 @@ def test_verbose_lists_every_problem_and_third_party_loggers_stay_at_warning(tmp
     assert len(summary) == 1 and f"2 images skipped: file missing (e.g. {root / 'images' / 'a.jpg'})" in summary[0]
     listed = [r.getMessage() for r in caplog.records if "is missing (looked in" in r.getMessage()]
     assert len(listed) == (2 if verbose else 0)
+
+
+@pytest.mark.slow
+def test_int8_export_of_a_val_fraction_run_checks_on_the_held_out_images(tmp_path, capsys):
+    """A one-split export trained with --val-fraction: the INT8 check scores the images training held
+    out (its config.json names no validation split), and calibrates on the rest."""
+    from ssd.cli import export as export_cli
+
+    data = str(write_labelimg(tmp_path / "labelimg"))
+    run = tmp_path / "run"
+    assert train_cli.main(["--data-root", data, "--run-dir", str(run), "--width", "0.125", "--from-scratch",
+                           "--iterations", "1", "--batch-size", "2", "--workers", "1", "--eval-every", "0",
+                           "--val-fraction", "0.25"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["val_splits"] == []
+    capsys.readouterr()
+    assert export_cli.main(["--run-dir", str(run), "--out", str(tmp_path / "export"), "--checkpoint", "latest",
+                            "--format", "openvino", "--int8", "--calibration-images", "2"]) == 0
+    out = capsys.readouterr().out
+    held_out = max(1, round(0.25 * len(IMAGES)))
+    assert f"INT8 check: VOC07 mAP on {held_out} images of 0.25 of " in out
+    calibration = json.loads((tmp_path / "export" / "calibration.json").read_text())
+    held = {s.image_id for s in load_train_val(data, val_fraction=0.25, seed=0).val.samples}
+    assert calibration["num_images"] == 2 and len(held) == held_out
+    assert not held & set(calibration["image_ids"])  # calibrated on the training part only

@@ -138,27 +138,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _validation_dataset(args: argparse.Namespace):
-    """(the run's validation split, or its first --calibration-check images; model config; train config)."""
-    from ssd_datasets import load_dataset
+def _run_data(args: argparse.Namespace):
+    """(the run's training and validation sets as training split them, --val-fraction included; model
+    config; train config)."""
+    from ssd_datasets import load_train_val
     from ssd.engine.run_config import load_run_config
-    from ssd.records import DetectionDataset
 
     model_config, train_config = load_run_config(args.run_dir)
-    dataset = load_dataset(args.data_root or Path(train_config.data_root), train_config.val_splits,
-                           model_config.class_names)
+    data = load_train_val(args.data_root or Path(train_config.data_root), train_config.train_splits,
+                          train_config.val_splits, model_config.class_names, train_config.val_fraction,
+                          train_config.seed, data_format=train_config.data_format, image_dir=train_config.image_dir,
+                          run_classes=True)
+    return data, model_config, train_config
+
+
+def _validation_dataset(args: argparse.Namespace):
+    """(the run's validation set, or its first --calibration-check images, None for a run trained without
+    validation; its split names; model config; train config)."""
+    from ssd.records import DetectionDataset
+
+    data, model_config, train_config = _run_data(args)
+    if data.val is None:
+        return None, (), model_config, train_config
+    dataset = data.val
     if args.calibration_check is not None:
         dataset = DetectionDataset(dataset.class_names, dataset.samples[: args.calibration_check],
                                    dataset.category_ids)
-    return dataset, model_config, train_config
+    return dataset, data.val_splits, model_config, train_config
 
 
 def _check_precisions(args: argparse.Namespace, calibration):
     """bf16 and (with --int8) accuracy-controlled INT8 checks of the OpenVINO IR within --max-map-drop."""
     from ssd.deploy.quantization import ValidationSet, check_reduced_precisions
 
-    dataset, model_config, train_config = _validation_dataset(args)
-    validation = ValidationSet(dataset, model_config.image_size, train_config.eval_metric, train_config.val_splits)
+    dataset, splits, model_config, train_config = _validation_dataset(args)
+    if dataset is None:
+        raise ValueError(f"--max-map-drop: the run {args.run_dir} was trained without validation data, which the "
+                         "bound is measured on (train with --val-split or --val-fraction)")
+    validation = ValidationSet(dataset, model_config.image_size, train_config.eval_metric, splits)
     return check_reduced_precisions(args.out, calibration, validation, args.max_map_drop)
 
 
@@ -185,17 +202,13 @@ def _print_checks(checks, max_drop: float) -> None:
 
 def _calibration(args: argparse.Namespace):
     """(record path, images): --calibration-images drawn from the run's training split, recorded in OUT."""
-    from ssd_datasets import load_dataset
     from ssd.deploy.quantization import CALIBRATION_FILE, calibration_images, draw_calibration, write_calibration_record
-    from ssd.engine.run_config import load_run_config
 
-    model_config, train_config = load_run_config(args.run_dir)
+    data, model_config, train_config = _run_data(args)
     root = args.data_root or Path(train_config.data_root)
-    dataset = load_dataset(root, train_config.train_splits, model_config.class_names)
-    samples = draw_calibration(dataset, args.calibration_images, args.seed)
+    samples = draw_calibration(data.train, args.calibration_images, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
-    record = write_calibration_record(args.out / CALIBRATION_FILE, samples, str(root), train_config.train_splits,
-                                      args.seed)
+    record = write_calibration_record(args.out / CALIBRATION_FILE, samples, str(root), data.train_splits, args.seed)
     return record, calibration_images(samples, model_config.image_size)
 
 
@@ -208,9 +221,12 @@ def _print_int8_check(args: argparse.Namespace, files: dict[str, Path]) -> None:
              and (pair[0] != "openvino" or args.max_map_drop is None)]
     if not pairs:
         return
-    dataset, model_config, train_config = _validation_dataset(args)
+    dataset, splits, model_config, _ = _validation_dataset(args)
+    if dataset is None:
+        print(f"INT8 check skipped: the run {args.run_dir} was trained without validation data")
+        return
     maps = compare_map({label: files[label] for pair in pairs for label in pair}, dataset, model_config.image_size)
-    print(f"INT8 check: VOC07 mAP on {len(dataset)} images of {', '.join(train_config.val_splits)}")
+    print(f"INT8 check: VOC07 mAP on {len(dataset)} images of {', '.join(splits)}")
     for fp32, int8 in pairs:
         if int8 in maps:
             change = (maps[int8] - maps[fp32]) * 100 if None not in (maps[int8], maps[fp32]) else float("nan")
