@@ -366,8 +366,10 @@ def serve_process(graph: FrozenGraph, *flags: str) -> Iterator[tuple[subprocess.
     process = subprocess.Popen([sys.executable, str(serve), "--graph", str(graph.path), "--port", "0", *flags],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        line = process.stdout.readline()  # "serving ... on http://127.0.0.1:PORT ..."
-        assert " on http://127.0.0.1:" in line, line
+        # "precision fp32 (...)", then "serving ... on http://127.0.0.1:PORT ..."
+        lines = [process.stdout.readline() for _ in range(2)]
+        line = lines[-1]
+        assert lines[0].startswith("precision ") and " on http://127.0.0.1:" in line, lines
         yield process, line.split(" on ")[1].split()[0]
     finally:
         process.terminate()

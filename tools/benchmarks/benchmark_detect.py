@@ -149,6 +149,7 @@ def start_server(export: Path) -> tuple[subprocess.Popen, str]:
         [sys.executable, "-m", "ssd.cli.serve", "--graph", str(export), "--port", "0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
     )  # fmt: skip
+    process.stdout.readline()  # "precision fp32 (...)": the precision it chose
     line = process.stdout.readline()  # "serving ... on http://127.0.0.1:PORT ..."
     if " on http://" not in line:
         process.kill()
